@@ -1,0 +1,17 @@
+"""PSPNet, the Pyramid Scene Parsing Network (Zhao et al., CVPR 2017), for PyTorch."""
+
+from pspnet.checkpoints import load_model
+from pspnet.errors import CheckpointError, ConfigError, DatasetError, PSPNetError
+from pspnet.models import ModelConfig, PSPNet
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "ModelConfig",
+    "PSPNet",
+    "PSPNetError",
+    "load_model",
+]

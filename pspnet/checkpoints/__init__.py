@@ -1,0 +1,95 @@
+"""Reading weights: the native format and every foreign layout we convert, one file per format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pspnet.checkpoints import mmseg, semseg, torchvision
+from pspnet.checkpoints.native import is_native, load_state_strict, read_native, save_model
+from pspnet.errors import CheckpointError
+from pspnet.models.pspnet import ModelConfig, PSPNet
+from pspnet.models.resnet import ResNet
+
+__all__ = ["load_backbone_weights", "load_model", "read_checkpoint", "save_model"]
+
+# Foreign full-model layouts, tried in order; each module offers matches() and convert().
+FORMATS = (semseg, mmseg)
+
+
+def torch_load(path: Path) -> dict:
+    """``torch.load`` restricted to tensors and plain containers (never arbitrary pickles)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip and weights_only errors have no common base
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({err})") from err
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict]:
+    """Recognise ``path``'s layout and return (config, native state dict, metadata).
+
+    Native safetensors files, pspnet training states (``last.pt``), hszhao/semseg and
+    mmsegmentation checkpoints are recognised by their keys and shapes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if is_native(path):
+        return read_native(path)
+    obj = torch_load(path)
+    if "model" in obj and "model_config" in obj:  # a pspnet training state
+        return ModelConfig.from_dict(obj["model_config"]), obj["model"], obj.get("metadata", {})
+    for fmt in FORMATS:
+        if fmt.matches(obj):
+            config, state = fmt.convert(obj, source=str(path))
+            return config, state, {"source_format": fmt.NAME}
+    if torchvision.matches(obj) or semseg.matches_imagenet(obj):
+        raise CheckpointError(
+            f"{path}: ImageNet ResNet weights (backbone only); pass them as "
+            "PSPNet(..., backbone_weights=PATH) or --set model.backbone_weights=PATH"
+        )
+    keys = list(obj.get("state_dict", obj))[:8]
+    raise CheckpointError(
+        f"{path}: unrecognised checkpoint layout (first keys: {keys}); supported: pspnet "
+        "safetensors, pspnet training states, hszhao/semseg and mmsegmentation PSPNet"
+    )
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> PSPNet:
+    """Build the network a checkpoint describes and load its weights strictly, in eval mode.
+
+    Args:
+        path: native ``.safetensors``, a pspnet training state, or a semseg/mmseg checkpoint.
+        device: where to put the model.
+    """
+    config, state, metadata = read_checkpoint(path)
+    model = PSPNet.from_config(config)
+    load_state_strict(model, state, str(path))
+    model.metadata = dict(metadata)
+    return model.to(device).eval()
+
+
+def load_backbone_weights(backbone: ResNet, path: str | Path) -> None:
+    """Load ImageNet ResNet weights (torchvision or semseg layout) into ``backbone``, strictly.
+
+    The classifier ``fc.*`` is dropped; every other key must map onto the backbone.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such backbone weights file")
+    obj = torch_load(path)
+    obj = obj.get("state_dict", obj)
+    obj = {k.removeprefix("module."): v for k, v in obj.items()}
+    if semseg.matches_imagenet(obj):
+        state = semseg.convert_imagenet(obj, source=str(path))
+    elif torchvision.matches(obj):
+        state = torchvision.convert(obj, source=str(path))
+    else:
+        raise CheckpointError(
+            f"{path}: not a torchvision or semseg ImageNet ResNet (first keys: {list(obj)[:6]})"
+        )
+    load_state_strict(backbone, state, str(path))

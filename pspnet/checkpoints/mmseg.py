@@ -1,0 +1,95 @@
+"""mmsegmentation PSPNet checkpoints (``pspnet_r50-d8_*.pth``).
+
+mmseg's PSPNet differs from the paper's in three ways our config expresses: the ResNetV1c
+stem is 32-32-64 channels ("deep_narrow"; the ``r50b`` models use torchvision's 7x7 stem),
+the first block of layer3/4 runs at half the dilation (``contract_dilation=True``), and every
+resize uses ``align_corners=False``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from pspnet.checkpoints.native import Rule, foreign_state, rename_strict
+from pspnet.checkpoints.torchvision import BLOCK_KEY, resnet_depth
+from pspnet.errors import CheckpointError
+from pspnet.models.pspnet import ModelConfig, PSPNet
+
+NAME = "mmseg"
+
+# mmseg's configs all use pool_scales (1, 2, 3, 6); the weights record only their count.
+BINS = (1, 2, 3, 6)
+
+RULES: list[Rule] = [
+    # ResNetV1c: stem = Sequential(conv, BN, ReLU, conv, BN, ReLU, conv, BN, ReLU).
+    (r"backbone\.stem\.0\.weight", "backbone.stem.0.conv.weight"),
+    (r"backbone\.stem\.1\.(\w+)", r"backbone.stem.0.bn.\1"),
+    (r"backbone\.stem\.3\.weight", "backbone.stem.1.conv.weight"),
+    (r"backbone\.stem\.4\.(\w+)", r"backbone.stem.1.bn.\1"),
+    (r"backbone\.stem\.6\.weight", "backbone.stem.2.conv.weight"),
+    (r"backbone\.stem\.7\.(\w+)", r"backbone.stem.2.bn.\1"),
+    # ResNet (the r50b models): torchvision's single 7x7 conv.
+    (r"backbone\.conv1\.weight", "backbone.stem.0.conv.weight"),
+    (r"backbone\.bn1\.(\w+)", r"backbone.stem.0.bn.\1"),
+    (rf"backbone\.({BLOCK_KEY})", r"backbone.\1"),
+    # psp_modules[i] = Sequential(AdaptiveAvgPool2d, ConvModule(conv 1x1, bn, relu)).
+    (r"decode_head\.psp_modules\.(\d+)\.1\.conv\.weight", r"ppm.branches.\1.1.conv.weight"),
+    (r"decode_head\.psp_modules\.(\d+)\.1\.bn\.(\w+)", r"ppm.branches.\1.1.bn.\2"),
+    (r"decode_head\.bottleneck\.conv\.weight", "head.fuse.conv.weight"),  # 3x3
+    (r"decode_head\.bottleneck\.bn\.(\w+)", r"head.fuse.bn.\1"),
+    (r"decode_head\.conv_seg\.(weight|bias)", r"head.classifier.\1"),
+    # The FCNHead on layer3 with one 3x3 ConvModule.
+    (r"auxiliary_head\.convs\.0\.conv\.weight", "aux_head.fuse.conv.weight"),
+    (r"auxiliary_head\.convs\.0\.bn\.(\w+)", r"aux_head.fuse.bn.\1"),
+    (r"auxiliary_head\.conv_seg\.(weight|bias)", r"aux_head.classifier.\1"),
+]
+
+
+def matches(obj: dict) -> bool:
+    """Whether ``obj`` is an mmseg PSPNet checkpoint (``backbone.*`` and a PSPHead)."""
+    state = obj.get("state_dict", obj)
+    return isinstance(state, dict) and {
+        "backbone.layer1.0.conv1.weight",
+        "decode_head.psp_modules.0.1.conv.weight",
+        "decode_head.conv_seg.weight",
+    } <= set(state)
+
+
+def convert(obj: dict, source: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """The config and our state dict of an mmseg PSPNet checkpoint.
+
+    Args:
+        obj: the loaded file: ``{"meta", "state_dict", ...}`` or a bare state dict.
+        source: the file's path, named in errors.
+
+    Returns:
+        The detected config (depth from the block counts, classes from ``conv_seg``, the
+        auxiliary head if ``auxiliary_head.*`` is present) and the renamed, shape-checked
+        weights.
+    """
+    state = foreign_state(obj, source)
+    config = _config(state, source)
+    with torch.device("meta"):  # only names and shapes are needed
+        expected = PSPNet.from_config(config).state_dict()
+    return config, rename_strict(state, RULES, expected, source)
+
+
+def _config(state: dict[str, torch.Tensor], source: str) -> ModelConfig:
+    prefix = "decode_head.psp_modules."
+    branches = {key[len(prefix) :].split(".")[0] for key in state if key.startswith(prefix)}
+    if len(branches) != len(BINS):
+        raise CheckpointError(
+            f"{source}: {len(branches)} pyramid branches, but mmseg's pool_scales are {BINS}; "
+            "the scales are not stored in the weights, so this file cannot be configured"
+        )
+    return ModelConfig(
+        num_classes=state["decode_head.conv_seg.weight"].shape[0],
+        backbone=resnet_depth(state, source, prefix="backbone."),
+        stem="torchvision" if "backbone.conv1.weight" in state else "deep_narrow",
+        output_stride=8,
+        contract_dilation=True,  # ResNetV1c(contract_dilation=True) in every PSPNet config
+        bins=BINS,
+        aux="auxiliary_head.conv_seg.weight" in state,
+        align_corners=False,
+        base_width=state["backbone.layer1.0.conv1.weight"].shape[0],
+    )

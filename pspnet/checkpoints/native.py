@@ -1,0 +1,200 @@
+"""The native format: safetensors weights with the model config in the file's metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from pspnet.errors import CheckpointError
+from pspnet.models.pspnet import ModelConfig, PSPNet
+
+FORMAT = "pspnet"
+FORMAT_VERSION = "1"
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(tmp_path)`` and rename the result over ``path``: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_model(model: PSPNet, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    """Write ``model``'s weights and config to ``path`` (safetensors), atomically.
+
+    Args:
+        model: the network; a DDP or ``torch.compile`` wrapper is unwrapped first.
+        path: destination, conventionally ``*.safetensors``.
+        metadata: extra string entries stored beside the config (class names, dataset ...).
+    """
+    model = unwrap(model)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
+    meta.update(metadata or {})
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def read_native(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, str]]:
+    """Config, weights and metadata of a native file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as err:  # safetensors raises several unrelated types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    if metadata.get("format") != FORMAT or "config" not in metadata:
+        raise CheckpointError(
+            f"{path}: safetensors file without a pspnet model config in its metadata; "
+            "write it with `pspnet convert` or PSPNet.save"
+        )
+    try:
+        config = ModelConfig.from_dict(json.loads(metadata["config"]))
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: invalid model config in metadata: {err}") from err
+    return config, tensors, metadata
+
+
+def is_native(path: str | Path) -> bool:
+    with open(path, "rb") as f:
+        header = f.read(9)
+    # safetensors: 8-byte little-endian header length, then a JSON object.
+    return len(header) == 9 and header[8:9] == b"{"
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DDP (``.module``) or ``torch.compile`` (``._orig_mod``)."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``model``, raising on any missing, unexpected or mis-shaped key."""
+    expected = model.state_dict()
+    misshaped = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if state[k].shape != expected[k].shape
+    ]
+    raise_problems(
+        source,
+        {
+            "missing": set(expected) - set(state),
+            "unexpected": set(state) - set(expected),
+            "mis-shaped": misshaped,
+        },
+    )
+    model.load_state_dict(state, strict=True)
+
+
+def foreign_state(obj: dict, source: str) -> dict[str, torch.Tensor]:
+    """The state dict inside a foreign checkpoint, every value checked to be a tensor.
+
+    Training scripts save ``{"state_dict": ..., "optimizer": ...}`` or the bare state dict;
+    DataParallel and DistributedDataParallel prefix every key with ``module.``, and semseg
+    saves its model still wrapped, so the prefix is removed here.
+    """
+    state = obj.get("state_dict", obj)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source}: 'state_dict' is a {type(state).__name__}, not a dict")
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    raise_problems(source, {"non-tensor": not_tensors})
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+# A regular expression matching a whole foreign key, and our key as a ``Match.expand``
+# template (``\1`` for the first group), or None for a key dropped on purpose.
+Rule = tuple[str, str | None]
+
+
+def rename_strict(
+    foreign: dict[str, torch.Tensor],
+    rules: list[Rule],
+    expected: dict[str, torch.Tensor],
+    source: str,
+) -> dict[str, torch.Tensor]:
+    """Rename a foreign state dict into ours, accounting for every key on both sides.
+
+    Files older than PyTorch 0.4.1 have no ``num_batches_tracked`` in their BatchNorms; it is
+    filled with 0, as BatchNorm itself does when loading such files (the count only matters
+    for ``momentum=None``, which no model here uses).
+
+    Args:
+        foreign: the file's tensors under its own key names.
+        rules: tried in order; the first whose pattern matches the whole key decides.
+        expected: our state dict for the detected config (meta tensors suffice: only key
+            names and shapes are compared).
+        source: the file, named in every error.
+
+    Raises:
+        CheckpointError: naming every foreign key no rule covers, every key whose target is
+            not in the model, taken already or of another shape, and every model key left
+            unfilled.
+    """
+    compiled = [(re.compile(pattern), target) for pattern, target in rules]
+    state: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}  # our key -> the foreign key it came from
+    unknown, unexpected, misshaped, duplicate = [], [], [], []
+    for key, value in foreign.items():
+        found = next(((m, t) for p, t in compiled if (m := p.fullmatch(key))), None)
+        if found is None:
+            unknown.append(key)
+            continue
+        match, target = found
+        if target is None:
+            continue
+        ours = match.expand(target)
+        if ours not in expected:
+            unexpected.append(f"{key} (as {ours})")
+        elif ours in origin:
+            duplicate.append(f"{key} and {origin[ours]} (both as {ours})")
+        elif value.shape != expected[ours].shape:
+            shapes = f"file {tuple(value.shape)} vs model {tuple(expected[ours].shape)}"
+            misshaped.append(f"{key} (as {ours}): {shapes}")
+        else:
+            state[ours], origin[ours] = value, key
+    for key in set(expected) - set(state):
+        running_mean = key.removesuffix("num_batches_tracked") + "running_mean"
+        if key.endswith(".num_batches_tracked") and running_mean in state:
+            state[key] = torch.zeros((), dtype=torch.long)
+    raise_problems(
+        source,
+        {
+            "unknown": unknown,
+            "unexpected": unexpected,
+            "mis-shaped": misshaped,
+            "duplicate": duplicate,
+            "missing": set(expected) - set(state),
+        },
+    )
+    return state
+
+
+def raise_problems(source: str, problems: dict[str, Iterable[str]]) -> None:
+    """Raise one CheckpointError listing every non-empty group of offending keys, by title."""
+    lines = []
+    for title, keys in problems.items():
+        keys = sorted(keys)
+        if keys:
+            shown = ", ".join(keys[:20]) + (f" ... ({len(keys)} in all)" if len(keys) > 20 else "")
+            lines.append(f"{title} keys: {shown}")
+    if lines:
+        raise CheckpointError(f"{source}: weights do not fit the model; " + "; ".join(lines))

@@ -1,0 +1,21 @@
+"""The few exception types that cross the library's boundary; messages name the file and the fix."""
+
+
+class PSPNetError(Exception):
+    """Base of every error the library raises on purpose."""
+
+
+class CheckpointError(PSPNetError):
+    """A weights file that cannot be read, recognised or loaded strictly."""
+
+
+class DatasetError(PSPNetError):
+    """A dataset root, list, image or label that is missing, unreadable or inconsistent."""
+
+
+class ConfigError(PSPNetError):
+    """A configuration file or override that does not fit the typed configuration."""
+
+
+class TrainingError(PSPNetError):
+    """A run that cannot go on: a non-finite loss, or a run folder holding a different run."""
