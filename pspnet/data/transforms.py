@@ -1,0 +1,196 @@
+"""The paper's training augmentation and the normalisation every image goes through.
+
+The steps and their order are hszhao/semseg's (section 4.1 of the paper): random scale,
+random rotation, random Gaussian blur, random mirror, pad to the crop size, random crop.
+They are written with OpenCV directly rather than with albumentations: albumentations 2.0.8 is
+its last permissively licensed release and is frozen (its successor is AGPL), and the whole
+pipeline is five OpenCV calls, so a dependency would buy nothing but risk.
+
+Every random draw comes from the ``np.random.Generator`` passed in, so a sample's augmentation
+is decided by its seed alone, whatever worker computes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = [
+    "AugmentConfig",
+    "EvalTransform",
+    "PairTransform",
+    "TrainTransform",
+    "normalize",
+]
+
+# (image HxWx3 uint8 RGB, label HxW uint8 train ids, rng) -> (image 3xHxW float32, label HxW int64)
+PairTransform = Callable[
+    [np.ndarray, np.ndarray, np.random.Generator], tuple[torch.Tensor, torch.Tensor]
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The training augmentation; each random step can be switched off.
+
+    Attributes:
+        crop_size: (H, W) of every training sample (473 in the paper for ADE20K and VOC).
+        scale: range of the random scale factor, or None for no scaling.
+        rotate: range of the random rotation in degrees (applied with p=0.5), or None.
+        blur: Gaussian blur with a 5x5 kernel with p=0.5.
+        flip: horizontal mirror with p=0.5.
+        mean: per-channel RGB mean as fractions of 255 (ImageNet's); also the padding colour.
+        std: per-channel RGB standard deviation as fractions of 255.
+        ignore_index: label value of padded and rotated-in pixels.
+    """
+
+    crop_size: tuple[int, int] = (473, 473)
+    scale: tuple[float, float] | None = (0.5, 2.0)
+    rotate: tuple[float, float] | None = (-10.0, 10.0)
+    blur: bool = True
+    flip: bool = True
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    ignore_index: int = 255
+
+    def __post_init__(self) -> None:
+        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
+            raise ValueError(f"crop_size must be two positive ints (H, W), got {self.crop_size}")
+        if self.scale is not None and not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale must be (min, max) with 0 < min <= max, got {self.scale}")
+        if self.rotate is not None and not self.rotate[0] <= self.rotate[1]:
+            raise ValueError(
+                f"rotate must be (min, max) degrees with min <= max, got {self.rotate}"
+            )
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need three values each, std positive")
+
+
+def normalize(
+    image: np.ndarray,
+    mean: tuple[float, float, float] = IMAGENET_MEAN,
+    std: tuple[float, float, float] = IMAGENET_STD,
+) -> torch.Tensor:
+    """``(image / 255 - mean) / std`` as a float32 tensor.
+
+    Args:
+        image: (H, W, 3) RGB, uint8 or float in 0..255.
+        mean: per-channel mean as fractions of 255.
+        std: per-channel standard deviation as fractions of 255.
+
+    Returns:
+        (3, H, W) float32 tensor.
+    """
+    scale = np.float32(1 / 255) / np.asarray(std, np.float32)
+    shift = np.asarray(mean, np.float32) / np.asarray(std, np.float32)
+    normalised = image.astype(np.float32) * scale - shift  # (H, W, 3)
+    return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))  # (3, H, W)
+
+
+def label_tensor(label: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(label.astype(np.int64))  # (H, W)
+
+
+class EvalTransform:
+    """Normalisation only: evaluation sees the full image at its own size."""
+
+    def __init__(self, cfg: AugmentConfig | None = None) -> None:
+        self.cfg = cfg or AugmentConfig()
+
+    def __call__(
+        self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return normalize(image, self.cfg.mean, self.cfg.std), label_tensor(label)
+
+
+class TrainTransform:
+    """semseg's augmentation: scale, rotate, blur, mirror, pad, crop, then normalise."""
+
+    def __init__(self, cfg: AugmentConfig | None = None) -> None:
+        self.cfg = cfg or AugmentConfig()
+        # semseg augments float images so the mean-coloured borders are the exact mean,
+        # which normalises to 0.
+        self.fill = tuple(255.0 * m for m in self.cfg.mean)
+
+    def __call__(
+        self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        image = image.astype(np.float32)
+        if cfg.scale is not None:
+            image, label = random_scale(image, label, rng.uniform(*cfg.scale))
+        if cfg.rotate is not None and rng.random() < 0.5:
+            angle = rng.uniform(*cfg.rotate)
+            image, label = rotate(image, label, angle, self.fill, cfg.ignore_index)
+        if cfg.blur and rng.random() < 0.5:
+            image = cv2.GaussianBlur(image, (5, 5), 0)  # semseg's radius 5, sigma from size
+        if cfg.flip and rng.random() < 0.5:
+            image, label = cv2.flip(image, 1), cv2.flip(label, 1)
+        image, label = pad_to(image, label, cfg.crop_size, self.fill, cfg.ignore_index)
+        image, label = random_crop(image, label, cfg.crop_size, rng)
+        return normalize(image, cfg.mean, cfg.std), label_tensor(label)
+
+
+def random_scale(
+    image: np.ndarray, label: np.ndarray, factor: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize both by ``factor``: bilinear image, nearest label (labels must not blend)."""
+    h, w = label.shape
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))  # OpenCV takes (W, H)
+    image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+    return image, label
+
+
+def rotate(
+    image: np.ndarray,
+    label: np.ndarray,
+    angle: float,
+    fill: tuple[float, ...],
+    ignore_index: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rotate about the centre, keeping the size; corners come in as mean colour / ignore."""
+    h, w = label.shape
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
+    image = cv2.warpAffine(
+        image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=fill
+    )  # BORDER_CONSTANT is warpAffine's default
+    label = cv2.warpAffine(label, matrix, (w, h), flags=cv2.INTER_NEAREST, borderValue=ignore_index)
+    return image, label
+
+
+def pad_to(
+    image: np.ndarray,
+    label: np.ndarray,
+    size: tuple[int, int],
+    fill: tuple[float, ...],
+    ignore_index: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pad to at least ``size`` (H, W), split evenly on both sides as semseg does."""
+    h, w = label.shape
+    pad_h, pad_w = max(size[0] - h, 0), max(size[1] - w, 0)
+    if pad_h == 0 and pad_w == 0:
+        return image, label
+    top, left = pad_h // 2, pad_w // 2
+    borders = (top, pad_h - top, left, pad_w - left)
+    image = cv2.copyMakeBorder(image, *borders, cv2.BORDER_CONSTANT, value=fill)
+    label = cv2.copyMakeBorder(label, *borders, cv2.BORDER_CONSTANT, value=ignore_index)
+    return image, label
+
+
+def random_crop(
+    image: np.ndarray, label: np.ndarray, size: tuple[int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A ``size`` (H, W) window at a uniformly random position of an image at least that big."""
+    h, w = label.shape
+    top = int(rng.integers(0, h - size[0] + 1))
+    left = int(rng.integers(0, w - size[1] + 1))
+    window = (slice(top, top + size[0]), slice(left, left + size[1]))
+    return image[window], label[window]
