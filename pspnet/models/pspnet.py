@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -125,9 +124,20 @@ class PSPNet(nn.Module):
     ):
         super().__init__()
         self.config = ModelConfig(
-            num_classes, backbone, stem, output_stride, contract_dilation, tuple(bins), pooling,
-            reduction, use_ppm, aux, align_corners, base_width, dropout,
-        )  # fmt: skip
+            num_classes,
+            backbone,
+            stem,
+            output_stride,
+            contract_dilation,
+            tuple(bins),
+            pooling,
+            reduction,
+            use_ppm,
+            aux,
+            align_corners,
+            base_width,
+            dropout,
+        )
         self.backbone = ResNet(backbone, stem, output_stride, contract_dilation, base_width)
         channels = self.backbone.out_channels
         self.ppm = (
@@ -160,6 +170,9 @@ class PSPNet(nn.Module):
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+        # Small classifiers start every class near equal probability (loss ~ log C).
+        for head in filter(None, (self.head, self.aux_head)):
+            nn.init.normal_(head.classifier.weight, std=0.01)
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> PSPNet:

@@ -58,7 +58,7 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """ResNet v1.5 bottleneck: the stride sits on the 3x3 conv, as in semseg, mmseg and torchvision."""
+    """ResNet v1.5 bottleneck: the stride sits on the 3x3 conv (semseg, mmseg, torchvision)."""
 
     expansion = 4
 

@@ -15,11 +15,13 @@ def tiny(**options) -> PSPNet:
 
 @pytest.mark.parametrize(
     "backbone,stem,output_stride",
-    list(itertools.product(
-        ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
-        ["deep", "torchvision", "deep_narrow"],
-        [8, 16, 32],
-    )),
+    list(
+        itertools.product(
+            ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
+            ["deep", "torchvision", "deep_narrow"],
+            [8, 16, 32],
+        )
+    ),
 )
 def test_backbone_stem_stride_forward_backward(backbone, stem, output_stride):
     model = tiny(backbone=backbone, stem=stem, output_stride=output_stride).train()
@@ -32,23 +34,30 @@ def test_backbone_stem_stride_forward_backward(backbone, stem, output_stride):
 
 @pytest.mark.parametrize(
     "bins,pooling,reduction,use_ppm,aux,align_corners,contract_dilation",
-    list(itertools.product(
-        [(1, 2, 3, 6), (1,), (2, 4)],
-        ["avg", "max"],
-        [True, False],
-        [True, False],
-        [True, False],
-        [True, False],
-        [True, False],
-    )),
+    list(
+        itertools.product(
+            [(1, 2, 3, 6), (1,), (2, 4)],
+            ["avg", "max"],
+            [True, False],
+            [True, False],
+            [True, False],
+            [True, False],
+            [True, False],
+        )
+    ),
 )
 def test_head_option_combinations(
     bins, pooling, reduction, use_ppm, aux, align_corners, contract_dilation
 ):
     model = tiny(
-        bins=bins, pooling=pooling, reduction=reduction, use_ppm=use_ppm, aux=aux,
-        align_corners=align_corners, contract_dilation=contract_dilation,
-    )  # fmt: skip
+        bins=bins,
+        pooling=pooling,
+        reduction=reduction,
+        use_ppm=use_ppm,
+        aux=aux,
+        align_corners=align_corners,
+        contract_dilation=contract_dilation,
+    )
     images = torch.randn(2, 3, 33, 40)
     logits, aux_logits = model.train()(images)
     assert logits.shape == (2, 3, 33, 40)

@@ -1,0 +1,53 @@
+"""Shared by the benchmark scripts: the CPU's name and the sections of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import platform
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADER = (
+    "# Benchmarks\n\nEvery table below was written by the script named in its section, with the "
+    "command shown. Compare numbers only within one table: the CPU differs between machines.\n"
+)
+
+
+def cpu_model() -> str:
+    """The CPU's model name and PyTorch's vector capability, e.g. 'AMD EPYC (AVX2), 2 threads'."""
+    name = platform.processor() or "unknown CPU"
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+        name = found.group(1).strip() if found else name
+    except OSError:
+        pass
+    capability = torch.backends.cpu.get_cpu_capability()
+    return f"{name} ({capability}), {torch.get_num_threads()} threads"
+
+
+def command_line() -> str:
+    """How this script was run, for the record."""
+    script = Path(sys.argv[0])
+    try:
+        script = script.resolve().relative_to(DOC.parent.parent)
+    except ValueError:
+        pass
+    return shlex.join(["python", str(script), *sys.argv[1:]])
+
+
+def write_section(title: str, body: str, path: Path = DOC) -> None:
+    """Replace (or append) the ``## title`` section of docs/benchmarks.md, keeping the others."""
+    text = path.read_text() if path.is_file() else HEADER
+    section = f"## {title}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text).rstrip() + "\n"
+    else:
+        text = text.rstrip() + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

@@ -1,0 +1,235 @@
+"""Training configuration: frozen, typed dataclasses read from YAML, overridable by ``key=value``.
+
+Defaults are the paper's recipe (Zhao et al., 2017, section 4.1): SGD momentum 0.9, weight decay
+1e-4, poly learning rate with base 0.01 and power 0.9, 10x for the new layers, batch 16,
+loss = main + 0.4 x aux, ignore label 255, the full augmentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from pspnet.engine.inference import InferenceConfig
+from pspnet.errors import ConfigError
+from pspnet.models.pspnet import ModelConfig
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data is and how it is augmented.
+
+    Attributes:
+        dataset: preset name: ade20k, voc, cityscapes, camvid or custom.
+        root: dataset root folder.
+        train_split: split (list name) to train on.
+        val_split: split to validate on.
+        num_classes: class count of a custom dataset.
+        names_file: optional class names (and colours) of a custom dataset.
+        crop_size: training crop (height, width).
+        scale: random scale range, or None to switch it off.
+        rotate: random rotation range in degrees, or None.
+        blur: random Gaussian blur.
+        flip: random horizontal mirror.
+        workers: data-loading processes per rank.
+    """
+
+    dataset: str = "camvid"
+    root: str = "../shared/data/camvid"
+    train_split: str = "train"
+    val_split: str = "val"
+    num_classes: int | None = None
+    names_file: str | None = None
+    crop_size: tuple[int, int] = (473, 473)
+    scale: tuple[float, float] | None = (0.5, 2.0)
+    rotate: tuple[float, float] | None = (-10.0, 10.0)
+    blur: bool = True
+    flip: bool = True
+    workers: int = 2
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD with the poly schedule: lr = base x (1 - iteration / iterations) ^ power.
+
+    Attributes:
+        lr: base learning rate of the pretrained backbone.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty.
+        power: exponent of the poly schedule.
+        head_lr_mult: multiplier of the new layers' (pyramid, head, aux) learning rate.
+    """
+
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    power: float = 0.9
+    head_lr_mult: float = 10.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run; the resolved config is written into the run folder.
+
+    Attributes:
+        model: the network (num_classes defaults to the dataset's).
+        data: dataset and augmentation.
+        optim: optimiser and schedule.
+        evaluation: how validation runs inference (whole image or sliding window).
+        iterations: total optimiser steps.
+        batch_size: global batch, split evenly over the processes.
+        aux_weight: weight of the auxiliary loss (0 switches it off).
+        ignore_index: label value excluded from loss and metrics.
+        val_every: validate every this many iterations (0: only at the end).
+        checkpoint_every: write the resumable state every this many iterations.
+        log_every: write scalars every this many iterations.
+        seed: seeds data order, augmentation and initialisation.
+        backbone_weights: ImageNet ResNet file (torchvision or semseg layout), or None.
+        precision: fp32, or bf16/fp16 autocast (fp16 with a gradient scaler, CUDA only).
+        channels_last: NHWC memory format (faster convolutions on recent CPUs and GPUs).
+        device: auto (CUDA when present), cpu or cuda.
+        val_limit: validate on at most this many images (0: all).
+    """
+
+    model: ModelConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    evaluation: InferenceConfig = field(default_factory=InferenceConfig)
+    iterations: int = 1000
+    batch_size: int = 16
+    aux_weight: float = 0.4
+    ignore_index: int = 255
+    val_every: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    seed: int = 0
+    backbone_weights: str | None = None
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    val_limit: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, recursively, so YAML holds no Python-specific tags."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_train_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> TrainConfig:
+    """Read a YAML config, apply ``key.sub=value`` overrides (values parsed as YAML).
+
+    ``model.num_classes`` defaults to the dataset preset's class count.
+    """
+    raw: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"{path}: cannot read the config ({err})") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=0.02")
+        target = raw
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        target[leaf] = yaml.safe_load(text)
+    raw.setdefault("model", {})
+    if "num_classes" not in raw["model"]:
+        raw["model"]["num_classes"] = _dataset_classes(raw.get("data", {}), source)
+    return build(TrainConfig, raw, source)
+
+
+def _dataset_classes(data: dict, source: str) -> int:
+    from pspnet.data.presets import get_preset
+
+    defaults = DataConfig()
+    name = data.get("dataset", defaults.dataset)
+    try:
+        return get_preset(name, data.get("num_classes"), data.get("names_file")).num_classes
+    except Exception as err:
+        raise ConfigError(f"{source}: data.dataset={name!r}: {err}") from err
+
+
+def build(cls: type, values: Any, where: str) -> Any:
+    """Construct dataclass ``cls`` from plain ``values``, checking names and types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    kwargs = {
+        name: _coerce(hints[name], value, f"{where}: {name}") for name, value in values.items()
+    }
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(option, value, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, where) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {list(value)}")
+        return tuple(_coerce(a, v, where) for a, v in zip(args, value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str) and isinstance(value, hint) and not isinstance(value, bool):
+        return value
+    if hint is Any:
+        return value
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")

@@ -1,0 +1,1 @@
+"""Training, evaluation and inference around the model; no argument parsing, no printing."""

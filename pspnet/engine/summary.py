@@ -1,0 +1,53 @@
+"""Parameters and FLOPs of each part of the network (``pspnet info``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from pspnet.models.pspnet import ModelConfig, PSPNet
+
+PARTS = {
+    "backbone": "stem + backbone",
+    "ppm": "pyramid pooling",
+    "head": "head",
+    "aux_head": "aux head",
+}
+
+
+@dataclass(frozen=True)
+class PartSummary:
+    name: str
+    parameters: int
+    gflops: float
+
+
+def summarize(config: ModelConfig, height: int, width: int) -> list[PartSummary]:
+    """Parameters and forward GFLOPs (one image; a multiply-add counts 2) per part.
+
+    Built on the meta device, so even ResNet-152 costs no memory or time. The aux head is
+    counted as in training; it does not run at test time.
+
+    Args:
+        config: the network.
+        height: input height.
+        width: input width.
+    """
+    with torch.device("meta"):
+        model = PSPNet.from_config(config).train()
+        images = torch.empty(1, 3, height, width)
+    counter = FlopCounterMode(display=False, depth=2)
+    with counter, torch.no_grad():
+        model(images)
+    flops = counter.get_flop_counts()
+    rows = []
+    for attribute, title in PARTS.items():
+        module = getattr(model, attribute)
+        if module is None:
+            continue
+        parameters = sum(p.numel() for p in module.parameters())
+        part_flops = sum(flops.get(f"PSPNet.{attribute}", {}).values())
+        rows.append(PartSummary(title, parameters, part_flops / 1e9))
+    return rows

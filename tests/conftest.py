@@ -1,0 +1,51 @@
+"""Fixtures shared by the test folders: a tiny CamVid-layout dataset and a tiny model config."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def write_tiny_camvid(root: Path, num_train: int = 8, num_val: int = 3, size=(40, 48)) -> Path:
+    """CamVid's layout (train/, trainannot/, train.txt ...) with blocky random scenes."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", num_train), ("val", num_val)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / f"{split}annot").mkdir(exist_ok=True)
+        lines = []
+        for i in range(count):
+            label = rng.integers(0, 12, size=(size[0] // 8, size[1] // 8), dtype=np.uint8)
+            label = label.repeat(8, 0).repeat(8, 1)  # (H, W), 11 is CamVid's void
+            image = (label[..., None] * 20 + rng.integers(0, 30, (*size, 3))).astype(np.uint8)
+            name = f"{split}_{i:03d}.png"
+            Image.fromarray(image).save(root / split / name)
+            Image.fromarray(label).save(root / f"{split}annot" / name)
+            lines.append(f"{split}/{name} {split}annot/{name}")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture
+def tiny_camvid(tmp_path: Path) -> Path:
+    return write_tiny_camvid(tmp_path / "camvid")
+
+
+def tiny_overrides(root: Path, **extra) -> list[str]:
+    """``--set`` overrides for a seconds-long CPU run of a tiny PSPNet on ``root``."""
+    values = {
+        "model.backbone": "resnet18",
+        "model.base_width": 4,
+        "data.root": str(root),
+        "data.crop_size": "[32,32]",
+        "data.workers": 0,
+        "batch_size": 2,
+        "iterations": 6,
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "evaluation.mode": "whole",
+        "evaluation.flip": "false",
+        "device": "cpu",
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]

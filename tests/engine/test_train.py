@@ -1,0 +1,160 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from conftest import tiny_overrides
+
+from pspnet.checkpoints import load_model
+from pspnet.config import load_train_config
+from pspnet.engine.optim import poly_lr
+from pspnet.engine.train import train
+from pspnet.errors import TrainingError
+
+
+def config_for(root: Path, **extra):
+    return load_train_config(None, tiny_overrides(root, **extra))
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_train_writes_checkpoints_logs_and_metrics(tiny_camvid, tmp_path):
+    config = config_for(tiny_camvid, val_every=3)
+    result = train(config, tmp_path / "run")
+    run = tmp_path / "run"
+    assert result.iteration == 6
+    for name in ("config.yaml", "last.pt", "best.safetensors", "metrics.jsonl"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").iterdir())
+    entries = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [e for e in entries if "lr" in e]
+    assert [e["iteration"] for e in steps] == [1, 2, 3, 4, 5, 6]
+    for entry in steps:  # poly schedule, evaluated at the step's start
+        assert entry["lr"] == pytest.approx(poly_lr(0.01, entry["iteration"] - 1, 6, 0.9))
+    assert [e["iteration"] for e in entries if "val" in e] == [3, 6]
+    assert 0 <= result.final_metrics["miou"] <= 1
+    model = load_model(run / "best.safetensors")
+    assert model.config == config.model
+    assert json.loads(model.metadata["class_names"])[0] == "Sky"
+    assert load_train_config(run / "config.yaml") == config
+
+
+def test_resume_equals_uninterrupted_run(tiny_camvid, tmp_path):
+    config = config_for(tiny_camvid)
+    train(config, tmp_path / "straight")
+    partial = config_for(tiny_camvid, iterations=6)
+    # Stop after 4 of 6 iterations by raising from the callback, as a crash would.
+
+    def crash(event):
+        if event["kind"] == "checkpoint" and event["iteration"] == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(partial, tmp_path / "resumed", callback=crash)
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["iteration"] == 4
+    result = train(partial, tmp_path / "resumed")
+    assert result.iteration == 6
+    straight = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    for key, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    momentum = [s["momentum_buffer"] for s in straight["optimizer"]["state"].values()]
+    momentum_resumed = [s["momentum_buffer"] for s in resumed["optimizer"]["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(momentum, momentum_resumed))
+
+
+def test_resume_refuses_a_different_config(tiny_camvid, tmp_path):
+    train(config_for(tiny_camvid, iterations=2), tmp_path / "run")
+    with pytest.raises(TrainingError, match="optim.lr"):
+        train(config_for(tiny_camvid, iterations=2, **{"optim.lr": 0.5}), tmp_path / "run")
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_state(tiny_camvid, tmp_path):
+    config = config_for(tiny_camvid, iterations=30, checkpoint_every=1, **{"optim.lr": 1e12})
+    with pytest.raises(TrainingError, match="loss became"):
+        train(config, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_batch_of_one_trains(tiny_camvid, tmp_path):
+    assert train(config_for(tiny_camvid, batch_size=1, iterations=2), tmp_path / "r").iteration == 2
+
+
+def test_sigkill_then_rerun_same_command_resumes(tiny_camvid, tmp_path):
+    run = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "pspnet",
+        "train",
+        "--out",
+        str(run),
+        "--set",
+        *tiny_overrides(tiny_camvid, iterations=40, checkpoint_every=3),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    killed_after = None
+    while time.time() < deadline and process.poll() is None:
+        if (run / "last.pt").is_file():
+            state = torch.load(run / "last.pt", weights_only=True)
+            if state["iteration"] >= 6:
+                process.send_signal(signal.SIGKILL)
+                killed_after = state["iteration"]
+                break
+        time.sleep(0.05)
+    process.wait()
+    assert killed_after is not None and killed_after < 40, "the run was not killed mid-way"
+    resumed_at = torch.load(run / "last.pt", weights_only=True)["iteration"]
+    assert resumed_at % 3 == 0 and resumed_at >= killed_after  # at most 3 steps lost
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resuming {run} at iteration {resumed_at}" in done.stderr + done.stdout
+    assert torch.load(run / "last.pt", weights_only=True)["iteration"] == 40
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line) for line in lines if '"lr"' in line]
+    assert [s["iteration"] for s in steps] == list(range(1, 41))
+    for entry in steps:
+        assert entry["lr"] == pytest.approx(poly_lr(0.01, entry["iteration"] - 1, 40, 0.9))
+
+
+def _ddp_worker(rank: int, world: int, root: str, out: str, port: int) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    config = config_for(Path(root), batch_size=4, iterations=4)
+    sums = []
+
+    def record(event):
+        if event["kind"] == "step":
+            flat = torch.cat([p.detach().flatten() for p in event["model"].parameters()])
+            gathered = [torch.zeros_like(flat) for _ in range(world)]
+            torch.distributed.all_gather(gathered, flat)
+            sums.append(all(torch.equal(gathered[0], g) for g in gathered[1:]))
+
+    train(config, Path(out) / "run", callback=record)
+    Path(out, f"rank{rank}.json").write_text(json.dumps(sums))
+    torch.distributed.destroy_process_group()
+
+
+def test_two_cpu_processes_hold_identical_weights_after_every_step(tiny_camvid, tmp_path):
+    port = 29500 + os.getpid() % 1000
+    mp.spawn(_ddp_worker, args=(2, str(tiny_camvid), str(tmp_path), port), nprocs=2)
+    for rank in range(2):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [True] * 4
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iteration"] == 4
