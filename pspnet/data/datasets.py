@@ -195,11 +195,19 @@ def read_bytes(path: Path, what: str) -> np.ndarray:
     return data
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB; grey images are repeated to three channels."""
+def read_image(path: str | Path, exif_orientation: bool = False) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB.
+
+    Grey images are repeated to three channels, alpha is dropped and 16-bit images are
+    reduced to 8 bits (OpenCV's colour decoding).
+
+    Args:
+        path: the image file.
+        exif_orientation: turn the image upright by its EXIF orientation. Off for datasets:
+            labels are read unchanged, so their images must not be turned either.
+    """
     path = Path(path)
-    # Labels are read unchanged, so the image must not be turned by its EXIF orientation.
-    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    flags = cv2.IMREAD_COLOR | (0 if exif_orientation else cv2.IMREAD_IGNORE_ORIENTATION)
     image = cv2.imdecode(read_bytes(path, "image"), flags)
     if image is None:
         raise DatasetError(f"{path}: image cannot be decoded (truncated or not an image)")

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
+import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
+from pspnet.data.datasets import read_label
+from pspnet.data.presets import DatasetPreset
 from pspnet.engine.inference import InferenceConfig, predict_probs
 from pspnet.engine.metrics import ConfusionMatrix
+from pspnet.errors import DatasetError
 
 
 def evaluate(
@@ -50,3 +57,75 @@ def evaluate(
     model.train(was_training)
     matrix.all_reduce()
     return matrix
+
+
+def score_predictions(
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    preset: DatasetPreset,
+    progress: Callable[[int, int], None] | None = None,
+) -> ConfusionMatrix:
+    """Score saved prediction PNGs against ground-truth labels, matched by file stem.
+
+    Predictions hold train ids 0..C-1 (palette-indexed or grey PNGs, as ``pspnet predict``
+    writes them); ground truth is mapped through the preset like any dataset label. So any
+    model's outputs are compared on the same terms.
+
+    Args:
+        pred_dir: folder of prediction PNGs.
+        gt_dir: folder of ground-truth label PNGs (searched recursively).
+        preset: the dataset preset (class count, label mapping).
+        progress: called with (files done, total).
+
+    Raises:
+        DatasetError: a ground-truth file without prediction, or an unreadable or mis-sized
+            prediction, naming the file.
+    """
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    # `pspnet predict` writes NAME_label.png beside NAME_color.png and NAME_overlay.png.
+    predictions = {
+        p.stem.removesuffix("_label"): p
+        for p in sorted(pred_dir.rglob("*.png"))
+        if not p.stem.endswith(("_color", "_overlay"))
+    }
+    truths = {p.stem: p for p in sorted(gt_dir.rglob("*.png"))}
+    if not truths:
+        raise DatasetError(f"{gt_dir}: no label PNGs found")
+    missing = sorted(set(truths) - set(predictions))
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f" ... ({len(missing)} in all)" if len(missing) > 5 else ""
+        )
+        raise DatasetError(f"{pred_dir}: no prediction for ground-truth file(s) {shown}")
+    matrix = ConfusionMatrix(preset.num_classes, 255)
+    for done, (stem, truth_path) in enumerate(truths.items(), 1):
+        truth = read_label(truth_path, preset)
+        pred = read_prediction(predictions[stem], preset.num_classes)
+        if pred.shape != truth.shape:
+            raise DatasetError(
+                f"{predictions[stem]}: prediction is {pred.shape[1]}x{pred.shape[0]}, "
+                f"ground truth {truth_path} is {truth.shape[1]}x{truth.shape[0]}"
+            )
+        matrix.update(
+            torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(truth.astype(np.int64))
+        )
+        if progress is not None:
+            progress(done, len(truths))
+    return matrix
+
+
+def read_prediction(path: Path, num_classes: int) -> np.ndarray:
+    """A prediction PNG as (H, W) class indices; palette PNGs keep their indices."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L", "I", "I;16"):
+                raise DatasetError(
+                    f"{path}: prediction is a {image.mode} image; expected class indices "
+                    "(a palette or grey PNG, as `pspnet predict` writes *_label.png)"
+                )
+            pred = np.asarray(image)
+    except OSError as err:
+        raise DatasetError(f"{path}: prediction cannot be read ({err})") from err
+    if pred.size and pred.max() >= num_classes:
+        raise DatasetError(f"{path}: value {pred.max()} is not one of {num_classes} classes")
+    return pred

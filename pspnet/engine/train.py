@@ -6,6 +6,7 @@ state if the run folder has one, then step, log, checkpoint and validate until d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -221,6 +222,7 @@ def train(
         "dataset": preset.name,
         "class_names": json.dumps(list(preset.class_names)),
         "palette": json.dumps([list(c) for c in preset.palette]),
+        "inference": json.dumps(dataclasses.asdict(config.evaluation)),
     }
 
     start, best_miou, saved = 0, -1.0, None
@@ -336,6 +338,8 @@ def train(
         if iteration % config.log_every == 0 or iteration == config.iterations:
             throughput = seen / (time.perf_counter() - tick)
             scalars["images_per_s"] = throughput
+            if process.device.type == "cuda":
+                scalars["gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
             log.write(iteration, {f"train/{k}": v for k, v in scalars.items()})
             log.record({"iteration": iteration, **scalars})
         emit({"kind": "step", "iteration": iteration, **scalars, "model": model})

@@ -1,0 +1,125 @@
+"""The two-line Python API: ``Segmenter.from_checkpoint(path)`` then ``seg(image)``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pspnet.checkpoints import load_model
+from pspnet.data.datasets import read_image
+from pspnet.data.presets import PRESETS
+from pspnet.data.transforms import normalize
+from pspnet.engine.inference import InferenceConfig, Progress, predict_probs
+from pspnet.errors import DatasetError
+from pspnet.models.pspnet import PSPNet
+
+ImageInput = str | Path | np.ndarray | Image.Image
+
+
+def to_rgb(image: ImageInput) -> np.ndarray:
+    """Any supported image as (H, W, 3) uint8 RGB.
+
+    Paths are decoded with their EXIF orientation applied; grey, RGBA and 16-bit images are
+    converted; unreadable or truncated files raise :class:`DatasetError` naming the file.
+    """
+    if isinstance(image, (str, Path)):
+        return read_image(image, exif_orientation=True)
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise DatasetError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got {array.shape}")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    array = array[..., :3]
+    if array.dtype == np.uint16:
+        array = (array // 257).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        if array.dtype.kind == "f" and array.size and array.max() <= 1.0:
+            array = array * 255.0
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def class_info(model: PSPNet) -> tuple[list[str], list[tuple[int, int, int]]]:
+    """Class names and colours from the checkpoint's metadata, a preset, or generated."""
+    metadata = getattr(model, "metadata", {}) or {}
+    count = model.config.num_classes
+    if "class_names" in metadata and "palette" in metadata:
+        return json.loads(metadata["class_names"]), [
+            tuple(c) for c in json.loads(metadata["palette"])
+        ]
+    preset = PRESETS.get(metadata.get("dataset", ""))
+    if preset is None:
+        preset = next((p for p in PRESETS.values() if p.num_classes == count), None)
+    if preset is not None and preset.num_classes == count:
+        return list(preset.class_names), [tuple(c) for c in preset.palette]
+    from pspnet.data.presets import get_preset
+
+    custom = get_preset("custom", num_classes=count)
+    return list(custom.class_names), [tuple(c) for c in custom.palette]
+
+
+class Segmenter:
+    """A trained PSPNet with its inference settings, class names and colours.
+
+    Args:
+        model: the network (eval mode is set here).
+        inference: whole/slide, crop, scales and flip.
+        class_names: one name per class.
+        palette: one RGB colour per class.
+    """
+
+    def __init__(
+        self,
+        model: PSPNet,
+        inference: InferenceConfig,
+        class_names: list[str],
+        palette: list[tuple[int, int, int]],
+    ):
+        self.model = model.eval()
+        self.inference = inference
+        self.class_names = class_names
+        self.palette = palette
+        self.num_classes = model.config.num_classes
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu", **inference: Any
+    ) -> Segmenter:
+        """Load any supported checkpoint; inference settings default to what it was validated with.
+
+        Args:
+            path: native, training-state, semseg or mmseg checkpoint.
+            device: "cpu", "cuda", ...
+            **inference: :class:`InferenceConfig` fields to override (mode="slide",
+                crop_size=(473, 473), scales=(0.5, ..., 1.75), flip=True, base_size=512 ...).
+        """
+        model = load_model(path, device)
+        recorded = json.loads(getattr(model, "metadata", {}).get("inference", "{}"))
+        fields = {f.name for f in dataclasses.fields(InferenceConfig)}
+        unknown = sorted(set(inference) - fields)
+        if unknown:
+            raise TypeError(f"unknown inference options {unknown}; valid: {sorted(fields)}")
+        config = InferenceConfig(**{**recorded, **inference})
+        names, palette = class_info(model)
+        return cls(model, config, names, palette)
+
+    def probs(self, image: ImageInput, progress: Progress | None = None) -> np.ndarray:
+        """Class probabilities (C, H, W) float32 at the image's size."""
+        tensor = normalize(to_rgb(image)).to(self.device)  # (3, H, W)
+        probs = predict_probs(self.model, tensor, self.num_classes, self.inference, progress)
+        return probs.cpu().numpy()
+
+    def __call__(self, image: ImageInput, progress: Progress | None = None) -> np.ndarray:
+        """Class indices (H, W) int64 at the image's size."""
+        return self.probs(image, progress).argmax(0)

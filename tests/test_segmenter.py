@@ -1,0 +1,99 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pspnet.data.presets import get_preset
+from pspnet.engine.inference import InferenceConfig, predict_probs
+from pspnet.errors import DatasetError
+from pspnet.models import PSPNet
+from pspnet.segmenter import Segmenter, to_rgb
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = PSPNet(11, backbone="resnet18", base_width=4).eval()
+    preset = get_preset("camvid")
+    path = tmp_path / "model.safetensors"
+    inference = {"mode": "slide", "crop_size": [24, 24], "flip": False}
+    model.save(path, {
+        "class_names": json.dumps(list(preset.class_names)),
+        "palette": json.dumps([list(c) for c in preset.palette]),
+        "inference": json.dumps(inference),
+    })  # fmt: skip
+    return path, model
+
+
+def test_two_lines_give_labels_equal_to_the_inference_routine(checkpoint):
+    path, model = checkpoint
+    seg = Segmenter.from_checkpoint(path)
+    image = np.random.default_rng(0).integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    labels = seg(image)
+    assert labels.shape == (30, 41) and labels.dtype == np.int64
+    assert seg.inference == InferenceConfig(mode="slide", crop_size=(24, 24), flip=False)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    tensor = torch.from_numpy(((image / 255 - mean) / std).transpose(2, 0, 1)).float()
+    expected = predict_probs(model, tensor, 11, seg.inference)
+    np.testing.assert_allclose(seg.probs(image), expected.numpy(), atol=1e-5)
+    assert np.array_equal(labels, expected.argmax(0).numpy())
+    assert seg.class_names[3] == "Road" and seg.palette[3] == (128, 64, 128)
+
+
+def test_overrides_and_unknown_option(checkpoint):
+    seg = Segmenter.from_checkpoint(checkpoint[0], mode="whole", scales=(0.5, 1.0))
+    assert seg.inference.mode == "whole" and seg.inference.scales == (0.5, 1.0)
+    with pytest.raises(TypeError, match="unknown inference options"):
+        Segmenter.from_checkpoint(checkpoint[0], window=3)
+
+
+def test_path_pil_and_array_inputs_agree(checkpoint, tmp_path):
+    seg = Segmenter.from_checkpoint(checkpoint[0])
+    image = np.random.default_rng(1).integers(0, 256, (20, 28, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    by_array = seg(image)
+    assert np.array_equal(seg(tmp_path / "a.png"), by_array)
+    assert np.array_equal(seg(str(tmp_path / "a.png")), by_array)
+    assert np.array_equal(seg(Image.fromarray(image)), by_array)
+
+
+def test_grey_rgba_and_16_bit_images(tmp_path):
+    grey = np.arange(12 * 10, dtype=np.uint8).reshape(12, 10)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    assert np.array_equal(to_rgb(tmp_path / "grey.png"), np.repeat(grey[..., None], 3, 2))
+    rgba = np.random.default_rng(0).integers(0, 256, (8, 9, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    assert np.array_equal(to_rgb(tmp_path / "rgba.png"), rgba[..., :3])
+    deep = (np.arange(6 * 7, dtype=np.uint16).reshape(6, 7) * 1000).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    converted = to_rgb(tmp_path / "deep.png")
+    assert converted.dtype == np.uint8 and converted.shape == (6, 7, 3)
+    assert np.abs(converted[..., 0].astype(int) - deep // 257).max() <= 1
+    assert to_rgb(deep).shape == (6, 7, 3)
+
+
+def test_exif_rotated_jpeg_is_turned_upright(tmp_path):
+    stored = np.zeros((20, 40, 3), dtype=np.uint8)
+    stored[:, :20] = 255  # left half white as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(stored).save(tmp_path / "turned.jpg", exif=exif, quality=95)
+    upright = to_rgb(tmp_path / "turned.jpg")
+    assert upright.shape == (40, 20, 3)
+    assert upright[:15].mean() > 200 and upright[25:].mean() < 50  # the white half is now on top
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", None])
+def test_unreadable_files_name_the_file(tmp_path, content):
+    path = tmp_path / "bad.png"
+    if content is None:  # a truncated PNG
+        Image.fromarray(np.zeros((50, 50, 3), np.uint8)).save(path)
+        path.write_bytes(path.read_bytes()[:60])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DatasetError, match="bad.png"):
+        to_rgb(path)
+    with pytest.raises(DatasetError, match="missing"):
+        to_rgb(tmp_path / "absent.png")
