@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # One GPU: a 20-iteration fp16 + GradScaler check, then the bf16 CamVid ResNet-50 run.
-# Usage: bash benchmarks/gpu_camvid.sh DATA_ROOT OUT_DIR [ITERATIONS]
+# Usage: bash benchmarks/gpu_camvid.sh DATA_ROOT OUT_DIR [ITERATIONS] [SECONDS]
 set -uo pipefail
-root=$1 out=$2 iterations=${3:-1500}
+root=$1 out=$2 iterations=${3:-1500} seconds=${4:-420}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__)" | tee -a "$out/gpu.txt"
-timeout 150 python3 -m pspnet train --config configs/camvid_pspnet_r50_gpu.yaml \
+timeout 60 python3 -m pspnet train --config configs/camvid_pspnet_r50_gpu.yaml \
   --set data.root="$root" iterations=20 precision=fp16 log_every=5 val_limit=4 \
   --out /tmp/fp16 > "$out/fp16.log" 2>&1
 echo "fp16 exit $?" | tee -a "$out/gpu.txt"
 cp /tmp/fp16/metrics.jsonl "$out/fp16_metrics.jsonl"
-timeout 420 python3 -m pspnet train --config configs/camvid_pspnet_r50_gpu.yaml \
-  --set data.root="$root" iterations="$iterations" --out /tmp/bf16 > "$out/bf16.log" 2>&1
+timeout "$seconds" python3 -m pspnet train --config configs/camvid_pspnet_r50_gpu.yaml \
+  --set data.root="$root" iterations="$iterations" val_every="$((iterations / 2))" \
+  checkpoint_every="$((iterations / 2))" --out /tmp/bf16 > "$out/bf16.log" 2>&1
 echo "bf16 exit $?" | tee -a "$out/gpu.txt"
 cp /tmp/bf16/metrics.jsonl "$out/bf16_metrics.jsonl"
-nvidia-smi --query-gpu=memory.used --format=csv,noheader >> "$out/gpu.txt"
