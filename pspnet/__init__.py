@@ -3,6 +3,7 @@
 from pspnet.checkpoints import load_model
 from pspnet.errors import CheckpointError, ConfigError, DatasetError, PSPNetError
 from pspnet.models import ModelConfig, PSPNet
+from pspnet.segmenter import Segmenter
 
 __version__ = "0.1.0"
 
@@ -13,5 +14,6 @@ __all__ = [
     "ModelConfig",
     "PSPNet",
     "PSPNetError",
+    "Segmenter",
     "load_model",
 ]

@@ -6,12 +6,13 @@ Only this module prints, and under torchrun only rank 0 does.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pspnet.errors import PSPNetError
+from pspnet.errors import ConfigError, DatasetError, PSPNetError
 
 
 def _is_main_rank() -> bool:
@@ -141,6 +142,161 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- eval -------------------------------------------------------------------------------------
+
+
+def _inference_options(args: argparse.Namespace) -> dict:
+    """The InferenceConfig fields given on the command line (others keep their defaults)."""
+    options = {
+        "mode": args.mode,
+        "crop_size": tuple(args.crop) if args.crop else None,
+        "stride_rate": args.stride_rate,
+        "scales": tuple(args.scales) if args.scales else None,
+        "base_size": args.base_size,
+        "flip": args.flip,
+        "window_batch": args.window_batch,
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pspnet.data.presets import get_preset
+    from pspnet.engine.evaluate import evaluate, score_predictions
+
+    preset = get_preset(args.dataset, args.num_classes, args.names_file)
+    bar = tqdm(desc="evaluating", unit="image", disable=not _is_main_rank())
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    if args.pred_dir is not None:
+        if args.gt_dir is None:
+            raise ConfigError("--pred-dir needs --gt-dir (the ground-truth label folder)")
+        matrix = score_predictions(args.pred_dir, args.gt_dir, preset, progress)
+        source = f"predictions in {args.pred_dir}"
+    else:
+        if args.checkpoint is None or args.root is None:
+            raise ConfigError("give --checkpoint and --root, or --pred-dir and --gt-dir")
+        matrix, source = _evaluate_checkpoint(args, preset, evaluate, progress)
+    bar.close()
+    metrics = matrix.compute(absent=args.absent)
+    report = metrics.to_markdown(list(preset.class_names))
+    _say(f"{source}, {preset.name} {args.split}:\n{report}")
+    if args.out is not None and _is_main_rank():
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "metrics.json").write_text(json.dumps(metrics.to_dict(), indent=2))
+        (args.out / "metrics.md").write_text(f"# {source}, {preset.name} {args.split}\n\n{report}")
+        metrics.save_csv(args.out / "confusion.csv", list(preset.class_names))
+        metrics.save_heatmap(args.out / "confusion.png", list(preset.class_names))
+        _say(f"wrote metrics.json, metrics.md, confusion.csv and confusion.png to {args.out}")
+    return 0
+
+
+def _evaluate_checkpoint(args, preset, evaluate, progress):
+    from pspnet.data.datasets import SegmentationDataset
+    from pspnet.segmenter import Segmenter
+
+    segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, **_inference_options(args))
+    if segmenter.num_classes != preset.num_classes:
+        raise ConfigError(
+            f"{args.checkpoint}: the model predicts {segmenter.num_classes} classes but the "
+            f"{preset.name!r} dataset has {preset.num_classes}; pick the matching --dataset"
+        )
+    dataset = SegmentationDataset(args.root, args.split, preset)
+    matrix = evaluate(
+        segmenter.model,
+        dataset,
+        preset.num_classes,
+        segmenter.inference,
+        limit=args.limit,
+        progress=progress,
+    )
+    inference = segmenter.inference
+    scales = ",".join(f"{s:g}" for s in inference.scales)
+    source = (
+        f"{args.checkpoint} ({inference.mode}, crop {inference.crop_size[0]}x"
+        f"{inference.crop_size[1]}, scales {scales}, flip {'on' if inference.flip else 'off'})"
+    )
+    return matrix, source
+
+
+# --- predict ----------------------------------------------------------------------------------
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files, folders (their images, recursively) and glob patterns, in order, once each."""
+    import glob
+
+    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes)
+        elif path.exists():
+            found.append(path)
+        else:
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
+            if not matches:
+                raise DatasetError(f"{item}: no such file, folder or matching glob")
+            found += [p for p in matches if p.is_file()]
+    return list(dict.fromkeys(found))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pspnet.predict import predict_files
+    from pspnet.segmenter import Segmenter
+
+    files = expand_inputs(args.inputs)
+    segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, **_inference_options(args))
+    failures = 0
+    with tqdm(total=len(files), unit="image", desc="predicting") as bar:
+        for result in predict_files(segmenter, files, args.out, save_probs=args.save_probs):
+            bar.update(1)
+            if result.error is not None:
+                failures += 1
+                tqdm.write(f"skipped {result.error}")
+            else:
+                tqdm.write(f"{result.path.name}: {result.shares}")
+    _say(
+        f"wrote {len(files) - failures} prediction(s) to {args.out}"
+        + (f"; {failures} input(s) could not be read" if failures else "")
+    )
+    return 1 if failures else 0
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pspnet.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(iterations=args.iterations, seed=args.seed)
+    _say(f"pspnet demo: synthetic scenes, FCN vs PSPNet, {settings.iterations} iterations each")
+    bars: dict[str, tqdm] = {}
+
+    def on_event(variant: str, event: dict) -> None:
+        if event["kind"] == "start":
+            bars[variant] = tqdm(total=settings.iterations, desc=f"training {variant}", unit="it")
+        elif event["kind"] == "step":
+            bars[variant].update(event["iteration"] - bars[variant].n)
+            bars[variant].set_postfix(loss=f"{event['loss']:.3f}", refresh=False)
+        elif event["kind"] == "end":
+            bars[variant].close()
+
+    result = run_demo(args.out, settings, on_event)
+    _say(f"\nValidation IoU (%):\n{result.table}\n")
+    _say(f"finished in {result.seconds:.0f} s; report: {result.report}, pictures: {result.grid}")
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -197,7 +353,68 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--no-resume", action="store_true", help="start over, ignoring last.pt")
     train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser(
+        "eval", help="mIoU, mean class accuracy and pixel accuracy of a checkpoint or of saved PNGs"
+    )
+    evaluate.add_argument("--checkpoint", type=Path, help="model to evaluate")
+    evaluate.add_argument("--root", type=Path, help="dataset root")
+    evaluate.add_argument("--split", default="val")
+    _add_dataset_options(evaluate)
+    evaluate.add_argument("--pred-dir", type=Path, help="score saved prediction PNGs instead")
+    evaluate.add_argument("--gt-dir", type=Path, help="ground-truth labels for --pred-dir")
+    evaluate.add_argument(
+        "--absent",
+        default="exclude",
+        choices=["exclude", "zero"],
+        help="classes absent from ground truth and prediction: left out of the means "
+        "(default) or counted as 0 like the official code",
+    )
+    evaluate.add_argument("--limit", type=int, default=0, help="evaluate the first N images only")
+    evaluate.add_argument("--out", type=Path, help="write metrics.json/.md, confusion.csv/.png")
+    _add_inference_options(evaluate)
+    evaluate.set_defaults(run=cmd_eval)
+
+    predict = commands.add_parser(
+        "predict", help="label, colour and overlay PNGs for images, folders or globs"
+    )
+    predict.add_argument("inputs", nargs="+", metavar="INPUT")
+    predict.add_argument("--checkpoint", type=Path, required=True)
+    predict.add_argument("--out", type=Path, required=True)
+    predict.add_argument("--save-probs", action="store_true", help="also NAME_probs.npy (C,H,W)")
+    _add_inference_options(predict)
+    predict.set_defaults(run=cmd_predict)
+
+    demo = commands.add_parser(
+        "demo", help="train PSPNet and its FCN baseline on built-in synthetic scenes (no download)"
+    )
+    demo.add_argument("--out", type=Path, default=Path("demo_out"))
+    demo.add_argument("--iterations", type=int, default=500, help="per network")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(run=cmd_demo)
     return parser
+
+
+def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode",
+        choices=["whole", "slide"],
+        help="whole image or sliding windows (default: as validated in training)",
+    )
+    parser.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="window size")
+    parser.add_argument("--stride-rate", type=float, help="window stride / crop (default 2/3)")
+    parser.add_argument(
+        "--scales", type=float, nargs="+", help="multi-scale test, e.g. 0.5 0.75 1.0 1.25 1.5 1.75"
+    )
+    parser.add_argument("--base-size", type=int, help="long side that scale 1.0 maps to")
+    parser.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average with the mirrored image",
+    )
+    parser.add_argument("--window-batch", type=int, help="windows per forward pass")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
 
 
 def _add_dataset_options(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,109 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_overrides
+from PIL import Image
+
+from pspnet.checkpoints import load_model
+from pspnet.cli import main
+
+
+@pytest.fixture
+def trained(tiny_camvid, tmp_path):
+    run = tmp_path / "run"
+    assert (
+        main(["train", "--out", str(run), "--set", *tiny_overrides(tiny_camvid, iterations=2)]) == 0
+    )
+    return run
+
+
+def test_info_prints_parameters_and_flops_per_part(capsys):
+    assert main(["info", "--backbone", "resnet50", "--num-classes", "150", "--size", "473"]) == 0
+    out = capsys.readouterr().out
+    for part in ("stem + backbone", "pyramid pooling", "head", "aux head"):
+        assert part in out
+    assert "46,782,550" in out and "49,180,908" in out
+
+
+def test_convert_training_state_to_native(trained, tmp_path, capsys):
+    assert main(["convert", str(trained / "last.pt"), str(tmp_path / "m.safetensors")]) == 0
+    a, b = load_model(trained / "last.pt"), load_model(tmp_path / "m.safetensors")
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert json.loads(b.metadata["class_names"])[3] == "Road"
+
+
+def test_convert_refuses_garbage_with_a_clear_message(tmp_path, capsys):
+    (tmp_path / "x.pth").write_bytes(b"garbage")
+    assert main(["convert", str(tmp_path / "x.pth"), str(tmp_path / "y.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "x.pth" in err and "Traceback" not in err
+
+
+def test_eval_writes_metrics_tables_and_pictures(trained, tiny_camvid, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["eval", "--checkpoint", str(trained / "best.safetensors"), "--dataset", "camvid",
+            "--root", str(tiny_camvid), "--split", "val", "--mode", "slide", "--crop", "24", "24",
+            "--flip", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 <= metrics["miou"] <= 1 and len(metrics["iou"]) == 11
+    assert "Bicyclist" in (out / "metrics.md").read_text()
+    assert Image.open(out / "confusion.png").size[0] > 100
+    assert len((out / "confusion.csv").read_text().splitlines()) >= 11
+    assert "mIoU" in capsys.readouterr().out or "miou" in (out / "metrics.md").read_text().lower()
+
+
+def test_eval_refuses_a_checkpoint_with_another_class_count(trained, tiny_camvid, capsys):
+    args = ["eval", "--checkpoint", str(trained / "best.safetensors"), "--dataset", "voc",
+            "--root", str(tiny_camvid)]  # fmt: skip
+    assert main(args) == 2
+    assert "11 classes" in capsys.readouterr().err
+
+
+def test_predict_then_score_the_saved_pngs(trained, tiny_camvid, tmp_path, capsys):
+    out = tmp_path / "pred"
+    broken = tmp_path / "inputs"
+    broken.mkdir()
+    for name in ("val_000.png", "val_001.png", "val_002.png"):
+        shutil.copy(tiny_camvid / "val" / name, broken / name)
+    (broken / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    code = main(["predict", str(broken), "--checkpoint", str(trained / "best.safetensors"),
+                 "--out", str(out), "--save-probs"])  # fmt: skip
+    assert code == 1  # one input could not be read; the others were written
+    captured = capsys.readouterr()
+    assert "zz_broken.png" in captured.out + captured.err
+    label = Image.open(out / "val_000_label.png")
+    assert label.mode == "P" and np.asarray(label).max() < 11
+    assert Image.open(out / "val_000_color.png").mode == "RGB"
+    overlay = Image.open(out / "val_000_overlay.png")
+    assert overlay.size[0] >= 48 and overlay.size[1] >= 40
+    assert np.load(out / "val_000_probs.npy").shape == (11, 40, 48)
+    assert not (out / "zz_broken_label.png").exists()
+    score = ["eval", "--pred-dir", str(out), "--gt-dir", str(tiny_camvid / "valannot"),
+             "--dataset", "camvid", "--out", str(tmp_path / "scored")]  # fmt: skip
+    assert main(score) == 0
+    direct = ["eval", "--checkpoint", str(trained / "best.safetensors"), "--dataset", "camvid",
+              "--root", str(tiny_camvid), "--out", str(tmp_path / "direct")]  # fmt: skip
+    assert main(direct) == 0
+    scored = json.loads((tmp_path / "scored" / "metrics.json").read_text())
+    model = json.loads((tmp_path / "direct" / "metrics.json").read_text())
+    assert scored["miou"] == pytest.approx(model["miou"])
+
+
+def test_data_check_lists_every_bad_file(tiny_camvid, capsys):
+    (tiny_camvid / "trainannot" / "train_001.png").write_bytes(b"broken")
+    Image.fromarray(np.full((40, 48), 77, np.uint8)).save(
+        tiny_camvid / "trainannot" / "train_002.png"
+    )
+    assert main(["data", "check", str(tiny_camvid), "--dataset", "camvid", "--split", "train"]) == 1
+    out = capsys.readouterr().out
+    assert "train_001.png" in out and "train_002.png" in out
+
+
+def test_bad_override_is_a_clear_error(tiny_camvid, tmp_path, capsys):
+    args = ["train", "--out", str(tmp_path / "r"), "--set", "optim.lr=fast"]
+    assert main(args) == 2
+    assert "optim: lr" in capsys.readouterr().err
