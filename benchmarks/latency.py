@@ -1,7 +1,7 @@
 """Eval-mode latency and FLOPs of PSPNet on this CPU: the baseline for later speed work.
 
-python benchmarks/latency.py                       # PSPNet-ResNet50, 150 classes, 473x473
-python benchmarks/latency.py --backbone resnet101 --num-classes 19 --size 713
+python -m benchmarks.latency                       # PSPNet-ResNet50, 150 classes, 473x473
+python -m benchmarks.latency --backbone resnet101 --num-classes 19 --size 713
 """
 
 from __future__ import annotations

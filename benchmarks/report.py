@@ -31,13 +31,9 @@ def cpu_model() -> str:
 
 
 def command_line() -> str:
-    """How this script was run, for the record."""
-    script = Path(sys.argv[0])
-    try:
-        script = script.resolve().relative_to(DOC.parent.parent)
-    except ValueError:
-        pass
-    return shlex.join(["python", str(script), *sys.argv[1:]])
+    """How this script was run, as ``python -m benchmarks.NAME ...`` from the repository root."""
+    module = f"benchmarks.{Path(sys.argv[0]).stem}"
+    return shlex.join(["python", "-m", module, *sys.argv[1:]])
 
 
 def write_section(title: str, body: str, path: Path = DOC) -> None:
