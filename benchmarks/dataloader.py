@@ -1,30 +1,30 @@
 """Images/s of the whole training input pipeline: read, augment, collate, as the trainer runs it.
 
-    python benchmarks/dataloader.py [--root ../shared/data/camvid] [--batches 20]
+    python -m benchmarks.dataloader [--root ../shared/data/camvid] [--batches 20]
 
 Loads CamVid's train split through ``SegmentationDataset`` + ``TrainTransform`` with the
 trainer's seeded batch sampler and a torch DataLoader, skips the warm-up batches (worker
-start-up), times the rest, prints a markdown table and writes it to the "## Data loading"
-section of docs/benchmarks.md, leaving the other sections as they are.
+start-up), times the rest, prints a markdown table and writes it to the "Data loading"
+section of docs/benchmarks.md (unless ``--no-write``), leaving the other sections as they are.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
 
 from torch.utils.data import DataLoader
 
+from benchmarks.report import command_line, cpu_model, write_section
 from pspnet.data.datasets import SegmentationDataset
 from pspnet.data.presets import get_preset
 from pspnet.data.sampling import TrainBatches
 from pspnet.data.transforms import AugmentConfig, TrainTransform
 
 REPO = Path(__file__).resolve().parents[1]
-SECTION = "## Data loading"
+TITLE = "Data loading"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--crop", type=int, default=473)
     parser.add_argument("--batches", type=int, default=20, help="timed batches")
     parser.add_argument("--warmup", type=int, default=3, help="batches before timing starts")
-    parser.add_argument("--docs", default="docs/benchmarks.md", help="markdown file to update")
+    parser.add_argument("--no-write", action="store_true", help="print only")
     return parser.parse_args(argv)
 
 
@@ -55,17 +55,9 @@ def measure(args: argparse.Namespace) -> float:
     return args.batches * args.batch_size / (time.perf_counter() - start)
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
-def markdown(args: argparse.Namespace, images_per_s: float, command: str) -> str:
+def markdown(args: argparse.Namespace, images_per_s: float) -> str:
+    """The section's body: what was measured, the table and the command that made it."""
     return "\n".join([
-        SECTION,
-        "",
         "The whole training input pipeline (decode, scale, rotate, blur, mirror, pad, crop,",
         "normalise, collate) on CamVid train (480x360 PNGs), with the trainer's seeded sampler.",
         "On a CPU shared with other jobs, repeated runs can differ by up to 2x.",
@@ -75,26 +67,9 @@ def markdown(args: argparse.Namespace, images_per_s: float, command: str) -> str
         f"| {cpu_model()} | {args.workers} | {args.crop} | {args.batch_size} "
         f"| {images_per_s:.1f} |",
         "",
-        f"Command: `{command}` ({args.batches} timed batches after {args.warmup} warm-up).",
+        f"Command: `{command_line()}` ({args.batches} timed batches after {args.warmup} warm-up).",
         "",
     ])  # fmt: skip
-
-
-def update_section(path: Path, section: str) -> None:
-    """Replace the ``## `` section with the same heading, or append it; keep the others."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
-    lines = text.splitlines(keepends=True)
-    heading = section.splitlines()[0]
-    starts = [i for i, line in enumerate(lines) if line.startswith("## ")]
-    begin = next((i for i in starts if lines[i].rstrip() == heading), None)
-    if begin is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in starts if i > begin), len(lines))
-        tail = "".join(lines[end:])
-        new = "".join(lines[:begin]) + section + ("\n" + tail if tail else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,11 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup < 1 or args.batches < 1:
         raise SystemExit("--warmup and --batches must be at least 1")
     images_per_s = measure(args)
-    given = sys.argv[1:] if argv is None else argv
-    command = shlex.join(["python", "benchmarks/dataloader.py", *given])
-    section = markdown(args, images_per_s, command)
-    print(section)
-    update_section(REPO / args.docs, section)
+    body = markdown(args, images_per_s)
+    print(f"## {TITLE}\n\n{body}")
+    if not args.no_write:
+        write_section(TITLE, body)
     return 0
 
 

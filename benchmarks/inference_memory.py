@@ -3,10 +3,10 @@
 The defaults are the paper's Cityscapes test: one 2048 x 1024 image, scales 0.5 .. 1.75 of
 base size 2048, mirror flip, 713 x 713 windows, PSPNet-ResNet50 with 19 classes (random
 weights; memory and time do not depend on them). The result goes into the "Sliding-window
-memory" section of docs/benchmarks.md; other sections are kept.
+memory" section of docs/benchmarks.md (unless ``--no-write``); other sections are kept.
 
-    python benchmarks/inference_memory.py                       # the full run (heavy on CPU)
-    python benchmarks/inference_memory.py --backbone resnet18 --base-width 8 --scales 1.0
+    python -m benchmarks.inference_memory                       # the full run (heavy on CPU)
+    python -m benchmarks.inference_memory --backbone resnet18 --base-width 8 --scales 1.0
 """
 
 from __future__ import annotations
@@ -14,17 +14,15 @@ from __future__ import annotations
 import argparse
 import platform
 import resource
-import shlex
-import sys
 import time
-from pathlib import Path
 
 import torch
 
+from benchmarks.report import command_line, write_section
 from pspnet.engine.inference import InferenceConfig, predict_probs, scaled_size
 from pspnet.models import PSPNet
 
-SECTION = "## Sliding-window memory"
+TITLE = "Sliding-window memory"
 MIB = 1024**2
 
 
@@ -43,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-flip", action="store_true")
     parser.add_argument("--window-batch", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--markdown", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--no-write", action="store_true", help="print only")
     return parser.parse_args(argv)
 
 
@@ -113,15 +111,14 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     return rows
 
 
-def section(rows: list[tuple[str, str]], command: str) -> str:
+def section(rows: list[tuple[str, str]]) -> str:
+    """The section's body: what was measured, the machine, the command and the table."""
     lines = [
-        SECTION,
-        "",
         "Peak memory of `predict_probs` over a multi-scale, flipped, sliding-window test: it",
         "keeps one (C, H, W) output and one scale's probabilities at a time, never every scale.",
         f"Machine: {platform.machine()}, {platform.system()}, torch {torch.__version__}.",
         "",
-        f"    {command}",
+        f"    {command_line()}",
         "",
         "| quantity | value |",
         "|:---|---:|",
@@ -131,26 +128,15 @@ def section(rows: list[tuple[str, str]], command: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this benchmark's ``## `` section of ``path`` (or append it), keep the rest."""
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    head, *sections = old.split("\n## ")
-    sections = ["## " + s for s in sections]
-    kept = [s for s in sections if not s.startswith(SECTION + "\n")]
-    parts = [head.rstrip("\n") + "\n", *(s.rstrip("\n") + "\n" for s in kept), text]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts))
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rows = run(args)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-    command = shlex.join(["python", "benchmarks/inference_memory.py", *sys.argv[1:]])
-    write_section(args.markdown, section(rows, command))
-    print(f"wrote {args.markdown}")
+    if not args.no_write:
+        write_section(TITLE, section(rows))
+        print(f"wrote the {TITLE!r} section of docs/benchmarks.md")
 
 
 if __name__ == "__main__":
