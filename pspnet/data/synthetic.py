@@ -87,41 +87,49 @@ _SPLIT_STREAM = {"train": 0, "val": 1}
 
 
 def make_scene(
-    rng: np.random.Generator, size: int = 96, kind: SceneKind | None = None
+    rng: np.random.Generator,
+    size: int = 96,
+    kind: SceneKind | None = None,
+    height: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one scene.
 
     Args:
         rng: the only source of randomness; the same state gives the same scene.
-        size: height and width in pixels (at least 32); the layout scales with it.
+        size: width in pixels (at least 32); the layout scales with it.
         kind: force ``harbour`` or ``street``. The coin is drawn either way, so
             ``make_scene(rng(s), kind="harbour")`` and ``make_scene(rng(s), kind="street")``
             are the matched pair that differs only above the horizon.
+        height: image height (default ``size``). A taller scene keeps the sky and the cue
+            at the top and stretches the ground below, moving the ground and the strip
+            farther from the cue than a small receptive field reaches.
 
     Returns:
-        ``(image, label)``: (size, size, 3) uint8 RGB and (size, size) uint8 class indices
-        into ``SYNTHETIC_CLASSES``.
+        ``(image, label)``: (height, size, 3) uint8 RGB and (height, size) uint8 class
+        indices into ``SYNTHETIC_CLASSES``.
     """
-    if size < 32:
-        raise ValueError(f"size must be at least 32 pixels, got {size}")
+    height = height or size
+    if size < 32 or height < size:
+        raise ValueError(f"size must be at least 32 pixels and height at least size, got {size}")
     drawn: SceneKind = "harbour" if rng.random() < 0.5 else "street"
     kind = kind or drawn
     if kind not in _LABELS:
         raise ValueError(f"kind must be 'harbour' or 'street', got {kind!r}")
     ground_class, vehicle_class, strip_class = _LABELS[kind]
 
-    image = np.zeros((size, size, 3), dtype=np.float32)
-    label = np.zeros((size, size), dtype=np.uint8)
+    shape = (height, size)
+    image = np.zeros((*shape, 3), dtype=np.float32)
+    label = np.zeros(shape, dtype=np.uint8)
     horizon = int(size * rng.uniform(0.26, 0.36))
-    strip_top = _strip_boundary(rng, size)  # (size,) first strip row of each column
-    rows = np.indices((size, size))[0]  # (size, size) row index of every pixel
+    strip_top = _strip_boundary(rng, shape)  # (size,) first strip row of each column
+    rows = np.indices(shape)[0]  # (height, size) row index of every pixel
     ground = rows >= horizon
     strip = rows >= strip_top[None, :]
 
-    image[:] = _sky(rng, size, horizon)
-    image[ground] = _ground_texture(rng, size)[ground]
+    image[:] = _sky(rng, shape, horizon)
+    image[ground] = _ground_texture(rng, shape)[ground]
     label[ground] = ground_class
-    image[strip] = _strip_texture(rng, size)[strip]
+    image[strip] = _strip_texture(rng, shape)[strip]
     label[strip] = strip_class
     _paint_vehicles(rng, image, label, horizon, int(strip_top.min()), vehicle_class)
     brightness = rng.uniform(0.85, 1.15)
@@ -132,40 +140,45 @@ def make_scene(
     return image.round().astype(np.uint8), label
 
 
-def _smooth_noise(rng: np.random.Generator, size: int, cells: tuple[int, int]) -> np.ndarray:
-    """(size, size) low-frequency noise of unit scale: a random (rows, cols) grid, upsampled."""
+Shape = tuple[int, int]
+
+
+def _smooth_noise(rng: np.random.Generator, shape: Shape, cells: tuple[int, int]) -> np.ndarray:
+    """(H, W) low-frequency noise of unit scale: a random (rows, cols) grid, upsampled."""
     grid = rng.normal(size=cells).astype(np.float32)
-    return cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(grid, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
 
 
-def _sky(rng: np.random.Generator, size: int, horizon: int) -> np.ndarray:
+def _sky(rng: np.random.Generator, shape: Shape, horizon: int) -> np.ndarray:
     top = np.array([85, 135, 210], np.float32) + rng.normal(0, 8, 3)
     bottom = np.array([185, 210, 235], np.float32) + rng.normal(0, 8, 3)
     # Sky brightens towards the horizon; below it the gradient is overpainted.
-    t = np.clip(np.arange(size, dtype=np.float32) / max(horizon, 1), 0, 1)[:, None, None]
-    sky = (1 - t) * top + t * bottom  # (size, 1, 3)
-    clouds = 8 * _smooth_noise(rng, size, (3, 5))[..., None]  # (size, size, 1)
+    t = np.clip(np.arange(shape[0], dtype=np.float32) / max(horizon, 1), 0, 1)[:, None, None]
+    sky = (1 - t) * top + t * bottom  # (H, 1, 3)
+    clouds = 8 * _smooth_noise(rng, shape, (3, 5))[..., None]  # (H, W, 1)
     return sky + clouds
 
 
-def _ground_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+def _ground_texture(rng: np.random.Generator, shape: Shape) -> np.ndarray:
     """Water and road alike: slate grey-blue with wide horizontal bands and blotches."""
     base = np.array([92, 104, 116], np.float32) + rng.normal(0, 10, 3)
-    bands = 10 * _smooth_noise(rng, size, (12, 3))  # many rows, few columns: horizontal bands
-    blotches = 8 * _smooth_noise(rng, size, (6, 6))
+    rows = 12 * shape[0] // shape[1]  # band density follows the width, as in square scenes
+    bands = 10 * _smooth_noise(rng, shape, (rows, 3))  # many rows, few columns: horizontal bands
+    blotches = 8 * _smooth_noise(rng, shape, (6 * shape[0] // shape[1], 6))
     return base + (bands + blotches)[..., None]
 
 
-def _strip_texture(rng: np.random.Generator, size: int) -> np.ndarray:
+def _strip_texture(rng: np.random.Generator, shape: Shape) -> np.ndarray:
     """Sand and pavement alike: light beige-grey with dark and light speckles."""
     base = np.array([178, 164, 134], np.float32) + rng.normal(0, 10, 3)
-    speckles = rng.choice([-28.0, 0.0, 22.0], size=(size, size), p=[0.07, 0.87, 0.06])
-    return base + (speckles + 6 * _smooth_noise(rng, size, (4, 8)))[..., None]
+    speckles = rng.choice([-28.0, 0.0, 22.0], size=shape, p=[0.07, 0.87, 0.06])
+    return base + (speckles + 6 * _smooth_noise(rng, shape, (4, 8)))[..., None]
 
 
-def _strip_boundary(rng: np.random.Generator, size: int) -> np.ndarray:
-    """(size,) first row of the foreground strip per column: a gently wavy line."""
-    top = size * rng.uniform(0.8, 0.88)
+def _strip_boundary(rng: np.random.Generator, shape: Shape) -> np.ndarray:
+    """(W,) first row of the foreground strip per column: a gently wavy line."""
+    height, size = shape
+    top = height - size * rng.uniform(0.12, 0.2)
     amplitude = size * rng.uniform(0.0, 0.025)
     phase = rng.uniform(0, 2 * np.pi)
     columns = np.arange(size)
@@ -181,7 +194,7 @@ def _paint_vehicles(
     vehicle_class: int,
 ) -> None:
     """One to three boat/car shapes on the ground, larger nearer the viewer, never overlapping."""
-    size = image.shape[0]
+    size = image.shape[1]
     occupied = np.zeros(label.shape, dtype=bool)
     for _ in range(rng.integers(1, 4)):
         for _attempt in range(10):
@@ -190,7 +203,7 @@ def _paint_vehicles(
             height = max(int(0.5 * width), 4)  # body plus cabin
             bottom = int(horizon + depth * (ground_bottom - horizon))
             left = int(rng.integers(0, size - width))
-            mask, cabin, window = _vehicle_masks(size, left, bottom, width, height)
+            mask, cabin, window = _vehicle_masks(label.shape, left, bottom, width, height)
             body_colour = _BODY_COLOURS[rng.integers(len(_BODY_COLOURS))] + rng.normal(0, 12, 3)
             if not (mask & occupied).any():
                 break
@@ -204,10 +217,10 @@ def _paint_vehicles(
 
 
 def _vehicle_masks(
-    size: int, left: int, bottom: int, width: int, height: int
+    shape: Shape, left: int, bottom: int, width: int, height: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Whole shape, cabin and window masks of a hull tapering to its base with a cabin on top."""
-    rows, cols = np.mgrid[0:size, 0:size]  # each (size, size)
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]  # each (H, W)
     x = (cols - left) / width  # 0..1 across the shape
     y = (bottom - rows) / height  # 0 at the base, 1 at the roof
     body_height = 0.55
@@ -227,7 +240,7 @@ def _paint_far_shore(
     while they fit a budget of 20-40% of the width, so the majority holds at least 60% of it
     while the stretch right above a pixel is often the minority: only the whole horizon decides.
     """
-    size = image.shape[0]
+    size = image.shape[1]
     stretches = _stretches(rng, size)
     minority_budget = (1 - rng.uniform(0.6, 0.8)) * size
     for index in rng.permutation(len(stretches)):
@@ -256,7 +269,7 @@ def _paint_woods(
     right: int,
 ) -> None:
     """Trees between columns left and right: dark mottled green, crowns bulging upwards."""
-    size = image.shape[0]
+    size = image.shape[1]
     columns = np.arange(left, right)
     shore = horizon - size * rng.uniform(0.05, 0.09)
     top = np.full(right - left, shore)
@@ -264,11 +277,12 @@ def _paint_woods(
         centre, radius = rng.uniform(left, right), size * rng.uniform(0.04, 0.09)
         bulge = np.sqrt(np.clip(radius**2 - (columns - centre) ** 2, 0, None))
         top = np.minimum(top, shore - bulge)
-    rows = np.arange(size)[:, None]
+    rows = np.arange(image.shape[0])[:, None]
     mask = np.zeros(label.shape, dtype=bool)
     mask[:, left:right] = (rows >= np.round(top)[None, :]) & (rows < horizon)
     green = np.array([45, 100, 42], np.float32) + rng.normal(0, 8, 3)
-    leaves = 18 * _smooth_noise(rng, size, (size // 4, size // 4))  # fine blotches of foliage
+    shape = label.shape
+    leaves = 18 * _smooth_noise(rng, shape, (shape[0] // 4, size // 4))  # fine foliage blotches
     image[mask] = (green + leaves[..., None] * np.array([0.6, 1.0, 0.5], np.float32))[mask]
     label[mask] = TREE
 
@@ -282,7 +296,7 @@ def _paint_buildings(
     right: int,
 ) -> None:
     """Buildings between columns left and right: grey blocks with a grid of windows."""
-    size = image.shape[0]
+    size = image.shape[1]
     pitch = max(size // 24, 3)  # window spacing, in pixels
     while left < right:
         width = min(int(size * rng.uniform(0.06, 0.14)), right - left)
@@ -306,7 +320,7 @@ class SyntheticScenes(Dataset):
 
     Args:
         num_images: length of the dataset.
-        size: height and width of each scene.
+        size: width of each scene.
         seed: selects the stream of scenes.
         split: ``train`` or ``val``; separate streams for the same seed.
         augment: flip horizontally with probability 1/2, decided per index and epoch (call
@@ -327,6 +341,7 @@ class SyntheticScenes(Dataset):
         seed: int = 0,
         split: Split = "train",
         augment: bool = False,
+        height: int | None = None,
     ):
         if num_images < 0:
             raise ValueError(f"num_images must be non-negative, got {num_images}")
@@ -334,6 +349,7 @@ class SyntheticScenes(Dataset):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         self.num_images = num_images
         self.size = size
+        self.height = height or size
         self.seed = seed
         self.split = split
         self.augment = augment
@@ -350,7 +366,7 @@ class SyntheticScenes(Dataset):
         if not 0 <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} scenes")
         rng = np.random.default_rng((self.seed, _SPLIT_STREAM[self.split], index))
-        return make_scene(rng, self.size)
+        return make_scene(rng, self.size, height=self.height)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, label = self.raw(index)
@@ -366,7 +382,12 @@ class SyntheticScenes(Dataset):
 
 
 def write_synthetic_dataset(
-    root: str | Path, num_train: int, num_val: int, size: int = 96, seed: int = 0
+    root: str | Path,
+    num_train: int,
+    num_val: int,
+    size: int = 96,
+    seed: int = 0,
+    height: int | None = None,
 ) -> Path:
     """Write scenes as PNGs in the list-file layout that the file-based commands read.
 
@@ -379,8 +400,9 @@ def write_synthetic_dataset(
         root: output folder, created if missing; existing files of the same names are replaced.
         num_train: scenes in the train split.
         num_val: scenes in the val split.
-        size: height and width of each scene.
+        size: width of each scene.
         seed: selects the stream of scenes, as in :class:`SyntheticScenes`.
+        height: height of each scene (default ``size``).
 
     Returns:
         ``root`` as a Path.
@@ -390,7 +412,7 @@ def write_synthetic_dataset(
         (root / "images").mkdir(parents=True, exist_ok=True)
         (root / "labels").mkdir(parents=True, exist_ok=True)
         for split, count in (("train", num_train), ("val", num_val)):
-            scenes = SyntheticScenes(count, size, seed, split)
+            scenes = SyntheticScenes(count, size, seed, split, height=height)
             lines = []
             for index in range(count):
                 image, label = scenes.raw(index)

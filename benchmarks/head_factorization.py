@@ -1,0 +1,64 @@
+"""Time PSPNet's pyramid pooling + head, plain and factorized, at ResNet-50 widths on this CPU.
+
+The plain head is ``head(ppm(features))`` of an eval model; the factorized one is
+``pspnet.fast.factorized.FactorizedHead`` (the pyramid half of the 3x3 conv at bin size).
+Features are 2048 channels at output stride 8 of a square input; the head has 512 mid
+channels and 150 classes. Prints a table; writes nothing.
+
+python -m benchmarks.head_factorization                  # inputs 473 and 713, 2 runs each
+python -m benchmarks.head_factorization --sizes 473 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+
+import torch
+
+from pspnet.fast.factorized import FactorizedHead
+from pspnet.models import PSPNet
+
+
+def fastest(run: Callable[[], torch.Tensor], runs: int) -> tuple[float, torch.Tensor]:
+    """Shortest of ``runs`` timed calls (the first also warms up) and the last output."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        out = run()
+        times.append(time.perf_counter() - start)
+    return min(times), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[473, 713])
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    model = PSPNet(150, backbone="resnet50").eval()
+    factorized = FactorizedHead(model.ppm, model.head).eval()
+    rows = [
+        "| input | features | plain (s) | factorized (s) | speed-up | relative difference |",
+        "|---|---|---|---|---|---|",
+    ]
+    with torch.inference_mode():
+        for size in args.sizes:
+            side = math.ceil(size / 8)  # output stride 8: each stride-2 layer rounds up
+            features = torch.randn(1, model.backbone.out_channels, side, side).relu()
+            plain_time, plain = fastest(lambda f=features: model.head(model.ppm(f)), args.runs)
+            fast_time, fast = fastest(lambda f=features: factorized(f), args.runs)
+            difference = float((fast - plain).norm() / plain.norm())
+            rows.append(
+                f"| {size}x{size} | 2048x{side}x{side} | {plain_time:.3f} | {fast_time:.3f} | "
+                f"{plain_time / fast_time:.2f}x | {difference:.1e} |"
+            )
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch 1, fp32")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

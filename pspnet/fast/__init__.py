@@ -1,0 +1,5 @@
+"""Exact inference-time rewrites of a trained PSPNet: same logits to float rounding, less work.
+
+``fold`` merges every BatchNorm into the convolution before it; ``factorized`` moves the
+pyramid half of the head's 3x3 convolution to bin resolution, before the upsampling.
+"""
