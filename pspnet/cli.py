@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="train PSPNet and its FCN baseline on built-in synthetic scenes (no download)"
     )
     demo.add_argument("--out", type=Path, default=Path("demo_out"))
-    demo.add_argument("--iterations", type=int, default=500, help="per network")
+    demo.add_argument("--iterations", type=int, default=600, help="per network")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=cmd_demo)
     return parser
