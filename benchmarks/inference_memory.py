@@ -12,13 +12,12 @@ memory" section of docs/benchmarks.md (unless ``--no-write``); other sections ar
 from __future__ import annotations
 
 import argparse
-import platform
 import resource
 import time
 
 import torch
 
-from benchmarks.report import command_line, write_section
+from benchmarks.report import command_line, cpu_model, write_section
 from pspnet.engine.inference import InferenceConfig, predict_probs, scaled_size
 from pspnet.models import PSPNet
 
@@ -41,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-flip", action="store_true")
     parser.add_argument("--window-batch", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", help="run pspnet.fast.optimize's path (fp32, bf16, int8)")
+    parser.add_argument("--backend", help="with --precision: eager, compile or onnx")
     parser.add_argument("--no-write", action="store_true", help="print only")
     return parser.parse_args(argv)
 
@@ -70,6 +71,12 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     torch.manual_seed(0)
     model = PSPNet(args.num_classes, backbone=args.backbone, base_width=args.base_width)
     model = model.eval().to(device)
+    path = "eager model"
+    if args.precision or args.backend:
+        from pspnet.fast.optimize import optimize
+
+        model = optimize(model, args.precision or "auto", args.backend or "auto")
+        path = f"optimize: {model.precision}, {model.backend}"
     image = torch.randn(3, args.height, args.width, device=device)
     config = InferenceConfig(
         crop_size=(args.crop, args.crop),
@@ -94,6 +101,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
             "model",
             f"PSPNet-{args.backbone}, base width {args.base_width}, {args.num_classes} classes",
         ),
+        ("inference path", path),
         ("image", f"{args.width} x {args.height}"),
         ("scales x base size", f"{', '.join(map(str, args.scales))} x {args.base_size}"),
         ("crop, flip, window batch", f"{args.crop}, {config.flip}, {args.window_batch}"),
@@ -116,7 +124,7 @@ def section(rows: list[tuple[str, str]]) -> str:
     lines = [
         "Peak memory of `predict_probs` over a multi-scale, flipped, sliding-window test: it",
         "keeps one (C, H, W) output and one scale's probabilities at a time, never every scale.",
-        f"Machine: {platform.machine()}, {platform.system()}, torch {torch.__version__}.",
+        f"CPU: {cpu_model()}, torch {torch.__version__}.",
         "",
         f"    {command_line()}",
         "",

@@ -199,7 +199,9 @@ def _evaluate_checkpoint(args, preset, evaluate, progress):
     from pspnet.data.datasets import SegmentationDataset
     from pspnet.segmenter import Segmenter
 
-    segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, **_inference_options(args))
+    segmenter = Segmenter.from_checkpoint(
+        args.checkpoint, args.device, args.precision, args.backend, **_inference_options(args)
+    )
     if segmenter.num_classes != preset.num_classes:
         raise ConfigError(
             f"{args.checkpoint}: the model predicts {segmenter.num_classes} classes but the "
@@ -253,7 +255,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pspnet.segmenter import Segmenter
 
     files = expand_inputs(args.inputs)
-    segmenter = Segmenter.from_checkpoint(args.checkpoint, args.device, **_inference_options(args))
+    segmenter = Segmenter.from_checkpoint(
+        args.checkpoint, args.device, args.precision, args.backend, **_inference_options(args)
+    )
     failures = 0
     with tqdm(total=len(files), unit="image", desc="predicting") as bar:
         for result in predict_files(segmenter, files, args.out, save_probs=args.save_probs):
@@ -294,6 +298,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     result = run_demo(args.out, settings, on_event)
     _say(f"\nValidation IoU (%):\n{result.table}\n")
     _say(f"finished in {result.seconds:.0f} s; report: {result.report}, pictures: {result.grid}")
+    return 0
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pspnet.checkpoints import load_model
+    from pspnet.export.onnx import export_onnx
+    from pspnet.fast.optimize import exact_rewrite
+
+    model = load_model(args.checkpoint)
+    exported = exact_rewrite(model, exportable=True) if args.optimize else model
+    export_onnx(exported, args.out, example_size=(args.size, args.size))
+    _say(
+        f"wrote {args.out}: input images (N, 3, H, W) of any size, output logits "
+        f"(N, {model.config.num_classes}, H, W)"
+    )
     return 0
 
 
@@ -385,6 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_options(predict)
     predict.set_defaults(run=cmd_predict)
 
+    export = commands.add_parser("export", help="ONNX with dynamic batch, height and width")
+    export.add_argument("checkpoint", type=Path)
+    export.add_argument("out", type=Path, help="e.g. model.onnx")
+    export.add_argument("--size", type=int, default=473, help="example size traced")
+    export.add_argument(
+        "--no-optimize",
+        dest="optimize",
+        action="store_false",
+        help="export the plain graph (default: BN folded, factorised head)",
+    )
+    export.set_defaults(run=cmd_export)
+
     demo = commands.add_parser(
         "demo", help="train PSPNet and its FCN baseline on built-in synthetic scenes (no download)"
     )
@@ -415,6 +449,17 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--window-batch", type=int, help="windows per forward pass")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "int8"],
+        help="CPU fast path (BN folding, factorised head): fp32 is exact; bf16 only where the "
+        "CPU has it natively; default: the plain eager model",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "eager", "compile", "onnx"],
+        help="runtime of the fast path: auto picks the fastest measured on this kind of CPU",
+    )
 
 
 def _add_dataset_options(parser: argparse.ArgumentParser) -> None:

@@ -94,13 +94,21 @@ class Segmenter:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, device: str | torch.device = "cpu", **inference: Any
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        precision: str | None = None,
+        backend: str | None = None,
+        **inference: Any,
     ) -> Segmenter:
         """Load any supported checkpoint; inference settings default to what it was validated with.
 
         Args:
             path: native, training-state, semseg or mmseg checkpoint.
             device: "cpu", "cuda", ...
+            precision: CPU fast path: "auto", "fp32", "bf16" or "int8" (see
+                :func:`pspnet.fast.optimize`); None runs the plain eager model.
+            backend: "auto", "eager", "compile" or "onnx"; None with precision None is eager.
             **inference: :class:`InferenceConfig` fields to override (mode="slide",
                 crop_size=(473, 473), scales=(0.5, ..., 1.75), flip=True, base_size=512 ...).
         """
@@ -112,6 +120,10 @@ class Segmenter:
             raise TypeError(f"unknown inference options {unknown}; valid: {sorted(fields)}")
         config = InferenceConfig(**{**recorded, **inference})
         names, palette = class_info(model)
+        if precision is not None or backend is not None:
+            from pspnet.fast.optimize import optimize
+
+            model = optimize(model, precision or "auto", backend or "auto")
         return cls(model, config, names, palette)
 
     def probs(self, image: ImageInput, progress: Progress | None = None) -> np.ndarray:

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch import nn
 
 
 def write_tiny_camvid(root: Path, num_train: int = 8, num_val: int = 3, size=(40, 48)) -> Path:
@@ -49,3 +51,28 @@ def tiny_overrides(root: Path, **extra) -> list[str]:
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
+
+
+@pytest.fixture
+def trained():
+    """Give every BatchNorm random statistics and affine terms, as training would, and eval().
+
+    Folding, conversion and export are only tested when BatchNorm actually changes values.
+    """
+
+    def randomise(module: nn.Module) -> nn.Module:
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for bn in module.modules():
+                if isinstance(bn, nn.BatchNorm2d):
+                    n = bn.num_features
+                    bn.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+                    bn.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+                    if bn.affine:
+                        bn.weight.copy_(0.5 + torch.rand(n, generator=generator))
+                        bn.bias.copy_(0.1 * torch.randn(n, generator=generator))
+                    steps = int(torch.randint(1, 100, (), generator=generator))
+                    bn.num_batches_tracked.fill_(steps)
+        return module.eval()
+
+    return randomise

@@ -98,10 +98,10 @@ def mmseg_forward(sd: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Te
 
 
 @pytest.fixture
-def tiny(randomised) -> PSPNet:
+def tiny(trained) -> PSPNet:
     torch.manual_seed(0)
     options = {"stem": "deep_narrow", "contract_dilation": True, "align_corners": False}
-    return randomised(PSPNet(5, base_width=8, **options))
+    return trained(PSPNet(5, base_width=8, **options))
 
 
 def test_load_matches_mmseg_forward(tiny, tmp_path):
@@ -127,10 +127,10 @@ def test_load_matches_mmseg_forward(tiny, tmp_path):
         {"stem": "deep_narrow", "aux": False, "backbone": "resnet101", "base_width": 4},
     ],
 )
-def test_round_trip_keeps_every_tensor_and_config(options, randomised, tmp_path):
+def test_round_trip_keeps_every_tensor_and_config(options, trained, tmp_path):
     torch.manual_seed(0)
     options = {"base_width": 8, **options, "contract_dilation": True, "align_corners": False}
-    original = randomised(PSPNet(3, **options))
+    original = trained(PSPNet(3, **options))
     save_mmseg(mmseg_state(original), tmp_path / "model.pth")
     loaded = pspnet.load_model(tmp_path / "model.pth")
     assert loaded.config == original.config

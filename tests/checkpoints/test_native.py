@@ -30,9 +30,9 @@ from pspnet.checkpoints import read_checkpoint
         },
     ],
 )
-def test_save_then_load_is_bit_exact(options, randomised, tmp_path):
+def test_save_then_load_is_bit_exact(options, trained, tmp_path):
     torch.manual_seed(0)
-    model = randomised(PSPNet(4, base_width=8, **options))
+    model = trained(PSPNet(4, base_width=8, **options))
     model.save(tmp_path / "model.safetensors", metadata={"classes": json.dumps(list("abcd"))})
     loaded = pspnet.load_model(tmp_path / "model.safetensors")
     assert loaded.config == model.config

@@ -97,9 +97,9 @@ def semseg_forward(sd: dict[str, torch.Tensor], images: torch.Tensor) -> torch.T
 
 
 @pytest.fixture
-def tiny(randomised) -> PSPNet:
+def tiny(trained) -> PSPNet:
     torch.manual_seed(0)
-    return randomised(PSPNet(5, base_width=8))
+    return trained(PSPNet(5, base_width=8))
 
 
 def test_load_matches_semseg_forward(tiny, tmp_path):
@@ -116,9 +116,9 @@ def test_load_matches_semseg_forward(tiny, tmp_path):
 
 
 @pytest.mark.parametrize("aux", [True, False])
-def test_round_trip_keeps_every_tensor_and_config(aux, randomised, tmp_path):
+def test_round_trip_keeps_every_tensor_and_config(aux, trained, tmp_path):
     torch.manual_seed(0)
-    original = randomised(PSPNet(3, base_width=8, aux=aux))
+    original = trained(PSPNet(3, base_width=8, aux=aux))
     save_semseg(semseg_state(original), tmp_path / "model.pth")
     loaded = pspnet.load_model(tmp_path / "model.pth")
     assert loaded.config == original.config
@@ -129,9 +129,9 @@ def test_round_trip_keeps_every_tensor_and_config(aux, randomised, tmp_path):
         assert torch.equal(value, expected[key]), key
 
 
-def test_depth_comes_from_layer3_blocks(randomised, tmp_path):
+def test_depth_comes_from_layer3_blocks(trained, tmp_path):
     torch.manual_seed(0)
-    original = randomised(PSPNet(4, backbone="resnet101", base_width=4, aux=False))
+    original = trained(PSPNet(4, backbone="resnet101", base_width=4, aux=False))
     save_semseg(semseg_state(original), tmp_path / "r101.pth")
     loaded = pspnet.load_model(tmp_path / "r101.pth")
     assert loaded.config.backbone == "resnet101"
@@ -204,9 +204,9 @@ def imagenet_state(backbone: ResNet) -> dict[str, torch.Tensor]:
     return state | {"fc.weight": torch.randn(1000, channels), "fc.bias": torch.randn(1000)}
 
 
-def test_imagenet_backbone_loads_into_deep_stem(randomised, tmp_path):
+def test_imagenet_backbone_loads_into_deep_stem(trained, tmp_path):
     torch.manual_seed(0)
-    state = imagenet_state(randomised(ResNet("resnet50", "deep", base_width=8)))
+    state = imagenet_state(trained(ResNet("resnet50", "deep", base_width=8)))
     assert state["conv1.weight"].shape == (8, 3, 3, 3) and state["conv3.weight"].shape[0] == 16
     torch.save(state, tmp_path / "resnet50_v2.pth")
     model = PSPNet(3, stem="deep", base_width=8, backbone_weights=tmp_path / "resnet50_v2.pth")
@@ -216,7 +216,7 @@ def test_imagenet_backbone_loads_into_deep_stem(randomised, tmp_path):
         assert torch.equal(loaded[key], state[key]), key
 
 
-def test_imagenet_backbone_is_not_a_model(randomised, tmp_path):
+def test_imagenet_backbone_is_not_a_model(trained, tmp_path):
     torch.save(imagenet_state(ResNet("resnet50", "deep", base_width=8)), tmp_path / "r50.pth")
     with pytest.raises(CheckpointError, match="backbone_weights"):
         pspnet.load_model(tmp_path / "r50.pth")

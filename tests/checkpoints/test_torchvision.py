@@ -20,9 +20,9 @@ def torchvision_state(backbone: ResNet) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("depth", ["resnet18", "resnet50"])
-def test_backbone_weights_load_exactly(depth, randomised, tmp_path):
+def test_backbone_weights_load_exactly(depth, trained, tmp_path):
     torch.manual_seed(0)
-    state = torchvision_state(randomised(ResNet(depth, "torchvision", base_width=8)))
+    state = torchvision_state(trained(ResNet(depth, "torchvision", base_width=8)))
     assert state["conv1.weight"].shape == (8, 3, 7, 7)
     torch.save(state, tmp_path / "resnet.pth")
     model = PSPNet(3, backbone=depth, stem="torchvision", base_width=8,
@@ -33,9 +33,9 @@ def test_backbone_weights_load_exactly(depth, randomised, tmp_path):
         assert torch.equal(loaded[key], state[key]), key
 
 
-def test_file_without_num_batches_tracked_loads(randomised, tmp_path):
+def test_file_without_num_batches_tracked_loads(trained, tmp_path):
     # torchvision's original resnet50-19c8e357.pth predates num_batches_tracked.
-    state = torchvision_state(randomised(ResNet("resnet50", "torchvision", base_width=8)))
+    state = torchvision_state(trained(ResNet("resnet50", "torchvision", base_width=8)))
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     torch.save(state, tmp_path / "old.pth")
     model = PSPNet(3, stem="torchvision", base_width=8, backbone_weights=tmp_path / "old.pth")

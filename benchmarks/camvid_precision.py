@@ -1,0 +1,102 @@
+"""Accuracy of the fast paths on real data: CamVid val mIoU and argmax agreement vs fp32.
+
+    python -m benchmarks.camvid_precision                  # runs/camvid_pspnet/best.safetensors
+    python -m benchmarks.camvid_precision --calibration 64 --no-write
+
+Evaluates the trained CamVid model (benchmarks/camvid_cpu.py) with the same inference
+settings through eager fp32 (reference), the exact fast path, bf16 autocast and int8 ONNX
+Runtime (static quantisation calibrated on training crops), and reports val mIoU, pixel
+agreement of the argmax with the reference, and the time of the whole val pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.report import command_line, cpu_model, write_section
+from pspnet.data.datasets import SegmentationDataset
+from pspnet.data.presets import get_preset
+from pspnet.data.transforms import AugmentConfig, TrainTransform
+from pspnet.engine.inference import predict_probs
+from pspnet.engine.metrics import ConfusionMatrix
+from pspnet.fast.optimize import native_bf16, optimize
+from pspnet.segmenter import Segmenter
+
+PATHS = {
+    "eager fp32 (reference)": None,
+    "exact fast path (fp32, auto backend)": ("fp32", "auto"),
+    "bf16 autocast (eager)": ("bf16", "eager"),
+    "int8 ONNX Runtime": ("int8", "onnx"),
+}
+
+
+def calibration_crops(root: str, count: int, crop: int) -> list[torch.Tensor]:
+    """``count`` augmented training crops, as the trainer sees them, in batches of one."""
+    augment = AugmentConfig(crop_size=(crop, crop), scale=(0.35, 1.0))
+    dataset = SegmentationDataset(root, "train", get_preset("camvid"), TrainTransform(augment))
+    return [dataset[(i % len(dataset), i)][0][None] for i in range(count)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--checkpoint", type=Path, default=Path("runs/camvid_pspnet/best.safetensors")
+    )
+    parser.add_argument("--root", default="../shared/data/camvid")
+    parser.add_argument("--calibration", type=int, default=256, help="training crops for int8")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+
+    segmenter = Segmenter.from_checkpoint(args.checkpoint)
+    model, inference = segmenter.model, segmenter.inference
+    preset = get_preset("camvid")
+    val = SegmentationDataset(args.root, "val", preset)
+    calibration = calibration_crops(args.root, args.calibration, 192)
+    reference: list[torch.Tensor] = []
+    lines = [
+        "| path | val mIoU (%) | pixel accuracy (%) | argmax agreement vs fp32 | val pass (s) |",
+        "|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as work:
+        for title, choice in PATHS.items():
+            runner = model if choice is None else optimize(model, *choice, calibration, work)
+            matrix = ConfusionMatrix(preset.num_classes)
+            agree = total = 0
+            start = time.perf_counter()
+            for index in range(len(val)):
+                image, label = val[index]
+                pred = predict_probs(runner, image, preset.num_classes, inference).argmax(0)
+                matrix.update(pred, label)
+                if choice is None:
+                    reference.append(pred)
+                agree += (pred == reference[index]).sum().item()
+                total += pred.numel()
+            seconds = time.perf_counter() - start
+            metrics = matrix.compute()
+            line = (
+                f"| {title} | {100 * metrics.miou:.2f} | {100 * metrics.pixel_acc:.2f} | "
+                f"{100 * agree / total:.3f}% | {seconds:.1f} |"
+            )
+            lines.append(line)
+            print(line, flush=True)
+    table = "\n".join(lines)
+    bf16 = "native" if native_bf16() else "emulated (no native bf16 on this CPU: slow here)"
+    body = (
+        f"CPU: {cpu_model()}; bf16 {bf16}. Model: {args.checkpoint} ({model.config.backbone}, "
+        f"width {model.config.base_width}), inference {inference.mode} at long side "
+        f"{inference.base_size}, {len(val)} val images. int8 calibrated on "
+        f"{args.calibration} augmented training crops of 192x192.\n\n{table}\n\n"
+        f"Command: `{command_line()}`"
+    )
+    print(body)
+    if not args.no_write:
+        write_section("CamVid: accuracy of the fast paths", body)
+
+
+if __name__ == "__main__":
+    main()

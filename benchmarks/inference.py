@@ -1,0 +1,178 @@
+"""Every inference path side by side against eager fp32, on this CPU, in one run.
+
+    python -m benchmarks.inference                          # R50/150 @ 473 and R101/19 @ 713
+    python -m benchmarks.inference --configs r50 --runs 5 --no-write
+
+Each path runs in a fresh process (clean peak RSS), on the same random-weight network and
+image; the reference is eager fp32, what the official code runs. Reported: median latency of
+``--runs`` runs after warm-up (and the warm-up/compile time), speed-up, GFLOP, max relative
+error and argmax agreement with the reference, peak RSS, and the floor: FLOPs divided by this
+CPU's measured matrix-multiply throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.report import command_line, cpu_model, write_section
+from pspnet.engine.summary import summarize
+from pspnet.fast.optimize import native_bf16, optimize
+from pspnet.models import PSPNet
+
+CONFIGS = {"r50": ("resnet50", 150, 473), "r101": ("resnet101", 19, 713)}
+PATHS = {
+    "eager fp32 (reference)": None,
+    "exact eager (BN folded, factorised head, channels_last)": ("fp32", "eager"),
+    "exact torch.compile (inductor, freezing)": ("fp32", "compile"),
+    "exact ONNX Runtime": ("fp32", "onnx"),
+    "bf16 autocast (eager)": ("bf16", "eager"),
+    "int8 ONNX Runtime (static, QDQ)": ("int8", "onnx"),
+}
+
+
+def build(name: str) -> tuple[PSPNet, torch.Tensor]:
+    backbone, classes, size = CONFIGS[name]
+    torch.manual_seed(0)
+    model = PSPNet(classes, backbone=backbone).eval()
+    with torch.no_grad():  # trained-like BatchNorm statistics, so folding has work to do
+        for bn in model.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.running_mean.normal_(0, 0.1)
+                bn.running_var.uniform_(0.5, 1.5)
+    images = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    return model, images
+
+
+def run_path(config: str, path: str, runs: int, reference: Path, out: Path) -> None:
+    """Child process: time one path and write its row as JSON."""
+    model, images = build(config)
+    start = time.perf_counter()
+    if PATHS[path] is None:
+        runner = model
+    else:
+        precision, backend = PATHS[path]
+        calibration = [torch.randn(1, *images.shape[1:]) for _ in range(4)]
+        with tempfile.TemporaryDirectory() as work:
+            runner = optimize(model, precision, backend, calibration, work)
+    times = []
+    with torch.inference_mode():
+        logits = runner(images)  # warm-up (compiles, plans)
+        warmup = time.perf_counter() - start
+        for _ in range(runs):
+            tick = time.perf_counter()
+            runner(images)
+            times.append(time.perf_counter() - tick)
+    expected = torch.load(reference)
+    row = {
+        "median": statistics.median(times),
+        "warmup": warmup,
+        "rel_err": ((logits - expected).abs().max() / expected.abs().max()).item(),
+        "argmax": (logits.argmax(1) == expected.argmax(1)).float().mean().item(),
+        "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    out.write_text(json.dumps(row))
+
+
+def matmul_throughput() -> float:
+    """GFLOP/s of a 2048^3 fp32 matrix product on this CPU (median of 5)."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    times = []
+    for _ in range(5):
+        tick = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - tick)
+    return 2 * 2048**3 / statistics.median(times) / 1e9
+
+
+def measure(config: str, runs: int, paths: list[str], folder: Path) -> tuple[str, float, list]:
+    model, images = build(config)
+    reference = folder / f"{config}_reference.pt"
+    with torch.inference_mode():
+        torch.save(model(images), reference)
+    size = images.shape[-1]
+    gflop = sum(p.gflops for p in summarize(model.config, size, size) if p.name != "aux head")
+    rows, baseline = [], None
+    for path in paths:
+        out = folder / "row.json"
+        out.unlink(missing_ok=True)
+        command = [sys.executable, "-m", "benchmarks.inference", "--child", config, path]
+        command += ["--runs", str(runs), "--reference", str(reference), "--out", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr[-2000:], file=sys.stderr)
+            rows.append(f"| {path} | failed: {done.stderr.strip().splitlines()[-1][:80]} |")
+            continue
+        row = json.loads(out.read_text())
+        baseline = baseline or row["median"]
+        line = (
+            f"| {path} | {row['median']:.3f} | {baseline / row['median']:.2f}x | "
+            f"{row['warmup']:.1f} | {row['rel_err']:.1e} | {100 * row['argmax']:.3f}% | "
+            f"{row['rss_mib']:.0f} |"
+        )
+        rows.append(line)
+        print(line, flush=True)
+    title = f"PSPNet-{CONFIGS[config][0]}, {CONFIGS[config][1]} classes, 1x3x{size}x{size}"
+    return title, gflop, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--paths", nargs="+", default=None, help="substrings of path names")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--child", nargs=2, metavar=("CONFIG", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--reference", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_path(*args.child, args.runs, args.reference, args.out)
+        return
+
+    paths = [p for p in PATHS if args.paths is None or any(s in p for s in args.paths)]
+    if not native_bf16():
+        paths = [p for p in paths if not p.startswith("bf16")]
+    probe = matmul_throughput()
+    header = (
+        "| path | median latency (s) | speed-up | warm-up (s) | max rel err | argmax agreement "
+        "| peak RSS (MiB) |\n|---|---|---|---|---|---|---|"
+    )
+    sections = []
+    with tempfile.TemporaryDirectory() as folder:
+        for config in args.configs:
+            title, gflop, rows = measure(config, args.runs, paths, Path(folder))
+            floor = f"{gflop:.0f} GFLOP; floor at {probe:.0f} GFLOP/s: {gflop / probe:.2f} s"
+            sections.append(f"**{title}**, {floor}\n\n{header}\n" + "\n".join(rows))
+    bf16_note = (
+        "bf16 measured (native bf16 on this CPU)."
+        if native_bf16()
+        else "bf16 not timed: this CPU has no native bf16 (emulated bf16 is many times slower "
+        "than fp32; `optimize` warns and `auto` never picks it)."
+    )
+    body = (
+        f"CPU: {cpu_model()}; torch {torch.__version__}; 2048^3 fp32 matmul probe: "
+        f"{probe:.0f} GFLOP/s. Batch 1, random weights with trained-like BatchNorm statistics, "
+        f"median of {args.runs} runs after one warm-up run (warm-up includes export/compile); "
+        f"each path in its own process. int8 error here is against random weights; its "
+        f"accuracy on real data is in the CamVid section. {bf16_note}\n\n"
+        + "\n\n".join(sections)
+        + f"\n\nCommand: `{command_line()}`"
+    )
+    print(body)
+    if not args.no_write:
+        write_section("Inference paths on the CPU", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+
+from pspnet.engine.inference import InferenceConfig, predict_probs
+from pspnet.fast import optimize as optimize_module
+from pspnet.fast.optimize import choose_backend, optimize
+from pspnet.models import PSPNet
+
+
+@pytest.fixture
+def model(trained):
+    torch.manual_seed(0)
+    net = PSPNet(5, backbone="resnet18", base_width=8)
+    torch.nn.init.normal_(net.head.classifier.weight, std=0.5)  # well separated classes
+    return trained(net)
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+@pytest.mark.parametrize("backend", ["eager", "onnx"])
+def test_fp32_paths_are_exact_at_several_sizes(model, backend, tmp_path):
+    fast = optimize(model, "fp32", backend, work_dir=tmp_path)
+    for size in [(41, 57), (64, 64)]:
+        images = torch.randn(2, 3, *size)
+        with torch.inference_mode():
+            expected, got = model(images), fast(images)
+        assert got.shape == expected.shape
+        assert relative_error(got, expected) <= 1e-5
+        assert torch.equal(got.argmax(1), expected.argmax(1))
+
+
+def test_compiled_path_is_exact(model):
+    fast = optimize(model, "fp32", "compile")
+    images = torch.randn(1, 3, 48, 40)
+    with torch.inference_mode():
+        assert relative_error(fast(images), model(images)) <= 1e-5
+
+
+def test_the_inference_routine_runs_every_path_unchanged(model, tmp_path):
+    image = torch.randn(3, 50, 70)
+    config = InferenceConfig(mode="slide", crop_size=(32, 32), flip=True)
+    expected = predict_probs(model, image, 5, config)
+    fast = optimize(model, "fp32", "onnx", work_dir=tmp_path)
+    assert (predict_probs(fast, image, 5, config) - expected).abs().max() <= 1e-5
+
+
+def test_forced_bf16_on_a_cpu_without_it_warns_and_stays_close(model, monkeypatch):
+    monkeypatch.setattr(optimize_module, "native_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="no native bf16"):
+        fast = optimize(model, "bf16", "eager")
+    images = torch.randn(1, 3, 40, 40)
+    with torch.inference_mode():
+        got, expected = fast(images), model(images)
+    assert got.dtype == torch.float32
+    assert relative_error(got, expected) <= 0.05
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.95
+
+
+def test_int8_runs_and_agrees_within_its_tolerance(model, tmp_path):
+    calibration = [torch.randn(2, 3, 48, 48) for _ in range(4)]
+    fast = optimize(model, "int8", "onnx", calibration=calibration, work_dir=tmp_path)
+    assert (tmp_path / "model.int8.onnx").is_file()
+    images = torch.randn(2, 3, 48, 48)
+    with torch.inference_mode():
+        got, expected = fast(images), model(images)
+    assert relative_error(got, expected) <= 0.15
+    assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.9
+    with pytest.raises(ValueError, match="calibration"):
+        optimize(model, "int8", "onnx", work_dir=tmp_path / "again")
+
+
+def test_auto_never_picks_bf16_and_uses_the_measured_backend(monkeypatch):
+    monkeypatch.setattr(optimize_module, "cpu_capability", lambda: "AVX2")
+    monkeypatch.setattr(optimize_module, "MEASURED_FASTEST", {"AVX2": "compile"})
+    assert choose_backend("auto", "auto") == ("fp32", "compile")
+    monkeypatch.setattr(optimize_module, "cpu_capability", lambda: "UNMEASURED")
+    assert choose_backend("auto", "auto") == ("fp32", "eager")
+    assert choose_backend("int8", "auto") == ("int8", "onnx")
+
+
+def test_optimised_model_is_inference_only(model):
+    fast = optimize(model, "fp32", "eager")
+    assert not fast.training and fast.config == model.config
+    with pytest.raises(ValueError, match="inference only"):
+        fast.train()
+    assert np.isfinite(fast(torch.randn(1, 3, 24, 24)).numpy()).all()
