@@ -470,13 +470,21 @@ def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--names-file", type=Path, help="class names of a custom dataset")
 
 
+def _last_line(message: str) -> str:
+    """The error itself: a DataLoader worker wraps it in a traceback users need not read."""
+    if "Original Traceback" not in message:
+        return message
+    last = message.strip().splitlines()[-1]
+    return last.split(": ", 1)[1] if last.startswith("pspnet.errors.") else last
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pspnet`` command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except PSPNetError as err:
-        print(f"pspnet {args.command}: error: {err}", file=sys.stderr)
+        print(f"pspnet {args.command}: error: {_last_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -107,3 +107,13 @@ def test_bad_override_is_a_clear_error(tiny_camvid, tmp_path, capsys):
     args = ["train", "--out", str(tmp_path / "r"), "--set", "optim.lr=fast"]
     assert main(args) == 2
     assert "optim: lr" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_training_stops_on_the_first_bad_sample_naming_it(tiny_camvid, tmp_path, capsys, workers):
+    (tiny_camvid / "trainannot" / "train_003.png").write_bytes(b"not a png")
+    args = ["train", "--out", str(tmp_path / "r"), "--set",
+            *tiny_overrides(tiny_camvid, **{"data.workers": workers, "batch_size": 8})]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "train_003.png" in err and "Traceback" not in err
