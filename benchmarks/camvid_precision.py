@@ -29,7 +29,7 @@ from pspnet.segmenter import Segmenter
 
 PATHS = {
     "eager fp32 (reference)": None,
-    "exact fast path (fp32, auto backend)": ("fp32", "auto"),
+    "exact fast path (fp32, ONNX Runtime)": ("fp32", "onnx"),
     "bf16 autocast (eager)": ("bf16", "eager"),
     "int8 ONNX Runtime": ("int8", "onnx"),
 }
