@@ -1,11 +1,15 @@
+import importlib
+
 import numpy as np
 import pytest
 import torch
 
 from pspnet.engine.inference import InferenceConfig, predict_probs
-from pspnet.fast import optimize as optimize_module
 from pspnet.fast.optimize import choose_backend, optimize
 from pspnet.models import PSPNet
+
+# The module, not the function of the same name that pspnet.fast exports.
+optimize_module = importlib.import_module("pspnet.fast.optimize")
 
 
 @pytest.fixture
