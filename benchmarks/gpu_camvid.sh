@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One GPU: a 20-iteration fp16 + GradScaler check, then the bf16 CamVid ResNet-50 run.
 # Usage: bash benchmarks/gpu_camvid.sh DATA_ROOT OUT_DIR [ITERATIONS] [SECONDS]
+# DATA_ROOT comes from `python -m benchmarks.gpu_camvid pack`; its `report` tabulates OUT_DIR.
 set -uo pipefail
-root=$1 out=$2 iterations=${3:-1500} seconds=${4:-420}
+root=$1 out=$2 iterations=${3:-3600} seconds=${4:-420}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
@@ -13,7 +14,7 @@ timeout 60 python3 -m pspnet train --config configs/camvid_pspnet_r50_gpu.yaml \
 echo "fp16 exit $?" | tee -a "$out/gpu.txt"
 cp /tmp/fp16/metrics.jsonl "$out/fp16_metrics.jsonl"
 timeout "$seconds" python3 -m pspnet train --config configs/camvid_pspnet_r50_gpu.yaml \
-  --set data.root="$root" iterations="$iterations" val_every="$((iterations / 2))" \
-  checkpoint_every="$((iterations / 2))" --out /tmp/bf16 > "$out/bf16.log" 2>&1
+  --set data.root="$root" iterations="$iterations" val_every="$((iterations / 3))" \
+  checkpoint_every="$((iterations / 3))" --out /tmp/bf16 > "$out/bf16.log" 2>&1
 echo "bf16 exit $?" | tee -a "$out/gpu.txt"
 cp /tmp/bf16/metrics.jsonl "$out/bf16_metrics.jsonl"
