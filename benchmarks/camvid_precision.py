@@ -49,21 +49,29 @@ def main() -> None:
     )
     parser.add_argument("--root", default="../shared/data/camvid")
     parser.add_argument("--calibration", type=int, default=256, help="training crops for int8")
+    parser.add_argument("--paths", nargs="+", default=None, help="substrings of path names")
+    parser.add_argument("--section", default="CamVid: accuracy of the fast paths")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
+    paths = {
+        title: choice
+        for title, choice in PATHS.items()
+        if choice is None or args.paths is None or any(s in title for s in args.paths)
+    }
 
     segmenter = Segmenter.from_checkpoint(args.checkpoint)
     model, inference = segmenter.model, segmenter.inference
     preset = get_preset("camvid")
     val = SegmentationDataset(args.root, "val", preset)
-    calibration = calibration_crops(args.root, args.calibration, 192)
+    int8 = any(choice and choice[0] == "int8" for choice in paths.values())
+    calibration = calibration_crops(args.root, args.calibration, 192) if int8 else None
     reference: list[torch.Tensor] = []
     lines = [
         "| path | val mIoU (%) | pixel accuracy (%) | argmax agreement vs fp32 | val pass (s) |",
         "|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory() as work:
-        for title, choice in PATHS.items():
+        for title, choice in paths.items():
             runner = model if choice is None else optimize(model, *choice, calibration, work)
             matrix = ConfusionMatrix(preset.num_classes)
             agree = total = 0
@@ -89,13 +97,13 @@ def main() -> None:
     body = (
         f"CPU: {cpu_model()}; bf16 {bf16}. Model: {args.checkpoint} ({model.config.backbone}, "
         f"width {model.config.base_width}), inference {inference.mode} at long side "
-        f"{inference.base_size}, {len(val)} val images. int8 calibrated on "
-        f"{args.calibration} augmented training crops of 192x192.\n\n{table}\n\n"
-        f"Command: `{command_line()}`"
+        f"{inference.base_size}, {len(val)} val images."
+        + (f" int8 calibrated on {args.calibration} training crops of 192x192." if int8 else "")
+        + f"\n\n{table}\n\nCommand: `{command_line()}`"
     )
     print(body)
     if not args.no_write:
-        write_section("CamVid: accuracy of the fast paths", body)
+        write_section(args.section, body)
 
 
 if __name__ == "__main__":

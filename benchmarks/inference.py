@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--paths", nargs="+", default=None, help="substrings of path names")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--section", default="Inference paths on the CPU", help="docs section")
     parser.add_argument("--child", nargs=2, metavar=("CONFIG", "PATH"), help=argparse.SUPPRESS)
     parser.add_argument("--reference", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -171,7 +172,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        write_section("Inference paths on the CPU", body)
+        write_section(args.section, body)
 
 
 if __name__ == "__main__":

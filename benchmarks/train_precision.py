@@ -40,6 +40,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=Path("configs/camvid_pspnet_r18_cpu.yaml"))
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides")
+    parser.add_argument("--section", default="CPU training options")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
 
@@ -49,7 +51,13 @@ def main() -> None:
             if "bf16" in title and not native_bf16():
                 results[title] = None
                 continue
-            overrides = [f"iterations={args.steps}", "log_every=1", "val_limit=1", *extra]
+            overrides = [
+                f"iterations={args.steps}",
+                "log_every=1",
+                "val_limit=1",
+                *args.set,
+                *extra,
+            ]
             config = load_train_config(args.config, [*overrides, f"checkpoint_every={args.steps}"])
             train(config, Path(folder) / title.replace(" ", "_"))
             results[title] = losses(Path(folder) / title.replace(" ", "_"))
@@ -74,7 +82,7 @@ def main() -> None:
     )
     print(body)
     if not args.no_write:
-        write_section("CPU training options", body)
+        write_section(args.section, body)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# bf16 on a CPU that has it natively (AMX or AVX-512 BF16), e.g. a lent machine's host CPU:
+# inference speed against eager fp32, CamVid argmax agreement, and the 50-step training curves.
+# Usage: bash benchmarks/native_bf16.sh OUT_DIR [CAMVID_ROOT]
+# Writes its sections into docs/benchmarks.md there and copies that file to OUT_DIR.
+set -uo pipefail
+out=$1 root=${2:-../shared/data/camvid}
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 CUDA_VISIBLE_DEVICES=
+mkdir -p "$out"
+{ grep -m1 "model name" /proc/cpuinfo; nproc; grep -o -E "amx_bf16|avx512_bf16" /proc/cpuinfo | sort -u; } | tee "$out/cpu.txt"
+grep -q -E "amx_bf16|avx512_bf16" /proc/cpuinfo || { echo "no native bf16 on this CPU"; exit 0; }
+timeout 110 python3 -m benchmarks.inference --configs r50 --paths reference "exact eager" bf16 \
+  --section "Inference with native bf16" > "$out/inference.log" 2>&1
+echo "inference exit $?"
+timeout 60 python3 -m benchmarks.camvid_precision --root "$root" --paths bf16 \
+  --section "CamVid: agreement of native bf16" > "$out/precision.log" 2>&1
+echo "precision exit $?"
+timeout 90 python3 -m benchmarks.train_precision --set data.root="$root" \
+  --section "CPU training options, native bf16" > "$out/train.log" 2>&1
+echo "train exit $?"
+cp docs/benchmarks.md "$out/benchmarks.md"
