@@ -180,6 +180,11 @@ def _onnx_runner(
 def quantize_int8(source: Path, destination: Path, calibration: Iterable[torch.Tensor]) -> Path:
     """ONNX Runtime static int8 quantisation (QDQ, per-channel weights) from calibration images.
 
+    Weights use 7 of their 8 bits (``reduce_range``): x86 CPUs without VNNI multiply uint8
+    activations by int8 weights with a saturating 16-bit sum, which full-range weights overflow.
+    On CamVid val that overflow cost 1.72 mIoU; 7-bit weights cost 0.51 at the same speed
+    (uint8 weights instead cost 0.43 but ran 1.3x slower here).
+
     Args:
         source: fp32 ONNX model from ``export_onnx``.
         destination: output path.
@@ -208,6 +213,7 @@ def quantize_int8(source: Path, destination: Path, calibration: Iterable[torch.T
         Reader(),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
+        reduce_range=True,
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
     )
