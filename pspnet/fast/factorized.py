@@ -57,8 +57,9 @@ def bilinear_matrix(
     """
     out_index = torch.arange(out_size, dtype=torch.float64, device=device)
     if align_corners:
-        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-        source = out_index * scale
+        # out - 1 read off the index itself (clamped for a single output, where it is 0): no
+        # Python branch on a size, so a traced export stays right for every size.
+        source = out_index * ((in_size - 1) / out_index[-1:].clamp(min=1))
     else:
         source = ((out_index + 0.5) * (in_size / out_size) - 0.5).clamp(min=0)
     lower = source.floor().clamp(max=in_size - 1)  # (out,)

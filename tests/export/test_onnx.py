@@ -1,5 +1,6 @@
 """ONNX export: exact at sizes other than the traced one, eval graph only, runner as a model."""
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from onnx import numpy_helper  # noqa: E402
 from pspnet.engine.inference import InferenceConfig, predict_probs  # noqa: E402
 from pspnet.errors import CheckpointError  # noqa: E402
 from pspnet.export import ExactAdaptivePool2d, OnnxRunner, export_onnx, exportable_copy  # noqa: E402
+from pspnet.fast.optimize import exact_rewrite  # noqa: E402
 from pspnet.models import PSPNet  # noqa: E402
 
 NUM_CLASSES = 5
@@ -228,3 +230,12 @@ def test_runner_rejects_a_foreign_onnx_file(tmp_path):
         OnnxRunner(path)
     with pytest.raises(CheckpointError, match="no such file"):
         OnnxRunner(tmp_path / "missing.onnx")
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_exact_rewrite_traces_without_freezing_a_size(tmp_path, align_corners):
+    """A TracerWarning means a Python branch on a size was frozen into the graph."""
+    model = exact_rewrite(trained_like(align_corners=align_corners).eval(), exportable=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        export_onnx(model, tmp_path / "model.onnx", example_size=EXAMPLE_SIZE)
