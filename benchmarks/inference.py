@@ -39,6 +39,7 @@ PATHS = {
     "exact torch.compile (inductor, freezing)": ("fp32", "compile"),
     "exact ONNX Runtime": ("fp32", "onnx"),
     "bf16 autocast (eager)": ("bf16", "eager"),
+    "bf16 autocast, torch.compile": ("bf16", "compile"),
     "int8 ONNX Runtime (static, QDQ)": ("int8", "onnx"),
 }
 

@@ -9,7 +9,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 CUDA_VISIBLE_DEVICES=
 mkdir -p "$out"
 { grep -m1 "model name" /proc/cpuinfo; nproc; grep -o -E "amx_bf16|avx512_bf16" /proc/cpuinfo | sort -u; } | tee "$out/cpu.txt"
 grep -q -E "amx_bf16|avx512_bf16" /proc/cpuinfo || { echo "no native bf16 on this CPU"; exit 0; }
-timeout 110 python3 -m benchmarks.inference --configs r50 --paths reference "exact eager" bf16 \
+timeout 240 python3 -m benchmarks.inference --configs r50 --paths reference "exact eager" bf16 \
   --section "Inference with native bf16" > "$out/inference.log" 2>&1
 echo "inference exit $?"
 timeout 60 python3 -m benchmarks.camvid_precision --root "$root" --paths bf16 \
