@@ -182,7 +182,7 @@ def quantize_int8(source: Path, destination: Path, calibration: Iterable[torch.T
 
     Weights use 7 of their 8 bits (``reduce_range``): x86 CPUs without VNNI multiply uint8
     activations by int8 weights with a saturating 16-bit sum, which full-range weights overflow.
-    On CamVid val that overflow cost 1.72 mIoU; 7-bit weights cost 0.51 at the same speed
+    On CamVid val that overflow cost 1.72 mIoU; 7-bit weights cost about 0.5 at the same speed
     (uint8 weights instead cost 0.43 but ran 1.3x slower here).
 
     Args:
