@@ -21,12 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.latency import measure
 from benchmarks.report import command_line, cpu_model, write_section
 from pspnet.engine.summary import summarize
 from pspnet.fast.optimize import exact_rewrite, native_bf16, optimize
@@ -68,14 +70,10 @@ def run_path(config: str, path: str, runs: int, reference: Path, out: Path) -> N
         calibration = [torch.randn(1, *images.shape[1:]) for _ in range(2)]
         with tempfile.TemporaryDirectory() as work:
             runner = optimize(model, precision, backend, calibration, work)
-    times = []
     with torch.inference_mode():
         logits = runner(images)  # warm-up (compiles, plans)
-        warmup = time.perf_counter() - start
-        for _ in range(runs):
-            tick = time.perf_counter()
-            runner(images)
-            times.append(time.perf_counter() - tick)
+    warmup = time.perf_counter() - start
+    times = measure(partial(runner, images), runs, warmup=0)
     expected = torch.load(reference)
     row = {
         "median": statistics.median(times),
@@ -87,15 +85,9 @@ def run_path(config: str, path: str, runs: int, reference: Path, out: Path) -> N
     out.write_text(json.dumps(row))
 
 
-def timed_gflops(flop: float, call) -> float:
+def timed_gflops(flop: float, call: Callable[[], object]) -> float:
     """GFLOP/s of ``call`` (median of 5 after one warm-up)."""
-    call()
-    times = []
-    for _ in range(5):
-        tick = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - tick)
-    return flop / statistics.median(times) / 1e9
+    return flop / statistics.median(measure(call, runs=5, warmup=1)) / 1e9
 
 
 def probes() -> dict[str, float]:
@@ -111,12 +103,11 @@ def probes() -> dict[str, float]:
         "conv 1x1 1024->256 @60x60": (1024, 256, 1, 1),
         "conv 3x3 2048->512 @60x60": (2048, 512, 3, 1),
     }
-    with torch.inference_mode():
-        for name, (cin, cout, k, d) in shapes.items():
-            conv = torch.nn.Conv2d(cin, cout, k, padding=d * (k // 2), dilation=d, bias=False)
-            conv = conv.to(memory_format=torch.channels_last).eval()
-            x = torch.randn(1, cin, 60, 60).contiguous(memory_format=torch.channels_last)
-            rates[name] = timed_gflops(2 * cin * cout * k * k * 3600, partial(conv, x))
+    for name, (cin, cout, k, d) in shapes.items():
+        conv = torch.nn.Conv2d(cin, cout, k, padding=d * (k // 2), dilation=d, bias=False)
+        conv = conv.to(memory_format=torch.channels_last).eval()
+        x = torch.randn(1, cin, 60, 60).contiguous(memory_format=torch.channels_last)
+        rates[name] = timed_gflops(2 * cin * cout * k * k * 3600, partial(conv, x))
     return rates
 
 
@@ -130,7 +121,7 @@ def exact_gflops(config: str) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def measure(
+def measure_network(
     config: str, runs: int, paths: list[str], folder: Path, peak: float
 ) -> tuple[str, list[str]]:
     """Every path's table row for one network, and the heading with its FLOPs and floors."""
@@ -198,7 +189,7 @@ def main() -> None:
     sections = []
     with tempfile.TemporaryDirectory() as folder:
         for config in args.configs:
-            heading, rows = measure(config, args.runs, paths, Path(folder), peak)
+            heading, rows = measure_network(config, args.runs, paths, Path(folder), peak)
             sections.append(f"{heading}\n\n{header}\n" + "\n".join(rows))
     bf16_note = (
         "bf16 measured (native bf16 on this CPU)."

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -17,14 +19,15 @@ from pspnet.engine.summary import summarize
 from pspnet.models import PSPNet
 
 
-def measure(model: torch.nn.Module, images: torch.Tensor, runs: int, warmup: int) -> list[float]:
+def measure(call: Callable[[], object], runs: int, warmup: int) -> list[float]:
+    """Seconds of each of ``runs`` calls after ``warmup`` untimed ones, in inference mode."""
     with torch.inference_mode():
         for _ in range(warmup):
-            model(images)
+            call()
         times = []
         for _ in range(runs):
             start = time.perf_counter()
-            model(images)
+            call()
             times.append(time.perf_counter() - start)
     return times
 
@@ -42,7 +45,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = PSPNet(args.num_classes, backbone=args.backbone).eval()
     images = torch.randn(1, 3, args.size, args.size)
-    times = measure(model, images, args.runs, args.warmup)
+    times = measure(partial(model, images), args.runs, args.warmup)
     test_parts = [p for p in summarize(model.config, args.size, args.size) if p.name != "aux head"]
     gflops = sum(p.gflops for p in test_parts)
     median = statistics.median(times)
