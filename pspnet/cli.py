@@ -159,6 +159,33 @@ def _inference_options(args: argparse.Namespace) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def _segmenter(args: argparse.Namespace):
+    """The checkpoint as a Segmenter with the command line's inference and fast-path options."""
+    from pspnet.segmenter import Segmenter
+
+    calibration = None
+    if args.precision == "int8":
+        if not args.calibration:
+            raise ConfigError(
+                "--precision int8 needs --calibration IMAGES: a few hundred training images "
+                "that set the activation ranges"
+            )
+        files = expand_inputs(args.calibration)
+        step = max(1, len(files) // max(1, args.calibration_count))
+        calibration = files[::step][: args.calibration_count]
+        _say(f"calibrating int8 on {len(calibration)} image(s)")
+    elif args.calibration:
+        raise ConfigError("--calibration is only used with --precision int8")
+    return Segmenter.from_checkpoint(
+        args.checkpoint,
+        args.device,
+        args.precision,
+        args.backend,
+        calibration=calibration,
+        **_inference_options(args),
+    )
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -197,11 +224,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _evaluate_checkpoint(args, preset, evaluate, progress):
     from pspnet.data.datasets import SegmentationDataset
-    from pspnet.segmenter import Segmenter
 
-    segmenter = Segmenter.from_checkpoint(
-        args.checkpoint, args.device, args.precision, args.backend, **_inference_options(args)
-    )
+    segmenter = _segmenter(args)
     if segmenter.num_classes != preset.num_classes:
         raise ConfigError(
             f"{args.checkpoint}: the model predicts {segmenter.num_classes} classes but the "
@@ -252,12 +276,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pspnet.predict import predict_files
-    from pspnet.segmenter import Segmenter
 
     files = expand_inputs(args.inputs)
-    segmenter = Segmenter.from_checkpoint(
-        args.checkpoint, args.device, args.precision, args.backend, **_inference_options(args)
-    )
+    segmenter = _segmenter(args)
     failures = 0
     with tqdm(total=len(files), unit="image", desc="predicting") as bar:
         for result in predict_files(segmenter, files, args.out, save_probs=args.save_probs):
@@ -459,6 +480,19 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=["auto", "eager", "compile", "onnx"],
         help="runtime of the fast path: auto picks the fastest measured on this kind of CPU",
+    )
+    parser.add_argument(
+        "--calibration",
+        nargs="+",
+        metavar="IMAGES",
+        help="with --precision int8: training images (files, folders or globs) that set the "
+        "activation ranges",
+    )
+    parser.add_argument(
+        "--calibration-count",
+        type=int,
+        default=200,
+        help="at most this many --calibration images, spread evenly (default 200)",
     )
 
 

@@ -13,7 +13,7 @@ class DatasetError(PSPNetError):
     """A dataset root, list, image or label that is missing, unreadable or inconsistent."""
 
 
-class ConfigError(PSPNetError):
+class ConfigError(PSPNetError, ValueError):
     """A configuration file or override that does not fit the typed configuration."""
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from pspnet.checkpoints import load_model
@@ -47,6 +49,29 @@ def to_rgb(image: ImageInput) -> np.ndarray:
             array = array * 255.0
         array = np.clip(array, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(array)
+
+
+def calibration_batches(
+    images: Sequence[ImageInput], inference: InferenceConfig
+) -> list[torch.Tensor]:
+    """Images as the network sees them at scale 1.0, one (1, 3, h, w) batch each, for int8.
+
+    Each is resized so its long side is ``inference.base_size`` (when set) and centre-cropped
+    to at most ``inference.crop_size``, which also bounds calibration memory.
+    """
+    batches = []
+    for image in images:
+        tensor = normalize(to_rgb(image))[None]  # (1, 3, H, W)
+        height, width = tensor.shape[-2:]
+        if inference.base_size:
+            ratio = inference.base_size / max(height, width)
+            size = (max(1, round(height * ratio)), max(1, round(width * ratio)))
+            tensor = F.interpolate(tensor, size, mode="bilinear", align_corners=False)
+            height, width = size
+        crop_h, crop_w = min(height, inference.crop_size[0]), min(width, inference.crop_size[1])
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
+        batches.append(tensor[..., top : top + crop_h, left : left + crop_w].contiguous())
+    return batches
 
 
 def class_info(model: PSPNet) -> tuple[list[str], list[tuple[int, int, int]]]:
@@ -99,6 +124,7 @@ class Segmenter:
         device: str | torch.device = "cpu",
         precision: str | None = None,
         backend: str | None = None,
+        calibration: Sequence[ImageInput] | None = None,
         **inference: Any,
     ) -> Segmenter:
         """Load any supported checkpoint; inference settings default to what it was validated with.
@@ -109,6 +135,8 @@ class Segmenter:
             precision: CPU fast path: "auto", "fp32", "bf16" or "int8" (see
                 :func:`pspnet.fast.optimize`); None runs the plain eager model.
             backend: "auto", "eager", "compile" or "onnx"; None with precision None is eager.
+            calibration: images (paths, arrays, PIL images) that set int8's activation ranges:
+                a few hundred from the training set; see :func:`calibration_batches`.
             **inference: :class:`InferenceConfig` fields to override (mode="slide",
                 crop_size=(473, 473), scales=(0.5, ..., 1.75), flip=True, base_size=512 ...).
         """
@@ -123,7 +151,8 @@ class Segmenter:
         if precision is not None or backend is not None:
             from pspnet.fast.optimize import optimize
 
-            model = optimize(model, precision or "auto", backend or "auto")
+            batches = None if calibration is None else calibration_batches(calibration, config)
+            model = optimize(model, precision or "auto", backend or "auto", batches)
         return cls(model, config, names, palette)
 
     def probs(self, image: ImageInput, progress: Progress | None = None) -> np.ndarray:

@@ -1,5 +1,6 @@
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -117,3 +118,28 @@ def test_training_stops_on_the_first_bad_sample_naming_it(tiny_camvid, tmp_path,
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "train_003.png" in err and "Traceback" not in err
+
+
+def test_int8_eval_calibrates_on_the_given_images(trained, tiny_camvid, tmp_path, capsys):
+    base = ["eval", "--checkpoint", str(trained / "best.safetensors"), "--dataset", "camvid",
+            "--root", str(tiny_camvid), "--split", "val"]  # fmt: skip
+    assert main([*base, "--precision", "int8", "--out", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert "--calibration" in err and "Traceback" not in err
+    assert main([*base, "--calibration", str(tiny_camvid / "train"), "--out", str(tmp_path)]) == 2
+    assert "only used with --precision int8" in capsys.readouterr().err
+    calibrated = [*base, "--precision", "int8", "--calibration", str(tiny_camvid / "train"),
+                  "--calibration-count", "5", "--out", str(tmp_path / "int8")]  # fmt: skip
+    assert main(calibrated) == 0
+    assert "calibrating int8 on 5 image(s)" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "int8" / "metrics.json").read_text())["iou"]) == 11
+
+
+def test_fast_path_argument_clash_is_a_clear_error(trained, tiny_camvid, tmp_path, capsys):
+    args = ["predict", str(tiny_camvid / "val"), "--checkpoint", str(trained / "best.safetensors"),
+            "--out", str(tmp_path), "--precision", "bf16", "--backend", "onnx"]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # no native bf16 here: said, not tested
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "ONNX Runtime" in err and "Traceback" not in err

@@ -9,7 +9,7 @@ from pspnet.data.presets import get_preset
 from pspnet.engine.inference import InferenceConfig, predict_probs
 from pspnet.errors import DatasetError
 from pspnet.models import PSPNet
-from pspnet.segmenter import Segmenter, to_rgb
+from pspnet.segmenter import Segmenter, calibration_batches, to_rgb
 
 
 @pytest.fixture
@@ -97,3 +97,16 @@ def test_unreadable_files_name_the_file(tmp_path, content):
         to_rgb(path)
     with pytest.raises(DatasetError, match="missing"):
         to_rgb(tmp_path / "absent.png")
+
+
+def test_calibration_batches_are_scale_one_views_within_the_crop(tmp_path):
+    wide = np.zeros((50, 100, 3), np.uint8)
+    Image.fromarray(np.full((30, 20, 3), 200, np.uint8)).save(tmp_path / "small.png")
+    slide = InferenceConfig(mode="slide", crop_size=(40, 60), base_size=80)
+    batches = calibration_batches([wide, tmp_path / "small.png"], slide)
+    assert [tuple(b.shape) for b in batches] == [(1, 3, 40, 60), (1, 3, 40, 53)]
+    assert batches[1].mean() > batches[0].mean()  # normalised, not raw pixels
+    kept = calibration_batches([wide], InferenceConfig(crop_size=(473, 473)))
+    assert tuple(kept[0].shape) == (1, 3, 50, 100)
+    with pytest.raises(DatasetError, match="missing.png"):
+        calibration_batches([tmp_path / "missing.png"], slide)
