@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -515,6 +516,10 @@ def _last_line(message: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``pspnet`` command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    show_warning = warnings.showwarning
+    warnings.showwarning = lambda message, *_, **__: print(
+        f"pspnet {args.command}: warning: {message}", file=sys.stderr
+    )
     try:
         return args.run(args)
     except PSPNetError as err:
@@ -523,6 +528,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show_warning
 
 
 if __name__ == "__main__":

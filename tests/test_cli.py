@@ -1,3 +1,4 @@
+import importlib
 import json
 import shutil
 import warnings
@@ -143,3 +144,15 @@ def test_fast_path_argument_clash_is_a_clear_error(trained, tiny_camvid, tmp_pat
         assert main(args) == 2
     err = capsys.readouterr().err
     assert "ONNX Runtime" in err and "Traceback" not in err
+
+
+def test_forced_bf16_warns_in_one_line(trained, tiny_camvid, tmp_path, capsys, monkeypatch):
+    optimize_module = importlib.import_module("pspnet.fast.optimize")
+    monkeypatch.setattr(optimize_module, "native_bf16", lambda: False)
+    args = ["predict", str(tiny_camvid / "val" / "val_000.png"), "--checkpoint",
+            str(trained / "best.safetensors"), "--out", str(tmp_path), "--precision", "bf16",
+            "--backend", "eager"]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "pspnet predict: warning: this CPU" in err and "no native bf16" in err
+    assert "optimize(" not in err  # no source line of the library
