@@ -18,7 +18,7 @@ from pspnet.data.datasets import read_image
 from pspnet.data.presets import PRESETS
 from pspnet.data.transforms import normalize
 from pspnet.engine.inference import InferenceConfig, Progress, predict_probs
-from pspnet.errors import DatasetError
+from pspnet.errors import ConfigError, DatasetError
 from pspnet.models.pspnet import PSPNet
 
 ImageInput = str | Path | np.ndarray | Image.Image
@@ -140,6 +140,12 @@ class Segmenter:
             **inference: :class:`InferenceConfig` fields to override (mode="slide",
                 crop_size=(473, 473), scales=(0.5, ..., 1.75), flip=True, base_size=512 ...).
         """
+        fast = precision is not None or backend is not None
+        if fast and torch.device(device).type != "cpu":
+            raise ConfigError(
+                f"--precision/--backend choose the CPU fast path; on {device} leave them out "
+                "(the model runs as trained)"
+            )
         model = load_model(path, device)
         recorded = json.loads(getattr(model, "metadata", {}).get("inference", "{}"))
         fields = {f.name for f in dataclasses.fields(InferenceConfig)}
@@ -148,7 +154,7 @@ class Segmenter:
             raise TypeError(f"unknown inference options {unknown}; valid: {sorted(fields)}")
         config = InferenceConfig(**{**recorded, **inference})
         names, palette = class_info(model)
-        if precision is not None or backend is not None:
+        if fast:
             from pspnet.fast.optimize import optimize
 
             batches = None if calibration is None else calibration_batches(calibration, config)

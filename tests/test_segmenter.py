@@ -7,7 +7,7 @@ from PIL import Image
 
 from pspnet.data.presets import get_preset
 from pspnet.engine.inference import InferenceConfig, predict_probs
-from pspnet.errors import DatasetError
+from pspnet.errors import ConfigError, DatasetError
 from pspnet.models import PSPNet
 from pspnet.segmenter import Segmenter, calibration_batches, to_rgb
 
@@ -110,3 +110,8 @@ def test_calibration_batches_are_scale_one_views_within_the_crop(tmp_path):
     assert tuple(kept[0].shape) == (1, 3, 50, 100)
     with pytest.raises(DatasetError, match="missing.png"):
         calibration_batches([tmp_path / "missing.png"], slide)
+
+
+def test_fast_path_refuses_a_non_cpu_device(checkpoint):
+    with pytest.raises(ConfigError, match="CPU fast path"):
+        Segmenter.from_checkpoint(checkpoint[0], device="cuda", precision="fp32")
