@@ -106,33 +106,20 @@ def quantization_parameters(path) -> dict[str, np.ndarray]:
     }
 
 
-def test_int8_calibration_in_chunks_sees_every_image(model, tmp_path, monkeypatch):
-    """Ranges gathered a chunk at a time must equal those of one pass over all images."""
+def test_int8_calibration_reads_every_image(model, tmp_path):
+    """The last image is much brighter: ranges that ignore it would equal the first five's."""
     from pspnet.export.onnx import export_onnx
 
     source = export_onnx(optimize_module.exact_rewrite(model, True), tmp_path / "model.onnx")
-    # The last image is much brighter: a chunking that drops data loses its wider ranges.
     calibration = [torch.randn(1, 3, 32, 32) for _ in range(5)] + [8 * torch.randn(1, 3, 32, 32)]
-    monkeypatch.setattr(optimize_module, "CALIBRATION_CHUNK", 6)
-    whole = quantization_parameters(
-        optimize_module.quantize_int8(source, tmp_path / "whole.onnx", calibration)
+    every = quantization_parameters(
+        optimize_module.quantize_int8(source, tmp_path / "all.onnx", calibration)
     )
-    monkeypatch.setattr(optimize_module, "CALIBRATION_CHUNK", 2)
-    chunked = quantization_parameters(
-        optimize_module.quantize_int8(source, tmp_path / "chunked.onnx", calibration)
-    )
-    monkeypatch.setattr(optimize_module, "CALIBRATION_CHUNK", 6)
     first_five = quantization_parameters(
         optimize_module.quantize_int8(source, tmp_path / "five.onnx", calibration[:5])
     )
-    assert whole.keys() == chunked.keys() and len(whole) > 10
-    assert all(np.array_equal(whole[k], chunked[k]) for k in whole)
-    assert any(not np.array_equal(whole[k], first_five[k]) for k in whole)
-
-
-@pytest.mark.parametrize("count,chunk", [(1, 1), (2, 2), (7, 1), (9, 1), (10, 2), (256, 2)])
-def test_calibration_chunks_divide_the_image_count(count, chunk):
-    assert optimize_module._chunk_size(count) == chunk
+    assert every.keys() == first_five.keys() and len(every) > 10
+    assert any(not np.array_equal(every[k], first_five[k]) for k in every)
 
 
 def test_unknown_precision_is_a_clear_error(model):
