@@ -108,7 +108,8 @@ def main() -> None:
         f"width {model.config.base_width}), inference {inference.mode} at long side "
         f"{inference.base_size}, {len(val)} val images. Near-ties: pixels whose top two fp32 "
         f"probabilities differ by less than {NEAR_TIE} "
-        f"({100 * sum(t.sum().item() for t in near_tie) / total:.2f}% of pixels)."
+        f"({100 * torch.cat([t.flatten() for t in near_tie]).float().mean().item():.2f}% "
+        "of pixels)."
         + (f" int8 calibrated on {args.calibration} training crops of 192x192." if int8 else "")
         + f"\n\n{table}\n\nCommand: `{command_line()}`"
     )

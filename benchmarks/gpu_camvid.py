@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 
 from benchmarks.report import write_section
+from pspnet.config import load_train_config
 from pspnet.data.presets import PRESETS
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
@@ -56,6 +57,8 @@ def report(out: Path) -> None:
     rows = read_jsonl(out / "bf16_metrics.jsonl")
     steps = [row for row in rows if "images_per_s" in row]
     final = [row for row in rows if "val" in row][-1]
+    config = load_train_config(CONFIG)
+    (crop_h, crop_w), batch = config.data.crop_size, config.batch_size
     iterations = final["iteration"]
     speed = statistics.median(row["images_per_s"] for row in steps[len(steps) // 10 :])
     memory = max(row["gpu_memory_gb"] for row in steps)
@@ -77,11 +80,11 @@ def report(out: Path) -> None:
     )
     body = f"""
 GPU: {gpu}, {torch_version}. `{CONFIG}`: PSPNet-ResNet50 (deep stem), trained from scratch
-(no ImageNet weights can be fetched), {iterations} iterations of batch 16, crop 473x473 from the
-full-resolution 480x360 images (scale 0.5-2.0, rotation, blur, mirror), bf16 autocast,
-channels_last, 12 loader workers; validated on the 101 val images, whole image, single scale.
-The images travelled as JPEG quality 95 (`pack` below) to fit the transfer; labels are the
-original PNGs.
+(no ImageNet weights can be fetched), {iterations} iterations of batch {batch},
+crop {crop_h}x{crop_w} from the full-resolution 480x360 images (scale 0.5-2.0, rotation,
+blur, mirror), bf16 autocast, channels_last, 12 loader workers; validated on the 101 val
+images, whole image, single scale. The images travelled as JPEG quality 95 (`pack` below)
+to fit the transfer; labels are the original PNGs.
 
 | | value |
 |---|---|
@@ -89,7 +92,7 @@ original PNGs.
 | mean class accuracy (%) | {val["mean_acc"] * 100:.2f} |
 | pixel accuracy (%) | {val["pixel_acc"] * 100:.2f} |
 | training images/s (median after the first 10%) | {speed:.1f} |
-| time per iteration (s) | {16 / speed:.4f} |
+| time per iteration (s) | {batch / speed:.4f} |
 | wall time, validation included (min:s) | {elapsed} |
 | peak GPU memory allocated (GB) | {memory:.2f} |
 | val mIoU along the run (iteration) | {curve} |

@@ -17,7 +17,7 @@ from pspnet.checkpoints import load_model
 from pspnet.data.datasets import read_image
 from pspnet.data.presets import PRESETS
 from pspnet.data.transforms import normalize
-from pspnet.engine.inference import InferenceConfig, Progress, predict_probs
+from pspnet.engine.inference import InferenceConfig, Progress, predict_probs, scaled_size
 from pspnet.errors import ConfigError, DatasetError
 from pspnet.models.pspnet import PSPNet
 
@@ -64,10 +64,8 @@ def calibration_batches(
         tensor = normalize(to_rgb(image))[None]  # (1, 3, H, W)
         height, width = tensor.shape[-2:]
         if inference.base_size:
-            ratio = inference.base_size / max(height, width)
-            size = (max(1, round(height * ratio)), max(1, round(width * ratio)))
-            tensor = F.interpolate(tensor, size, mode="bilinear", align_corners=False)
-            height, width = size
+            height, width = scaled_size(height, width, inference.base_size)
+            tensor = F.interpolate(tensor, (height, width), mode="bilinear", align_corners=False)
         crop_h, crop_w = min(height, inference.crop_size[0]), min(width, inference.crop_size[1])
         top, left = (height - crop_h) // 2, (width - crop_w) // 2
         batches.append(tensor[..., top : top + crop_h, left : left + crop_w].contiguous())
