@@ -4,7 +4,7 @@
     python -m benchmarks.camvid_precision --calibration 64 --no-write
 
 Evaluates the trained CamVid model (benchmarks/camvid_cpu.py) with the same inference
-settings through eager fp32 (reference), the exact fast path, bf16 autocast and int8 ONNX
+settings through eager fp32 (reference), the exact fast path, bf16 and int8 ONNX
 Runtime (static quantisation calibrated on training crops), and reports val mIoU, pixel
 agreement of the argmax with the reference, and the time of the whole val pass.
 """
@@ -30,7 +30,7 @@ from pspnet.segmenter import Segmenter
 PATHS = {
     "eager fp32 (reference)": None,
     "exact fast path (fp32, ONNX Runtime)": ("fp32", "onnx"),
-    "bf16 autocast (eager)": ("bf16", "eager"),
+    "bf16 (eager; pyramid sums and classifier fp32)": ("bf16", "eager"),
     "int8 ONNX Runtime": ("int8", "onnx"),
 }
 

@@ -40,8 +40,8 @@ PATHS = {
     "exact eager (BN folded, factorised head, channels_last)": ("fp32", "eager"),
     "exact torch.compile (inductor, freezing)": ("fp32", "compile"),
     "exact ONNX Runtime": ("fp32", "onnx"),
-    "bf16 autocast (eager)": ("bf16", "eager"),
-    "bf16 autocast, torch.compile": ("bf16", "compile"),
+    "bf16 (eager; pyramid sums and classifier fp32)": ("bf16", "eager"),
+    "bf16, torch.compile": ("bf16", "compile"),
     "int8 ONNX Runtime (static, QDQ)": ("int8", "onnx"),
 }
 

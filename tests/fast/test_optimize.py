@@ -63,6 +63,19 @@ def test_forced_bf16_on_a_cpu_without_it_warns_and_stays_close(model, monkeypatc
     assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.95
 
 
+def test_bf16_model_keeps_the_pyramid_sums_and_classifier_in_fp32(model, monkeypatch):
+    monkeypatch.setattr(optimize_module, "native_bf16", lambda: True)
+    fast = optimize(model, "bf16", "eager")
+    network = fast.inner
+    assert {p.dtype for p in network.backbone.parameters()} == {torch.bfloat16}
+    classifier = network.head.classifier.module
+    assert torch.equal(classifier.weight, model.head.classifier.weight)  # never rounded
+    with torch.inference_mode():
+        got = fast(torch.randn(1, 3, 40, 40))
+    assert got.dtype == torch.float32
+    assert not torch.equal(got, got.bfloat16().float())  # logits not on bf16's grid
+
+
 def test_int8_runs_and_agrees_within_its_tolerance(model, tmp_path):
     calibration = [torch.randn(2, 3, 48, 48) for _ in range(4)]
     fast = optimize(model, "int8", "onnx", calibration=calibration, work_dir=tmp_path)
