@@ -27,11 +27,20 @@ from pspnet.engine.metrics import ConfusionMatrix
 from pspnet.fast.optimize import native_bf16, optimize
 from pspnet.segmenter import Segmenter
 
-PATHS = {
+PATHS = {  # title: the arguments of ``optimize`` (None: the plain eager model)
     "eager fp32 (reference)": None,
-    "exact fast path (fp32, ONNX Runtime)": ("fp32", "onnx"),
-    "bf16 (eager; pyramid sums and classifier fp32)": ("bf16", "eager"),
-    "int8 ONNX Runtime": ("int8", "onnx"),
+    "exact fast path (fp32, ONNX Runtime)": dict(precision="fp32", backend="onnx"),
+    "bf16 (stem, layer1, pyramid sums, classifier fp32)": dict(precision="bf16", backend="eager"),
+    "bf16 everywhere but the pyramid sums and classifier": dict(
+        precision="bf16", backend="eager", fp32_stages=()
+    ),
+    "bf16, only the stem (and sums, classifier) fp32": dict(
+        precision="bf16", backend="eager", fp32_stages=("stem",)
+    ),
+    "bf16, stem to layer2 (and sums, classifier) fp32": dict(
+        precision="bf16", backend="eager", fp32_stages=("stem", "layer1", "layer2")
+    ),
+    "int8 ONNX Runtime": dict(precision="int8", backend="onnx"),
 }
 
 NEAR_TIE = 0.02
@@ -65,7 +74,7 @@ def main() -> None:
     model, inference = segmenter.model, segmenter.inference
     preset = get_preset("camvid")
     val = SegmentationDataset(args.root, "val", preset)
-    int8 = any(choice and choice[0] == "int8" for choice in paths.values())
+    int8 = any(choice and choice["precision"] == "int8" for choice in paths.values())
     calibration = calibration_crops(args.root, args.calibration, 192) if int8 else None
     reference: list[torch.Tensor] = []
     near_tie: list[torch.Tensor] = []  # pixels whose fp32 top-two probabilities differ < NEAR_TIE
@@ -76,7 +85,10 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory() as work:
         for title, choice in paths.items():
-            runner = model if choice is None else optimize(model, *choice, calibration, work)
+            if choice is None:
+                runner = model
+            else:
+                runner = optimize(model, calibration=calibration, work_dir=work, **choice)
             matrix = ConfusionMatrix(preset.num_classes)
             agree = total = tied = 0
             start = time.perf_counter()

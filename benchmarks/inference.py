@@ -35,14 +35,21 @@ from pspnet.fast.optimize import exact_rewrite, native_bf16, optimize
 from pspnet.models import PSPNet
 
 CONFIGS = {"r50": ("resnet50", 150, 473), "r101": ("resnet101", 19, 713)}
-PATHS = {
+PATHS = {  # title: the arguments of ``optimize`` (None: the plain eager model)
     "eager fp32 (reference)": None,
-    "exact eager (BN folded, factorised head, channels_last)": ("fp32", "eager"),
-    "exact torch.compile (inductor, freezing)": ("fp32", "compile"),
-    "exact ONNX Runtime": ("fp32", "onnx"),
-    "bf16 (eager; pyramid sums and classifier fp32)": ("bf16", "eager"),
-    "bf16, torch.compile": ("bf16", "compile"),
-    "int8 ONNX Runtime (static, QDQ)": ("int8", "onnx"),
+    "exact eager (BN folded, factorised head, channels_last)": dict(
+        precision="fp32", backend="eager"
+    ),
+    "exact torch.compile (inductor, freezing)": dict(precision="fp32", backend="compile"),
+    "exact ONNX Runtime": dict(precision="fp32", backend="onnx"),
+    "bf16 (eager; stem, layer1, pyramid sums, classifier fp32)": dict(
+        precision="bf16", backend="eager"
+    ),
+    "bf16 everywhere but the pyramid sums and classifier (eager)": dict(
+        precision="bf16", backend="eager", fp32_stages=()
+    ),
+    "bf16, torch.compile": dict(precision="bf16", backend="compile"),
+    "int8 ONNX Runtime (static, QDQ)": dict(precision="int8", backend="onnx"),
 }
 
 
@@ -66,10 +73,9 @@ def run_path(config: str, path: str, runs: int, reference: Path, out: Path) -> N
     if PATHS[path] is None:
         runner = model
     else:
-        precision, backend = PATHS[path]
         calibration = [torch.randn(1, *images.shape[1:]) for _ in range(2)]
         with tempfile.TemporaryDirectory() as work:
-            runner = optimize(model, precision, backend, calibration, work)
+            runner = optimize(model, calibration=calibration, work_dir=work, **PATHS[path])
     with torch.inference_mode():
         logits = runner(images)  # warm-up (compiles, plans)
     warmup = time.perf_counter() - start

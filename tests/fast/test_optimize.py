@@ -63,17 +63,35 @@ def test_forced_bf16_on_a_cpu_without_it_warns_and_stays_close(model, monkeypatc
     assert (got.argmax(1) == expected.argmax(1)).float().mean() >= 0.95
 
 
-def test_bf16_model_keeps_the_pyramid_sums_and_classifier_in_fp32(model, monkeypatch):
+def dtypes(module: torch.nn.Module) -> set[torch.dtype]:
+    return {p.dtype for p in module.parameters()}
+
+
+def test_bf16_model_keeps_early_stages_pyramid_sums_and_classifier_in_fp32(model, monkeypatch):
     monkeypatch.setattr(optimize_module, "native_bf16", lambda: True)
     fast = optimize(model, "bf16", "eager")
     network = fast.inner
-    assert {p.dtype for p in network.backbone.parameters()} == {torch.bfloat16}
+    backbone = network.backbone
+    assert dtypes(backbone.stem) == dtypes(backbone.layer1) == {torch.float32}
+    for stage in (backbone.layer2, backbone.layer3, backbone.layer4, network.head.features):
+        assert dtypes(stage) == {torch.bfloat16}
     classifier = network.head.classifier.module
     assert torch.equal(classifier.weight, model.head.classifier.weight)  # never rounded
     with torch.inference_mode():
         got = fast(torch.randn(1, 3, 40, 40))
     assert got.dtype == torch.float32
     assert not torch.equal(got, got.bfloat16().float())  # logits not on bf16's grid
+
+
+def test_bf16_stages_to_keep_in_fp32_are_a_choice(model, monkeypatch):
+    monkeypatch.setattr(optimize_module, "native_bf16", lambda: True)
+    everywhere = optimize(model, "bf16", "eager", fp32_stages=())
+    assert dtypes(everywhere.inner.backbone) == {torch.bfloat16}
+    images = torch.randn(1, 3, 40, 40)
+    with torch.inference_mode():
+        assert relative_error(everywhere(images), model(images)) <= 0.05
+    with pytest.raises(ValueError, match="unknown: layer5"):
+        optimize(model, "bf16", "eager", fp32_stages=("stem", "layer5"))
 
 
 def test_int8_runs_and_agrees_within_its_tolerance(model, tmp_path):
