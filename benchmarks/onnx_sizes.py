@@ -14,6 +14,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import onnxruntime
@@ -47,8 +48,8 @@ def compare(model: PSPNet, runner: OnnxRunner, size: tuple[int, int], runs: int,
         eager, onnx = model(images), runner(images)  # (1, C, H, W) each
     error = ((onnx - eager).abs().max() / eager.abs().max()).item()
     agreement = (onnx.argmax(1) == eager.argmax(1)).float().mean().item()
-    eager_s = statistics.median(measure(model, images, runs, warmup))
-    onnx_s = statistics.median(measure(runner, images, runs, warmup))
+    eager_s = statistics.median(measure(partial(model, images), runs, warmup))
+    onnx_s = statistics.median(measure(partial(runner, images), runs, warmup))
     return error, agreement, eager_s, onnx_s
 
 

@@ -1,0 +1,43 @@
+"""Smoke runs of the benchmark scripts at tiny sizes, so they keep up with the library."""
+
+import sys
+
+import pytest
+
+from benchmarks import inference_memory, latency, onnx_sizes
+
+
+def run(module, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", [module.__name__, *argv, "--no-write"])
+    module.main()
+
+
+def table_rows(text: str, prefix: str) -> list[list[str]]:
+    return [line.split("|")[1:-1] for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_onnx_sizes_is_exact_at_every_size(monkeypatch, capsys):
+    tiny = ["--backbone", "resnet18", "--base-width", "8", "--num-classes", "5"]
+    run(onnx_sizes, [*tiny, "--runs", "1", "--warmup", "0"], monkeypatch)
+    rows = table_rows(capsys.readouterr().out, "| 1x3x")
+    assert len(rows) == len(onnx_sizes.SIZES)
+    assert max(float(row[1]) for row in rows) <= 1e-5  # max rel err vs eager
+
+
+def test_latency_reports_one_timed_row(monkeypatch, capsys):
+    run(
+        latency,
+        ["--backbone", "resnet18", "--size", "64", "--runs", "2", "--warmup", "0"],
+        monkeypatch,
+    )
+    (row,) = table_rows(capsys.readouterr().out, "| PSPNet-resnet18")
+    assert float(row[3]) > 0  # median latency
+
+
+def test_inference_memory_runs_a_small_multi_scale_test(monkeypatch, capsys):
+    tiny = ["--backbone", "resnet18", "--base-width", "8", "--num-classes", "5"]
+    size = ["--height", "64", "--width", "128", "--base-size", "128", "--crop", "48"]
+    run(inference_memory, [*tiny, *size, "--scales", "0.5", "1.0"], monkeypatch)
+    lines = capsys.readouterr().out.splitlines()
+    (after,) = [line for line in lines if line.startswith("peak RSS after inference")]
+    assert int(after.split()[-2]) > 0  # MiB
