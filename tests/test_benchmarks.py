@@ -3,8 +3,10 @@
 import sys
 
 import pytest
+import torch
+import torch.nn.functional as F
 
-from benchmarks import inference_memory, latency, onnx_sizes
+from benchmarks import inference_memory, latency, onnx_sizes, winograd
 
 
 def run(module, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,3 +43,17 @@ def test_inference_memory_runs_a_small_multi_scale_test(monkeypatch, capsys):
     lines = capsys.readouterr().out.splitlines()
     (after,) = [line for line in lines if line.startswith("peak RSS after inference")]
     assert int(after.split()[-2]) > 0  # MiB
+
+
+@pytest.mark.parametrize("size", [(9, 7), (10, 12)])
+def test_winograd_prototype_is_a_3x3_convolution(size):
+    images, weight = torch.randn(1, 8, *size), torch.randn(6, 8, 3, 3)
+    got = winograd.winograd_conv(images, winograd.transformed_weights(weight))
+    expected = F.conv2d(images, weight, padding=1)
+    assert got.shape == expected.shape
+    assert ((got - expected).abs().max() / expected.abs().max()).item() <= 1e-5
+
+
+def test_winograd_probe_reports_each_shape(monkeypatch, capsys):
+    run(winograd, ["--shapes", "8x12", "16x9", "--runs", "1"], monkeypatch)
+    assert len(table_rows(capsys.readouterr().out, "| 8->8 @12x12")) == 2  # row + table
