@@ -8,12 +8,12 @@ image; the reference is eager fp32, what the official code runs. In each process
 timed runs alternate with runs of the reference, and the speed-up is the ratio of the two
 medians: the speed of a shared VM drifts (eager fp32 R50 took 3.40 s in one run of this
 benchmark, 3.91 s in another), which would otherwise land on whichever path ran at a slow
-moment. Reported: median latency of ``--runs`` runs after
-warm-up (and the warm-up/compile time), the reference's median in the same process, speed-up,
-GFLOP, max relative error and argmax agreement with the reference, achieved GFLOP/s, peak RSS
-(taken before the reference first runs in that process), and the floor:
-FLOPs divided by the best fp32 throughput this CPU showed in the same run on a matrix product
-and on the network's own convolution shapes (the probes).
+moment. Reported: median latency of ``--runs`` runs after warm-up (and the warm-up/compile
+time), the reference's median in the same process, speed-up, GFLOP, max relative error and
+argmax agreement with the reference, achieved GFLOP/s, peak RSS (taken before the reference
+first runs in that process), and the floor: FLOPs divided by the best fp32 throughput this
+CPU showed in the same run on a matrix product and on the network's own convolution shapes
+(the probes).
 """
 
 from __future__ import annotations

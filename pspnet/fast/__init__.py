@@ -1,7 +1,8 @@
-"""Exact inference-time rewrites of a trained PSPNet: same logits to float rounding, less work.
+"""Fast inference for a trained PSPNet: exact rewrites (same logits to float rounding), bf16.
 
 ``fold`` merges every BatchNorm into the convolution before it, ``factorized`` moves the
-pyramid half of the head's 3x3 convolution to bin resolution, before the upsampling.
+pyramid half of the head's 3x3 convolution to bin resolution, before the upsampling;
+``bf16`` casts a rewritten model for bf16 inference and ``optimize`` picks and runs a path.
 """
 
 from pspnet.fast.factorized import factorize_head

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from pspnet.errors import ConfigError
+from pspnet.fast.bf16 import BF16_FP32_STAGES, bf16_model
 from pspnet.fast.factorized import factorize_head
 from pspnet.fast.fold import fold_batchnorm
 from pspnet.models.pspnet import PSPNet
@@ -82,7 +83,7 @@ class InferenceModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.inner(images).float()
+        return self.inner(images)  # fp32 logits on every path (bf16 keeps its classifier fp32)
 
     def train(self, mode: bool = True) -> InferenceModel:
         if mode:
@@ -109,57 +110,6 @@ def exact_rewrite(model: PSPNet, exportable: bool = False) -> PSPNet:
     return rewritten
 
 
-# Backbone stages that bf16 inference keeps in fp32. CamVid val argmax agreement with fp32
-# (benchmarks/camvid_precision.py, the CPU model, emulated bf16): 99.850% with every stage in
-# bf16, 99.898% with the stem in fp32, 99.921% with stem and layer1, 99.944% with layer2 too.
-# The rounding of the early, high-resolution activations flips the most pixels, and those
-# stages are cheap: stem and layer1 are 7.5% of PSPNet-R50's FLOPs at 473 (exact rewrite),
-# 4.9% of R101's at 713.
-BF16_FP32_STAGES = ("stem", "layer1")
-STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
-
-
-class AtPrecision(nn.Module):
-    """``module`` applied to its input cast to ``dtype`` (the dtype of its weights)."""
-
-    def __init__(self, module: nn.Module, dtype: torch.dtype):
-        super().__init__()
-        self.module = module.to(dtype)
-        self.dtype = dtype
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x.to(self.dtype))
-
-    def extra_repr(self) -> str:
-        return str(self.dtype)
-
-
-def bf16_model(model: PSPNet, fp32_stages: Iterable[str] = BF16_FP32_STAGES) -> PSPNet:
-    """``model`` (modified) in bf16, but for ``fp32_stages``, the pyramid sums and classifier.
-
-    Weights are cast once here, not on every call as autocast does. The factorised head adds
-    its pyramid part in fp32 and the classifier stays fp32, so the logits are not rounded to
-    bf16's 8 bits (a step of 0.03 at a logit of 8, enough to flip close calls).
-
-    Args:
-        model: an exact rewrite (:func:`exact_rewrite`), changed in place.
-        fp32_stages: backbone stages ("stem", "layer1" ... "layer4") kept in fp32.
-    """
-    fp32_stages = set(fp32_stages)
-    if not fp32_stages <= set(STAGES):
-        unknown = ", ".join(sorted(fp32_stages - set(STAGES)))
-        raise ConfigError(f"fp32 stages are among {', '.join(STAGES)}; unknown: {unknown}")
-    for name in STAGES:
-        dtype = torch.float32 if name in fp32_stages else torch.bfloat16
-        setattr(model.backbone, name, AtPrecision(getattr(model.backbone, name), dtype))
-    classifier = model.head.classifier
-    model.head.classifier = nn.Identity()
-    model.head.to(torch.bfloat16)
-    model.head.classifier = AtPrecision(classifier, torch.float32)  # weights never rounded
-    model.ppm = AtPrecision(model.ppm, torch.bfloat16)  # the head's input in bf16
-    return model
-
-
 def optimize(
     model: PSPNet,
     precision: Precision = "auto",
@@ -172,9 +122,9 @@ def optimize(
 
     Args:
         model: a PSPNet (CPU).
-        precision: "fp32" (exact), "bf16" (see :func:`bf16_model`; warns where the CPU
-            lacks native bf16),
-            "int8" (ONNX Runtime static quantisation, needs ``calibration``) or "auto" (fp32).
+        precision: "fp32" (exact), "bf16" (see :func:`pspnet.fast.bf16.bf16_model`; warns
+            where the CPU lacks native bf16), "int8" (ONNX Runtime static quantisation, needs
+            ``calibration``) or "auto" (fp32).
         backend: "eager", "compile" (torch.compile with inductor), "onnx" (ONNX Runtime) or
             "auto" (the fastest measured on this kind of CPU).
         calibration: normalised images (N, 3, H, W) for int8 calibration.
