@@ -24,7 +24,7 @@ from pspnet.data.presets import get_preset
 from pspnet.data.transforms import AugmentConfig, TrainTransform
 from pspnet.engine.inference import predict_probs
 from pspnet.engine.metrics import ConfusionMatrix
-from pspnet.fast.optimize import native_bf16, optimize
+from pspnet.optimized.optimize import native_bf16, optimize
 from pspnet.segmenter import Segmenter
 
 PATHS = {  # title: the arguments of ``optimize`` (None: the plain eager model)

@@ -1,7 +1,7 @@
 """Time PSPNet's pyramid pooling + head, plain and factorized, at ResNet-50 widths on this CPU.
 
 The plain head is ``head(ppm(features))`` of an eval model; the factorized one is
-``pspnet.fast.factorized.FactorizedHead`` (the pyramid half of the 3x3 conv at bin size).
+``pspnet.optimized.factorized.FactorizedHead`` (the pyramid half of the 3x3 conv at bin size).
 Features are 2048 channels at output stride 8 of a square input; the head has 512 mid
 channels and 150 classes. Prints a table; writes nothing.
 
@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import torch
 
-from pspnet.fast.factorized import FactorizedHead
 from pspnet.models import PSPNet
+from pspnet.optimized.factorized import FactorizedHead
 
 
 def fastest(run: Callable[[], torch.Tensor], runs: int) -> tuple[float, torch.Tensor]:

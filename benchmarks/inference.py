@@ -36,8 +36,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.latency import measure
 from benchmarks.report import command_line, cpu_model, write_section
 from pspnet.engine.summary import summarize
-from pspnet.fast.optimize import exact_rewrite, native_bf16, optimize
 from pspnet.models import PSPNet
+from pspnet.optimized.optimize import exact_rewrite, native_bf16, optimize
 
 CONFIGS = {"r50": ("resnet50", 150, 473), "r101": ("resnet101", 19, 713)}
 PATHS = {  # title: the arguments of ``optimize`` (None: the plain eager model)

@@ -18,7 +18,8 @@ import time
 import torch
 
 from benchmarks.report import command_line, cpu_model, write_section
-from pspnet.engine.inference import InferenceConfig, predict_probs, scaled_size
+from pspnet.config import InferenceConfig
+from pspnet.engine.inference import predict_probs, scaled_size
 from pspnet.models import PSPNet
 
 TITLE = "Sliding-window memory"
@@ -40,7 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-flip", action="store_true")
     parser.add_argument("--window-batch", type=int, default=1)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precision", help="run pspnet.fast.optimize's path (fp32, bf16, int8)")
+    parser.add_argument(
+        "--precision", help="run pspnet.optimized.optimize's path (fp32, bf16, int8)"
+    )
     parser.add_argument("--backend", help="with --precision: eager, compile or onnx")
     parser.add_argument("--no-write", action="store_true", help="print only")
     return parser.parse_args(argv)
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     model = model.eval().to(device)
     path = "eager model"
     if args.precision or args.backend:
-        from pspnet.fast.optimize import optimize
+        from pspnet.optimized.optimize import optimize
 
         model = optimize(model, args.precision or "auto", args.backend or "auto")
         path = f"optimize: {model.precision}, {model.backend}"

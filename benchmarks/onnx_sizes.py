@@ -23,7 +23,7 @@ from torch import nn
 
 from benchmarks.latency import measure
 from benchmarks.report import command_line, cpu_model, write_section
-from pspnet.export import OnnxRunner, export_onnx
+from pspnet.export import OnnxRuntimeModel, export_onnx
 from pspnet.export.onnx import DEFAULT_OPSET
 from pspnet.models import PSPNet
 
@@ -41,7 +41,7 @@ def randomise_batchnorm(model: nn.Module, seed: int = 0) -> None:
                 bn.running_var.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
 
 
-def compare(model: PSPNet, runner: OnnxRunner, size: tuple[int, int], runs: int, warmup: int):
+def compare(model: PSPNet, runner: OnnxRuntimeModel, size: tuple[int, int], runs: int, warmup: int):
     """(max relative error, argmax agreement, eager median s, ORT median s) at one size."""
     images = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(size[0]))
     with torch.inference_mode():
@@ -71,7 +71,7 @@ def main() -> None:
         path = export_onnx(model, Path(folder) / "pspnet.onnx")
         export_s = time.perf_counter() - start
         megabytes = path.stat().st_size / 2**20
-        runner = OnnxRunner(path)
+        runner = OnnxRuntimeModel(path)
     rows = [
         "| input | max rel err | argmax agreement | eager median (s) | ORT median (s) | speed-up |",
         "|---|---|---|---|---|---|",

@@ -20,7 +20,7 @@ import numpy as np
 from benchmarks.report import command_line, cpu_model, write_section
 from pspnet.config import load_train_config
 from pspnet.engine.train import train
-from pspnet.fast.optimize import native_bf16
+from pspnet.optimized.optimize import native_bf16
 
 VARIANTS = {
     "fp32": [],

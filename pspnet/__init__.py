@@ -1,6 +1,6 @@
 """PSPNet, the Pyramid Scene Parsing Network (Zhao et al., CVPR 2017), for PyTorch."""
 
-from pspnet.checkpoints import load_model
+from pspnet.checkpoints import build_model, load_model, save_model
 from pspnet.errors import CheckpointError, ConfigError, DatasetError, PSPNetError
 from pspnet.models import ModelConfig, PSPNet
 from pspnet.segmenter import Segmenter
@@ -15,5 +15,7 @@ __all__ = [
     "PSPNet",
     "PSPNetError",
     "Segmenter",
+    "build_model",
     "load_model",
+    "save_model",
 ]

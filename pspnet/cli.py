@@ -56,10 +56,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from pspnet.checkpoints import load_model
+    from pspnet.checkpoints import load_model, save_model
 
     model = load_model(args.src)
-    model.save(args.dst, {k: str(v) for k, v in getattr(model, "metadata", {}).items()})
+    save_model(model, args.dst, {k: str(v) for k, v in getattr(model, "metadata", {}).items()})
     config = model.config
     _say(
         f"wrote {args.dst}: {config.backbone}, {config.num_classes} classes, "
@@ -192,6 +192,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from pspnet.data.presets import get_preset
     from pspnet.engine.evaluate import evaluate, score_predictions
+    from pspnet.visualize import confusion_heatmap
 
     preset = get_preset(args.dataset, args.num_classes, args.names_file)
     bar = tqdm(desc="evaluating", unit="image", disable=not _is_main_rank())
@@ -218,7 +219,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         (args.out / "metrics.json").write_text(json.dumps(metrics.to_dict(), indent=2))
         (args.out / "metrics.md").write_text(f"# {source}, {preset.name} {args.split}\n\n{report}")
         metrics.save_csv(args.out / "confusion.csv", list(preset.class_names))
-        metrics.save_heatmap(args.out / "confusion.png", list(preset.class_names))
+        confusion_heatmap(metrics.matrix, preset.class_names).save(args.out / "confusion.png")
         _say(f"wrote metrics.json, metrics.md, confusion.csv and confusion.png to {args.out}")
     return 0
 
@@ -329,7 +330,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pspnet.checkpoints import load_model
     from pspnet.export.onnx import export_onnx
-    from pspnet.fast.optimize import exact_rewrite
+    from pspnet.optimized.optimize import exact_rewrite
 
     model = load_model(args.checkpoint)
     exported = exact_rewrite(model, exportable=True) if args.optimize else model

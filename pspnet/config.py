@@ -16,11 +16,12 @@ from typing import Any, Literal
 
 import yaml
 
-from pspnet.engine.inference import InferenceConfig
+from pspnet.data.presets import IGNORE_INDEX
 from pspnet.errors import ConfigError
 from pspnet.models.pspnet import ModelConfig
 
 Precision = Literal["fp32", "bf16", "fp16"]
+Mode = Literal["whole", "slide"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,49 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """How an image becomes probabilities; defaults are semseg's single-scale test.
+
+    Attributes:
+        mode: "slide" (crop-sized windows, semseg's protocol) or "whole" (the scaled image
+            in one forward pass, no padding).
+        crop_size: window (height, width); the training crop, e.g. (473, 473) or (713, 713).
+        stride_rate: window stride as a fraction of the crop, rounded up (semseg: 2/3).
+        scales: multipliers of ``base_size``; the paper's multi-scale test uses
+            (0.5, 0.75, 1.0, 1.25, 1.5, 1.75).
+        base_size: the long side that scale 1.0 maps to (semseg: 512 ADE20K and VOC, 2048
+            Cityscapes); None keeps each image's own long side.
+        flip: also run the left-right mirror and average the probabilities (semseg's test
+            always does).
+        window_batch: windows per forward pass (their mirrors ride in the same pass).
+    """
+
+    mode: Mode = "slide"
+    crop_size: tuple[int, int] = (473, 473)
+    stride_rate: float = 2 / 3
+    scales: tuple[float, ...] = (1.0,)
+    base_size: int | None = None
+    flip: bool = True
+    window_batch: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crop_size", tuple(int(v) for v in self.crop_size))
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        if self.mode not in ("whole", "slide"):
+            raise ValueError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
+        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
+            raise ValueError(f"crop_size must be two positive sizes, got {self.crop_size}")
+        if not 0 < self.stride_rate <= 1:
+            raise ValueError(f"stride_rate must be in (0, 1], got {self.stride_rate}")
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"scales must be positive and not empty, got {self.scales}")
+        if self.base_size is not None and self.base_size < 1:
+            raise ValueError(f"base_size must be positive or None, got {self.base_size}")
+        if self.window_batch < 1:
+            raise ValueError(f"window_batch must be at least 1, got {self.window_batch}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """One training run; the resolved config is written into the run folder.
 
@@ -106,7 +150,7 @@ class TrainConfig:
     iterations: int = 1000
     batch_size: int = 16
     aux_weight: float = 0.4
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     val_every: int = 0
     checkpoint_every: int = 100
     log_every: int = 10

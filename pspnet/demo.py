@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pspnet.config import DataConfig, OptimConfig, TrainConfig
+from pspnet.config import DataConfig, InferenceConfig, OptimConfig, TrainConfig
 from pspnet.data.datasets import SegmentationDataset
 from pspnet.data.presets import get_preset
 from pspnet.data.synthetic import (
@@ -28,7 +28,6 @@ from pspnet.data.synthetic import (
     write_synthetic_dataset,
 )
 from pspnet.engine.evaluate import evaluate
-from pspnet.engine.inference import InferenceConfig
 from pspnet.engine.metrics import SegmentationMetrics
 from pspnet.engine.train import train
 from pspnet.models.pspnet import ModelConfig

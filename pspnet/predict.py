@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pspnet.data.images import to_rgb
 from pspnet.errors import DatasetError
-from pspnet.segmenter import Segmenter, to_rgb
+from pspnet.segmenter import Segmenter
 from pspnet.visualize import class_shares, colorize, format_shares, overlay
 
 

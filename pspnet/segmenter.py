@@ -10,66 +10,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 from pspnet.checkpoints import load_model
-from pspnet.data.datasets import read_image
+from pspnet.config import InferenceConfig
+from pspnet.data.images import ImageInput, to_rgb
 from pspnet.data.presets import PRESETS
 from pspnet.data.transforms import normalize
-from pspnet.engine.inference import InferenceConfig, Progress, predict_probs, scaled_size
-from pspnet.errors import ConfigError, DatasetError
+from pspnet.engine.inference import Progress, predict_probs
+from pspnet.errors import ConfigError
 from pspnet.models.pspnet import PSPNet
-
-ImageInput = str | Path | np.ndarray | Image.Image
-
-
-def to_rgb(image: ImageInput) -> np.ndarray:
-    """Any supported image as (H, W, 3) uint8 RGB.
-
-    Paths are decoded with their EXIF orientation applied; grey, RGBA and 16-bit images are
-    converted; unreadable or truncated files raise :class:`DatasetError` naming the file.
-    """
-    if isinstance(image, (str, Path)):
-        return read_image(image, exif_orientation=True)
-    if isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB"))
-    array = np.asarray(image)
-    if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise DatasetError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got {array.shape}")
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    array = array[..., :3]
-    if array.dtype == np.uint16:
-        array = (array // 257).astype(np.uint8)
-    elif array.dtype != np.uint8:
-        if array.dtype.kind == "f" and array.size and array.max() <= 1.0:
-            array = array * 255.0
-        array = np.clip(array, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(array)
-
-
-def calibration_batches(
-    images: Sequence[ImageInput], inference: InferenceConfig
-) -> list[torch.Tensor]:
-    """Images as the network sees them at scale 1.0, one (1, 3, h, w) batch each, for int8.
-
-    Each is resized so its long side is ``inference.base_size`` (when set) and centre-cropped
-    to at most ``inference.crop_size``, which also bounds calibration memory.
-    """
-    batches = []
-    for image in images:
-        tensor = normalize(to_rgb(image))[None]  # (1, 3, H, W)
-        height, width = tensor.shape[-2:]
-        if inference.base_size:
-            height, width = scaled_size(height, width, inference.base_size)
-            tensor = F.interpolate(tensor, (height, width), mode="bilinear", align_corners=False)
-        crop_h, crop_w = min(height, inference.crop_size[0]), min(width, inference.crop_size[1])
-        top, left = (height - crop_h) // 2, (width - crop_w) // 2
-        batches.append(tensor[..., top : top + crop_h, left : left + crop_w].contiguous())
-    return batches
 
 
 def class_info(model: PSPNet) -> tuple[list[str], list[tuple[int, int, int]]]:
@@ -131,10 +80,11 @@ class Segmenter:
             path: native, training-state, semseg or mmseg checkpoint.
             device: "cpu", "cuda", ...
             precision: CPU fast path: "auto", "fp32", "bf16" or "int8" (see
-                :func:`pspnet.fast.optimize`); None runs the plain eager model.
+                :func:`pspnet.optimized.optimize`); None runs the plain eager model.
             backend: "auto", "eager", "compile" or "onnx"; None with precision None is eager.
             calibration: images (paths, arrays, PIL images) that set int8's activation ranges:
-                a few hundred from the training set; see :func:`calibration_batches`.
+                a few hundred from the training set; see
+                :func:`pspnet.optimized.int8.calibration_batches`.
             **inference: :class:`InferenceConfig` fields to override (mode="slide",
                 crop_size=(473, 473), scales=(0.5, ..., 1.75), flip=True, base_size=512 ...).
         """
@@ -153,7 +103,8 @@ class Segmenter:
         config = InferenceConfig(**{**recorded, **inference})
         names, palette = class_info(model)
         if fast:
-            from pspnet.fast.optimize import optimize
+            from pspnet.optimized.int8 import calibration_batches
+            from pspnet.optimized.optimize import optimize
 
             batches = None if calibration is None else calibration_batches(calibration, config)
             model = optimize(model, precision or "auto", backend or "auto", batches)

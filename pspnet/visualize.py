@@ -1,4 +1,4 @@
-"""Pictures of segmentations: colour label maps, overlays with a legend, titled grids.
+"""Pictures: colour label maps, overlays with a legend, titled grids, confusion heat maps.
 
 PIL and numpy only, so the API and the demo draw without a plotting library. Text uses PIL's
 built-in scalable font (``ImageFont.load_default(size=...)``, Pillow 10.1 or later), so no
@@ -7,15 +7,17 @@ font file has to be found on the machine.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from pspnet.data.presets import IGNORE_INDEX
+
 Palette = Sequence[Sequence[int]] | np.ndarray
 Cell = Image.Image | np.ndarray
 
-IGNORE_INDEX = 255
 _BACKGROUND = (255, 255, 255)
 _TEXT = (20, 20, 20)
 _OUTLINE = (60, 60, 60)
@@ -211,6 +213,24 @@ def make_grid(
     return canvas
 
 
+def confusion_heatmap(matrix: np.ndarray, class_names: Sequence[str]) -> Image.Image:
+    """A heat map of a confusion matrix, each row normalised to sum to 1.
+
+    Cells scale with the class count (every k-th class is named when cells are small), a
+    viridis ramp with a colour bar, grey rows for classes without ground-truth pixels.
+
+    Args:
+        matrix: (C, C) counts, rows ground truth, columns prediction
+            (``SegmentationMetrics.matrix``).
+        class_names: one name per class.
+    """
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"expected a square confusion matrix, got shape {matrix.shape}")
+    if len(class_names) != matrix.shape[0]:
+        raise ValueError(f"got {len(class_names)} class names for {matrix.shape[0]} classes")
+    return _draw_confusion(matrix, [str(name) for name in class_names])
+
+
 def _palette_array(palette: Palette) -> np.ndarray:
     colours = np.asarray(palette, dtype=np.int64)
     if colours.ndim != 2 or colours.shape[1] != 3 or colours.min() < 0 or colours.max() > 255:
@@ -286,3 +306,112 @@ def _as_rgb(cell: Cell, cell_size: int | tuple[int, int] | None) -> Image.Image:
     # Nearest keeps label colours pure when enlarging; box averaging shrinks photos cleanly.
     enlarging = size[0] >= picture.width and size[1] >= picture.height
     return picture.resize(size, Image.Resampling.NEAREST if enlarging else Image.Resampling.BOX)
+
+
+# Nine evenly spaced stops of matplotlib's viridis (checked against matplotlib), a perceptually
+# uniform ramp legible in grey scale and to colour-blind readers; interpolating them linearly
+# stays within 17/255 of the full map.
+_VIRIDIS = np.array(
+    [
+        (68, 1, 84), (71, 45, 123), (59, 82, 139), (44, 114, 142), (33, 145, 140),
+        (40, 174, 128), (94, 201, 98), (173, 220, 48), (253, 231, 37),
+    ],
+    dtype=np.float64,
+)  # fmt: skip
+_NO_TRUTH_GREY = (200, 200, 200)
+
+
+def _viridis(values: np.ndarray) -> np.ndarray:
+    """Colours (..., 3) uint8 of values in [0, 1], interpolated between the stops."""
+    position = np.clip(values, 0.0, 1.0) * (len(_VIRIDIS) - 1)
+    low = np.minimum(position.astype(np.int64), len(_VIRIDIS) - 2)
+    weight = (position - low)[..., None]
+    return np.rint(_VIRIDIS[low] * (1 - weight) + _VIRIDIS[low + 1] * weight).astype(np.uint8)
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _short(name: str, limit: int = 20) -> str:
+    return name if len(name) <= limit else name[: limit - 2] + ".."
+
+
+def _rotated(text: str, font: ImageFont.ImageFont, fill: tuple[int, int, int]) -> Image.Image:
+    """White-backed text turned 90 degrees counter-clockwise (reads bottom to top)."""
+    left, top, right, bottom = font.getbbox(text)
+    image = Image.new("RGB", (right + 2, bottom + 2), "white")
+    ImageDraw.Draw(image).text((1, 1), text, font=font, fill=fill)
+    return image.rotate(90, expand=True)
+
+
+def _draw_confusion(matrix: np.ndarray, names: list[str]) -> Image.Image:
+    """The heat map: cells scaled to the class count, every k-th label when cells are small."""
+    count = len(names)
+    cell = int(np.clip(1200 // count, 8, 48))
+    label_font = _font(int(np.clip(round(cell * 0.75), 11, 15)))
+    step = math.ceil((label_font.size + 3) / cell)  # label every step-th class when dense
+    shown = {i: _short(names[i]) for i in range(0, count, step)}
+    label_width = max(int(label_font.getlength(t)) for t in shown.values())
+    title_font, axis_font = _font(18), _font(14)
+    pad, side = 16, count * cell
+    left = pad + 20 + label_width + 6
+    top = pad + 26 + 20 + label_width + 6
+    width, height = left + side + 110, top + side + 40
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((pad, pad), "Confusion matrix, row-normalised", font=title_font, fill="black")
+    draw.text(
+        (pad + title_font.getlength("Confusion matrix, row-normalised") + 12, pad + 3),
+        "(rows: ground truth, columns: prediction)", font=axis_font, fill=(90, 90, 90),
+    )  # fmt: skip
+    _draw_cells(image, matrix, left, top, cell)
+    for index, text in shown.items():
+        middle = index * cell + cell // 2
+        draw.text((left - 6, top + middle), text, font=label_font, fill="black", anchor="rm")
+        draw.line([(left - 4, top + middle), (left - 1, top + middle)], fill="black")
+        column = _rotated(text, label_font, (0, 0, 0))
+        image.paste(column, (left + middle - column.width // 2, top - 6 - column.height))
+        draw.line([(left + middle, top - 4), (left + middle, top - 1)], fill="black")
+    draw.text((left + side // 2, pad + 30), "prediction", font=axis_font, fill="black", anchor="mt")
+    axis = _rotated("ground truth", axis_font, (0, 0, 0))
+    image.paste(axis, (pad, top + side // 2 - axis.height // 2))
+    _draw_colour_bar(image, left + side + 24, top, side)
+    draw.text(
+        (left, top + side + 10),
+        f"{count} classes; grey rows: no ground-truth pixels"
+        + (f"; one class in {step} named" if step > 1 else ""),
+        font=axis_font, fill=(90, 90, 90),
+    )  # fmt: skip
+    return image
+
+
+def _draw_cells(image: Image.Image, matrix: np.ndarray, left: int, top: int, cell: int) -> None:
+    """Cell colours from the row fractions; the percentage written in cells big enough."""
+    totals = matrix.sum(axis=1, keepdims=True)  # (C, 1) ground-truth pixels per class
+    fractions = matrix / np.maximum(totals, 1)  # (C, C), rows sum to 1 where defined
+    colours = _viridis(fractions)  # (C, C, 3)
+    colours[totals[:, 0] == 0] = _NO_TRUTH_GREY
+    pixels = colours.repeat(cell, axis=0).repeat(cell, axis=1)  # (C*cell, C*cell, 3)
+    image.paste(Image.fromarray(pixels), (left, top))
+    if cell < 30:
+        return
+    draw, font = ImageDraw.Draw(image), _font(int(cell * 0.36))
+    for (row, column), value in np.ndenumerate(fractions):
+        percent = round(100 * value)
+        if percent == 0:
+            continue
+        centre = (left + column * cell + cell // 2, top + row * cell + cell // 2)
+        ink = "black" if value > 0.6 else "white"
+        draw.text(centre, str(percent), font=font, fill=ink, anchor="mm")
+
+
+def _draw_colour_bar(image: Image.Image, x: int, top: int, length: int) -> None:
+    ramp = _viridis(np.linspace(1.0, 0.0, length))  # (length, 3), top is 1
+    bar = np.repeat(ramp[:, None, :], 18, axis=1)  # (length, 18, 3)
+    image.paste(Image.fromarray(bar), (x, top))
+    draw, font = ImageDraw.Draw(image), _font(12)
+    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = top + round((1 - fraction) * (length - 1))
+        draw.line([(x + 18, y), (x + 22, y)], fill="black")
+        draw.text((x + 25, y), f"{round(100 * fraction)}%", font=font, fill="black", anchor="lm")

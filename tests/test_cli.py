@@ -147,7 +147,7 @@ def test_fast_path_argument_clash_is_a_clear_error(trained, tiny_camvid, tmp_pat
 
 
 def test_forced_bf16_warns_in_one_line(trained, tiny_camvid, tmp_path, capsys, monkeypatch):
-    optimize_module = importlib.import_module("pspnet.fast.optimize")
+    optimize_module = importlib.import_module("pspnet.optimized.optimize")
     monkeypatch.setattr(optimize_module, "native_bf16", lambda: False)
     args = ["predict", str(tiny_camvid / "val" / "val_000.png"), "--checkpoint",
             str(trained / "best.safetensors"), "--out", str(tmp_path), "--precision", "bf16",

@@ -5,11 +5,15 @@ import pytest
 import torch
 from PIL import Image
 
+from pspnet.checkpoints import save_model
+from pspnet.config import InferenceConfig
+from pspnet.data.images import to_rgb
 from pspnet.data.presets import get_preset
-from pspnet.engine.inference import InferenceConfig, predict_probs
+from pspnet.engine.inference import predict_probs
 from pspnet.errors import ConfigError, DatasetError
 from pspnet.models import PSPNet
-from pspnet.segmenter import Segmenter, calibration_batches, to_rgb
+from pspnet.optimized.int8 import calibration_batches
+from pspnet.segmenter import Segmenter
 
 
 @pytest.fixture
@@ -19,7 +23,7 @@ def checkpoint(tmp_path):
     preset = get_preset("camvid")
     path = tmp_path / "model.safetensors"
     inference = {"mode": "slide", "crop_size": [24, 24], "flip": False}
-    model.save(path, {
+    save_model(model, path, {
         "class_names": json.dumps(list(preset.class_names)),
         "palette": json.dumps([list(c) for c in preset.palette]),
         "inference": json.dumps(inference),

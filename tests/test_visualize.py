@@ -1,8 +1,18 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from pspnet.visualize import class_shares, colorize, format_shares, legend, make_grid, overlay
+from pspnet.engine.metrics import ConfusionMatrix
+from pspnet.visualize import (
+    class_shares,
+    colorize,
+    confusion_heatmap,
+    format_shares,
+    legend,
+    make_grid,
+    overlay,
+)
 
 # Colours that no anti-aliased dark text on white can produce, so a colour found in a picture
 # was painted as a swatch or a label.
@@ -131,3 +141,20 @@ def test_make_grid_gaps_row_titles_and_cell_size():
     assert red[0] > 5 + 10  # the row title band comes first
     with pytest.raises(ValueError):
         make_grid(rows, ["only one title"])
+
+
+@pytest.mark.parametrize("classes", [11, 150])
+def test_heatmap_is_a_png_with_the_diagonal_in_the_top_colour(tmp_path, classes):
+    labels = torch.arange(classes).repeat(3)
+    matrix = ConfusionMatrix(classes)
+    matrix.update(labels[labels != 1], labels[labels != 1])  # perfect, class 1 without truth
+    path = tmp_path / "heat.png"
+    names = [f"class number {i}" for i in range(classes)]
+    confusion_heatmap(matrix.compute().matrix, names).save(path)
+    image = np.asarray(Image.open(path).convert("RGB"))
+    assert 300 < image.shape[0] < 2000 and 300 < image.shape[1] < 2000
+    packed = image.astype(np.int64) @ np.array([1 << 16, 1 << 8, 1])  # (H, W) one int per colour
+    colours = set(np.unique(packed).tolist())
+    assert 253 << 16 | 231 << 8 | 37 in colours  # viridis at 1: the perfect diagonal
+    assert 68 << 16 | 1 << 8 | 84 in colours  # viridis at 0: everything off it
+    assert 200 << 16 | 200 << 8 | 200 in colours  # the row without ground truth

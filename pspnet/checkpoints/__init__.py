@@ -12,7 +12,7 @@ from pspnet.errors import CheckpointError
 from pspnet.models.pspnet import ModelConfig, PSPNet
 from pspnet.models.resnet import ResNet
 
-__all__ = ["load_backbone_weights", "load_model", "read_checkpoint", "save_model"]
+__all__ = ["build_model", "load_backbone_weights", "load_model", "read_checkpoint", "save_model"]
 
 # Foreign full-model layouts, tried in order; each module offers matches() and convert().
 FORMATS = (semseg, mmseg)
@@ -50,13 +50,27 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
     if torchvision.matches(obj) or semseg.matches_imagenet(obj):
         raise CheckpointError(
             f"{path}: ImageNet ResNet weights (backbone only); pass them as "
-            "PSPNet(..., backbone_weights=PATH) or --set model.backbone_weights=PATH"
+            "build_model(config, backbone_weights=PATH) or --set backbone_weights=PATH"
         )
     keys = list(obj.get("state_dict", obj))[:8]
     raise CheckpointError(
         f"{path}: unrecognised checkpoint layout (first keys: {keys}); supported: pspnet "
         "safetensors, pspnet training states, hszhao/semseg and mmsegmentation PSPNet"
     )
+
+
+def build_model(config: ModelConfig, backbone_weights: str | Path | None = None) -> PSPNet:
+    """A freshly initialised PSPNet for ``config``, its backbone optionally from ImageNet weights.
+
+    Args:
+        config: the network's shape.
+        backbone_weights: an ImageNet ResNet file (torchvision or semseg layout) whose depth,
+            stem and width match ``config``; loaded strictly into the backbone.
+    """
+    model = PSPNet.from_config(config)
+    if backbone_weights is not None:
+        load_backbone_weights(model.backbone, backbone_weights)
+    return model
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> PSPNet:

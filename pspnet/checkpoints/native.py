@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,27 +13,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from pspnet.errors import CheckpointError
+from pspnet.files import atomic_write
 from pspnet.models.pspnet import ModelConfig, PSPNet
 
 FORMAT = "pspnet"
 FORMAT_VERSION = "1"
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result over ``path``: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from other users
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_model(model: PSPNet, path: str | Path, metadata: dict[str, str] | None = None) -> None:

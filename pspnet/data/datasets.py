@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pspnet.data.images import IMAGE_EXTENSIONS, decode, read_bytes, read_image
 from pspnet.data.presets import IGNORE_INDEX, DatasetPreset
 from pspnet.data.transforms import EvalTransform, PairTransform
 from pspnet.errors import DatasetError
@@ -31,8 +32,6 @@ __all__ = [
     "read_image",
     "read_label",
 ]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 Pair = tuple[Path, Path]
 
@@ -183,43 +182,10 @@ def image_stem(relative: Path, suffix: str) -> str | None:
     return str(PurePosixPath(name).with_suffix(""))
 
 
-def read_bytes(path: Path, what: str) -> np.ndarray:
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError as err:
-        raise DatasetError(f"{path}: missing {what} file") from err
-    except OSError as err:
-        raise DatasetError(f"{path}: cannot read {what} file ({err})") from err
-    if data.size == 0:
-        raise DatasetError(f"{path}: empty {what} file")
-    return data
-
-
-def read_image(path: str | Path, exif_orientation: bool = False) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB.
-
-    Grey images are repeated to three channels, alpha is dropped and 16-bit images are
-    reduced to 8 bits (OpenCV's colour decoding).
-
-    Args:
-        path: the image file.
-        exif_orientation: turn the image upright by its EXIF orientation. Off for datasets:
-            labels are read unchanged, so their images must not be turned either.
-    """
-    path = Path(path)
-    flags = cv2.IMREAD_COLOR | (0 if exif_orientation else cv2.IMREAD_IGNORE_ORIENTATION)
-    image = cv2.imdecode(read_bytes(path, "image"), flags)
-    if image is None:
-        raise DatasetError(f"{path}: image cannot be decoded (truncated or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
 def read_label(path: str | Path, preset: DatasetPreset) -> np.ndarray:
     """A label file as (H, W) uint8 train ids (``preset.label_map`` applied), validated."""
     path = Path(path)
-    stored = cv2.imdecode(read_bytes(path, "label"), cv2.IMREAD_UNCHANGED)
-    if stored is None:
-        raise DatasetError(f"{path}: label cannot be decoded (truncated or not an image)")
+    stored = decode(read_bytes(path, "label"), cv2.IMREAD_UNCHANGED, path, "label")
     if stored.ndim != 2:
         raise DatasetError(
             f"{path}: label has {stored.shape[2]} channels; labels must be single-channel "
@@ -234,7 +200,7 @@ def read_label(path: str | Path, preset: DatasetPreset) -> np.ndarray:
         shown = ", ".join(map(str, values[:10])) + (" ..." if len(values) > 10 else "")
         raise DatasetError(
             f"{path}: label values {shown} are not classes of the {preset.name!r} preset "
-            f"({preset.num_classes} classes, 255 ignored); is this the right preset?"
+            f"({preset.num_classes} classes, {IGNORE_INDEX} ignored); is this the right preset?"
         )
     return label
 
@@ -317,9 +283,9 @@ class DatasetReport:
         ]
         lines += [f"  {message}" for _, message in self.problems]
         total = max(int(self.histogram.sum()), 1)
-        width = max(len(name) for name in [*class_names, "ignore (255)"])
+        width = max(len(name) for name in [*class_names, f"ignore ({IGNORE_INDEX})"])
         lines += ["", f"{'id':>3}  {'class':<{width}}  {'pixels':>14}  {'share':>7}"]
-        names = [*class_names, "ignore (255)"]
+        names = [*class_names, f"ignore ({IGNORE_INDEX})"]
         ids = [str(i) for i in range(len(class_names))] + [""]
         for train_id, name, pixels in zip(ids, names, self.histogram.tolist(), strict=True):
             lines.append(

@@ -19,6 +19,8 @@ import cv2
 import numpy as np
 import torch
 
+from pspnet.data.presets import IGNORE_INDEX
+
 __all__ = [
     "AugmentConfig",
     "EvalTransform",
@@ -58,7 +60,7 @@ class AugmentConfig:
     flip: bool = True
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
 
     def __post_init__(self) -> None:
         if len(self.crop_size) != 2 or min(self.crop_size) < 1:

@@ -11,9 +11,10 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
+from pspnet.config import InferenceConfig
 from pspnet.data.datasets import read_label
-from pspnet.data.presets import DatasetPreset
-from pspnet.engine.inference import InferenceConfig, predict_probs
+from pspnet.data.presets import IGNORE_INDEX, DatasetPreset
+from pspnet.engine.inference import predict_probs
 from pspnet.engine.metrics import ConfusionMatrix
 from pspnet.errors import DatasetError
 
@@ -23,7 +24,7 @@ def evaluate(
     dataset: Dataset,
     num_classes: int,
     inference: InferenceConfig,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     limit: int = 0,
     progress: Callable[[int, int], None] | None = None,
     rank: int = 0,
@@ -97,7 +98,7 @@ def score_predictions(
             f" ... ({len(missing)} in all)" if len(missing) > 5 else ""
         )
         raise DatasetError(f"{pred_dir}: no prediction for ground-truth file(s) {shown}")
-    matrix = ConfusionMatrix(preset.num_classes, 255)
+    matrix = ConfusionMatrix(preset.num_classes, IGNORE_INDEX)
     for done, (stem, truth_path) in enumerate(truths.items(), 1):
         truth = read_label(truth_path, preset)
         pred = read_prediction(predictions[stem], preset.num_classes)

@@ -1,7 +1,8 @@
 """The one inference routine: class probabilities of an image, whole or by sliding windows.
 
-Evaluation, prediction, the Python API, the demo and the server all call
-:func:`predict_probs`. It reproduces hszhao/semseg's test protocol (``tool/test.py``):
+Evaluation, prediction, the Python API (``Segmenter``) and the demo all call
+:func:`predict_probs`, with its settings in a :class:`pspnet.config.InferenceConfig`. It
+reproduces hszhao/semseg's test protocol (``tool/test.py``):
 
 1. for each scale, resize the image (bilinear, like ``cv2.INTER_LINEAR``) so its long side is
    ``round(scale * base_size)``, keeping the aspect ratio;
@@ -24,60 +25,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pspnet.config import InferenceConfig
+
 Progress = Callable[[int, int], None]
 
 # Channels resized back to the output size per call: bounds the temporary to 2^24 floats.
 _RESIZE_CHUNK_ELEMENTS = 1 << 24
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    """How an image becomes probabilities; defaults are semseg's single-scale test.
-
-    Attributes:
-        mode: "slide" (crop-sized windows, semseg's protocol) or "whole" (the scaled image
-            in one forward pass, no padding).
-        crop_size: window (height, width); the training crop, e.g. (473, 473) or (713, 713).
-        stride_rate: window stride as a fraction of the crop, rounded up (semseg: 2/3).
-        scales: multipliers of ``base_size``; the paper's multi-scale test uses
-            (0.5, 0.75, 1.0, 1.25, 1.5, 1.75).
-        base_size: the long side that scale 1.0 maps to (semseg: 512 ADE20K and VOC, 2048
-            Cityscapes); None keeps each image's own long side.
-        flip: also run the left-right mirror and average the probabilities (semseg's test
-            always does).
-        window_batch: windows per forward pass (their mirrors ride in the same pass).
-    """
-
-    mode: Literal["whole", "slide"] = "slide"
-    crop_size: tuple[int, int] = (473, 473)
-    stride_rate: float = 2 / 3
-    scales: tuple[float, ...] = (1.0,)
-    base_size: int | None = None
-    flip: bool = True
-    window_batch: int = 1
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "crop_size", tuple(int(v) for v in self.crop_size))
-        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
-        if self.mode not in ("whole", "slide"):
-            raise ValueError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
-        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
-            raise ValueError(f"crop_size must be two positive sizes, got {self.crop_size}")
-        if not 0 < self.stride_rate <= 1:
-            raise ValueError(f"stride_rate must be in (0, 1], got {self.stride_rate}")
-        if not self.scales or min(self.scales) <= 0:
-            raise ValueError(f"scales must be positive and not empty, got {self.scales}")
-        if self.base_size is not None and self.base_size < 1:
-            raise ValueError(f"base_size must be positive or None, got {self.base_size}")
-        if self.window_batch < 1:
-            raise ValueError(f"window_batch must be at least 1, got {self.window_batch}")
 
 
 def scaled_size(height: int, width: int, long_side: int) -> tuple[int, int]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pspnet.data.presets import IGNORE_INDEX
+
 
 class SegmentationLoss:
     """Cross-entropy on the main logits plus ``aux_weight`` x cross-entropy on the aux logits.
@@ -16,7 +18,7 @@ class SegmentationLoss:
         ignore_index: label value that contributes no loss.
     """
 
-    def __init__(self, aux_weight: float = 0.4, ignore_index: int = 255):
+    def __init__(self, aux_weight: float = 0.4, ignore_index: int = IGNORE_INDEX):
         self.aux_weight = aux_weight
         self.ignore_index = ignore_index
 

@@ -23,7 +23,8 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.distributed as dist
-from PIL import Image, ImageDraw, ImageFont
+
+from pspnet.data.presets import IGNORE_INDEX
 
 AbsentPolicy = Literal["exclude", "zero"]
 
@@ -39,7 +40,7 @@ class ConfusionMatrix:
     """
 
     def __init__(
-        self, num_classes: int, ignore_index: int = 255, device: str | torch.device = "cpu"
+        self, num_classes: int, ignore_index: int = IGNORE_INDEX, device: str | torch.device = "cpu"
     ):
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
@@ -194,15 +195,6 @@ class SegmentationMetrics:
             for name, row in zip(names, self.matrix, strict=True):
                 writer.writerow([name, *(int(v) for v in row)])
 
-    def save_heatmap(self, path: str | Path, class_names: Sequence[str] | None = None) -> None:
-        """Write a PNG heat map of the row-normalised matrix (each row sums to 1).
-
-        Args:
-            path: output PNG file.
-            class_names: one name per class; ``class <i>`` when None.
-        """
-        _draw_confusion(self.matrix, _names(class_names, self.num_classes)).save(path)
-
 
 def _names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
     if class_names is None:
@@ -214,112 +206,3 @@ def _names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
 
 def _percent(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.2f}"
-
-
-# Nine evenly spaced stops of matplotlib's viridis (checked against matplotlib), a perceptually
-# uniform ramp legible in grey scale and to colour-blind readers; interpolating them linearly
-# stays within 17/255 of the full map.
-_VIRIDIS = np.array(
-    [
-        (68, 1, 84), (71, 45, 123), (59, 82, 139), (44, 114, 142), (33, 145, 140),
-        (40, 174, 128), (94, 201, 98), (173, 220, 48), (253, 231, 37),
-    ],
-    dtype=np.float64,
-)  # fmt: skip
-_NO_TRUTH_GREY = (200, 200, 200)
-
-
-def _viridis(values: np.ndarray) -> np.ndarray:
-    """Colours (..., 3) uint8 of values in [0, 1], interpolated between the stops."""
-    position = np.clip(values, 0.0, 1.0) * (len(_VIRIDIS) - 1)
-    low = np.minimum(position.astype(np.int64), len(_VIRIDIS) - 2)
-    weight = (position - low)[..., None]
-    return np.rint(_VIRIDIS[low] * (1 - weight) + _VIRIDIS[low + 1] * weight).astype(np.uint8)
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)
-
-
-def _short(name: str, limit: int = 20) -> str:
-    return name if len(name) <= limit else name[: limit - 2] + ".."
-
-
-def _rotated(text: str, font: ImageFont.ImageFont, fill: tuple[int, int, int]) -> Image.Image:
-    """White-backed text turned 90 degrees counter-clockwise (reads bottom to top)."""
-    left, top, right, bottom = font.getbbox(text)
-    image = Image.new("RGB", (right + 2, bottom + 2), "white")
-    ImageDraw.Draw(image).text((1, 1), text, font=font, fill=fill)
-    return image.rotate(90, expand=True)
-
-
-def _draw_confusion(matrix: np.ndarray, names: list[str]) -> Image.Image:
-    """The heat map: cells scaled to the class count, every k-th label when cells are small."""
-    count = len(names)
-    cell = int(np.clip(1200 // count, 8, 48))
-    label_font = _font(int(np.clip(round(cell * 0.75), 11, 15)))
-    step = math.ceil((label_font.size + 3) / cell)  # label every step-th class when dense
-    shown = {i: _short(names[i]) for i in range(0, count, step)}
-    label_width = max(int(label_font.getlength(t)) for t in shown.values())
-    title_font, axis_font = _font(18), _font(14)
-    pad, side = 16, count * cell
-    left = pad + 20 + label_width + 6
-    top = pad + 26 + 20 + label_width + 6
-    width, height = left + side + 110, top + side + 40
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((pad, pad), "Confusion matrix, row-normalised", font=title_font, fill="black")
-    draw.text(
-        (pad + title_font.getlength("Confusion matrix, row-normalised") + 12, pad + 3),
-        "(rows: ground truth, columns: prediction)", font=axis_font, fill=(90, 90, 90),
-    )  # fmt: skip
-    _draw_cells(image, matrix, left, top, cell)
-    for index, text in shown.items():
-        middle = index * cell + cell // 2
-        draw.text((left - 6, top + middle), text, font=label_font, fill="black", anchor="rm")
-        draw.line([(left - 4, top + middle), (left - 1, top + middle)], fill="black")
-        column = _rotated(text, label_font, (0, 0, 0))
-        image.paste(column, (left + middle - column.width // 2, top - 6 - column.height))
-        draw.line([(left + middle, top - 4), (left + middle, top - 1)], fill="black")
-    draw.text((left + side // 2, pad + 30), "prediction", font=axis_font, fill="black", anchor="mt")
-    axis = _rotated("ground truth", axis_font, (0, 0, 0))
-    image.paste(axis, (pad, top + side // 2 - axis.height // 2))
-    _draw_colour_bar(image, left + side + 24, top, side)
-    draw.text(
-        (left, top + side + 10),
-        f"{count} classes; grey rows: no ground-truth pixels"
-        + (f"; one class in {step} named" if step > 1 else ""),
-        font=axis_font, fill=(90, 90, 90),
-    )  # fmt: skip
-    return image
-
-
-def _draw_cells(image: Image.Image, matrix: np.ndarray, left: int, top: int, cell: int) -> None:
-    """Cell colours from the row fractions; the percentage written in cells big enough."""
-    totals = matrix.sum(axis=1, keepdims=True)  # (C, 1) ground-truth pixels per class
-    fractions = matrix / np.maximum(totals, 1)  # (C, C), rows sum to 1 where defined
-    colours = _viridis(fractions)  # (C, C, 3)
-    colours[totals[:, 0] == 0] = _NO_TRUTH_GREY
-    pixels = colours.repeat(cell, axis=0).repeat(cell, axis=1)  # (C*cell, C*cell, 3)
-    image.paste(Image.fromarray(pixels), (left, top))
-    if cell < 30:
-        return
-    draw, font = ImageDraw.Draw(image), _font(int(cell * 0.36))
-    for (row, column), value in np.ndenumerate(fractions):
-        percent = round(100 * value)
-        if percent == 0:
-            continue
-        centre = (left + column * cell + cell // 2, top + row * cell + cell // 2)
-        ink = "black" if value > 0.6 else "white"
-        draw.text(centre, str(percent), font=font, fill=ink, anchor="mm")
-
-
-def _draw_colour_bar(image: Image.Image, x: int, top: int, length: int) -> None:
-    ramp = _viridis(np.linspace(1.0, 0.0, length))  # (length, 3), top is 1
-    bar = np.repeat(ramp[:, None, :], 18, axis=1)  # (length, 18, 3)
-    image.paste(Image.fromarray(bar), (x, top))
-    draw, font = ImageDraw.Draw(image), _font(12)
-    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
-        y = top + round((1 - fraction) * (length - 1))
-        draw.line([(x + 18, y), (x + 22, y)], fill="black")
-        draw.text((x + 25, y), f"{round(100 * fraction)}%", font=font, fill="black", anchor="lm")

@@ -25,7 +25,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from pspnet.checkpoints.native import atomic_write, save_model, unwrap
+from pspnet.checkpoints import build_model
+from pspnet.checkpoints.native import save_model, unwrap
 from pspnet.config import TrainConfig, build
 from pspnet.data.datasets import SegmentationDataset
 from pspnet.data.presets import DatasetPreset, get_preset
@@ -35,6 +36,7 @@ from pspnet.engine.evaluate import evaluate
 from pspnet.engine.losses import SegmentationLoss
 from pspnet.engine.optim import build_optimizer, poly_lr, set_learning_rate
 from pspnet.errors import ConfigError, TrainingError
+from pspnet.files import atomic_write
 from pspnet.models.pspnet import PSPNet
 
 Event = dict[str, Any]
@@ -100,11 +102,10 @@ def build_datasets(config: TrainConfig) -> tuple[DatasetPreset, Any, Any]:
     return preset, train_set, val_set
 
 
-def build_model(config: TrainConfig, process: Process) -> tuple[PSPNet, nn.Module]:
+def build_trainer(config: TrainConfig, process: Process) -> tuple[PSPNet, nn.Module]:
     """The plain model and the module to train with (DDP-wrapped under torchrun)."""
     torch.manual_seed(config.seed)
-    options = config.model.to_dict()
-    model = PSPNet(**options, backbone_weights=config.backbone_weights)
+    model = build_model(config.model, config.backbone_weights)
     if process.device.type == "cuda" and process.world_size > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the paper's synchronised BN
     model.to(process.device)
@@ -208,7 +209,7 @@ def train(
         raise ConfigError(
             f"batch_size={config.batch_size} does not split over {process.world_size} processes"
         )
-    model, trainer = build_model(config, process)
+    model, trainer = build_trainer(config, process)
     optimizer = build_optimizer(
         model,
         config.optim.lr,

@@ -7,6 +7,6 @@ and runs such a file in onnxruntime on the CPU, callable like the model itself, 
 (``pip install 'pspnet[onnx]'``).
 """
 
-from pspnet.export.onnx import ExactAdaptivePool2d, OnnxRunner, export_onnx, exportable_copy
+from pspnet.export.onnx import ExactAdaptivePool2d, OnnxRuntimeModel, export_onnx, exportable_copy
 
-__all__ = ["ExactAdaptivePool2d", "OnnxRunner", "export_onnx", "exportable_copy"]
+__all__ = ["ExactAdaptivePool2d", "OnnxRuntimeModel", "export_onnx", "exportable_copy"]

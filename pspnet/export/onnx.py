@@ -33,8 +33,8 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from pspnet.checkpoints.native import atomic_write
 from pspnet.errors import CheckpointError
+from pspnet.files import atomic_write
 from pspnet.models.pspnet import ModelConfig, PSPNet
 from pspnet.models.pyramid import Pooling, PyramidPooling
 
@@ -190,7 +190,7 @@ def export_onnx(
     return path
 
 
-class OnnxRunner(nn.Module):
+class OnnxRuntimeModel(nn.Module):
     """A file from :func:`export_onnx` in onnxruntime on the CPU, called like the eval model.
 
     It is an ``nn.Module`` in eval mode so the code written for the model runs it unchanged:
@@ -251,7 +251,7 @@ class OnnxRunner(nn.Module):
         (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})  # (N, C, H, W)
         return torch.from_numpy(logits).to(images.device)
 
-    def train(self, mode: bool = True) -> OnnxRunner:
+    def train(self, mode: bool = True) -> OnnxRuntimeModel:
         if mode:
             raise ValueError(f"{self.path} holds the eval forward only; it cannot train")
         return super().train(False)

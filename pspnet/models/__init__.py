@@ -1,4 +1,4 @@
-"""Neural network modules only: no data, no engine, no I/O beyond the model's own save."""
+"""Neural network modules only: no data, no engine, no weights files (see pspnet.checkpoints)."""
 
 from pspnet.models.pspnet import ModelConfig, PSPNet
 from pspnet.models.pyramid import PyramidPooling

@@ -10,14 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pspnet.models.pyramid import Pooling, PyramidPooling
-from pspnet.models.resnet import BackboneName, ConvBNReLU, ResNet, Stem
+from pspnet.models.resnet import BackboneName, ConvBNReLU, OutputStride, ResNet, Stem
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class ModelConfig:
     num_classes: int
     backbone: BackboneName = "resnet50"
     stem: Stem = "deep"
-    output_stride: int = 8
+    output_stride: OutputStride = 8
     contract_dilation: bool = False
     bins: tuple[int, ...] = (1, 2, 3, 6)
     pooling: Pooling = "avg"
@@ -91,13 +90,13 @@ class PSPNet(nn.Module):
     """The Pyramid Scene Parsing Network.
 
     ``PSPNet(150)`` is the paper's ADE20K network: ResNet-50 with the deep stem, output stride
-    8, bins (1, 2, 3, 6), auxiliary head. Every keyword is a field of :class:`ModelConfig`.
+    8, bins (1, 2, 3, 6), auxiliary head. Every keyword is a field of :class:`ModelConfig`, so
+    ``PSPNet.from_config(config)`` builds the network a config describes. Weights are loaded
+    and saved by :mod:`pspnet.checkpoints` (``build_model``, ``load_model``, ``save_model``).
 
     Args:
         num_classes: number of output classes.
-        backbone_weights: optional ImageNet ResNet file (torchvision or semseg layout) loaded
-            strictly into the backbone.
-        **options: the remaining :class:`ModelConfig` fields, by name.
+        backbone .. dropout: the other :class:`ModelConfig` fields, by keyword only.
 
     Forward:
         images (N, 3, H, W), normalised, any H and W. Eval mode returns logits (N, C, H, W);
@@ -108,9 +107,10 @@ class PSPNet(nn.Module):
     def __init__(
         self,
         num_classes: int,
+        *,
         backbone: BackboneName = "resnet50",
         stem: Stem = "deep",
-        output_stride: int = 8,
+        output_stride: OutputStride = 8,
         contract_dilation: bool = False,
         bins: tuple[int, ...] = (1, 2, 3, 6),
         pooling: Pooling = "avg",
@@ -120,28 +120,33 @@ class PSPNet(nn.Module):
         align_corners: bool = True,
         base_width: int = 64,
         dropout: float = 0.1,
-        backbone_weights: str | Path | None = None,
     ):
         super().__init__()
-        self.config = ModelConfig(
-            num_classes,
-            backbone,
-            stem,
-            output_stride,
-            contract_dilation,
-            tuple(bins),
-            pooling,
-            reduction,
-            use_ppm,
-            aux,
-            align_corners,
-            base_width,
-            dropout,
+        self.config = config = ModelConfig(
+            num_classes=num_classes,
+            backbone=backbone,
+            stem=stem,
+            output_stride=output_stride,
+            contract_dilation=contract_dilation,
+            bins=tuple(bins),
+            pooling=pooling,
+            reduction=reduction,
+            use_ppm=use_ppm,
+            aux=aux,
+            align_corners=align_corners,
+            base_width=base_width,
+            dropout=dropout,
         )
-        self.backbone = ResNet(backbone, stem, output_stride, contract_dilation, base_width)
+        self.backbone = ResNet(
+            config.backbone,
+            config.stem,
+            config.output_stride,
+            config.contract_dilation,
+            config.base_width,
+        )
         channels = self.backbone.out_channels
         self.ppm = (
-            PyramidPooling(channels, self.config.bins, pooling, reduction, align_corners)
+            PyramidPooling(channels, config.bins, pooling, reduction, align_corners)
             if use_ppm
             else nn.Identity()
         )
@@ -154,10 +159,6 @@ class PSPNet(nn.Module):
             else None
         )
         self._init_weights()
-        if backbone_weights is not None:
-            from pspnet.checkpoints import load_backbone_weights
-
-            load_backbone_weights(self.backbone, backbone_weights)
 
     def _init_weights(self) -> None:
         # He et al. (2015) normal init for every conv, BN as identity: what semseg, mmseg and
@@ -195,9 +196,3 @@ class PSPNet(nn.Module):
         backbone = list(self.backbone.parameters())
         ids = {id(p) for p in backbone}
         return {"backbone": backbone, "head": [p for p in self.parameters() if id(p) not in ids]}
-
-    def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-        """Write safetensors weights with this model's config in the file's metadata."""
-        from pspnet.checkpoints.native import save_model
-
-        save_model(self, path, metadata)

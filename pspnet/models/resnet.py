@@ -15,6 +15,7 @@ from torch import nn
 
 Stem = Literal["deep", "torchvision", "deep_narrow"]
 BackboneName = Literal["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+OutputStride = Literal[8, 16, 32]
 
 # (block kind, blocks per stage) for each depth, from He et al., 2016, table 1.
 DEPTHS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
@@ -89,7 +90,9 @@ def _downsample(inplanes: int, outplanes: int, stride: int) -> nn.Sequential | N
     )
 
 
-def stage_geometry(output_stride: int, contract_dilation: bool) -> list[tuple[int, int, int]]:
+def stage_geometry(
+    output_stride: OutputStride, contract_dilation: bool
+) -> list[tuple[int, int, int]]:
     """(stride, first-block dilation, dilation) of layer1..layer4 for an output stride.
 
     Stages past the output stride keep stride 1 and double the dilation instead, so layer3/4
@@ -141,7 +144,7 @@ class ResNet(nn.Module):
         self,
         depth: BackboneName = "resnet50",
         stem: Stem = "deep",
-        output_stride: int = 8,
+        output_stride: OutputStride = 8,
         contract_dilation: bool = False,
         base_width: int = 64,
     ):
@@ -166,6 +169,6 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.layer2(self.layer1(self.stem(x)))  # (N, C2, H/8, W/8)
-        c3 = self.layer3(x)  # (N, C3, H/os, W/os) with os = output_stride, at most 8
-        c4 = self.layer4(c3)
+        c3 = self.layer3(x)  # (N, C3, H/min(os, 16), W/min(os, 16)), os = output_stride
+        c4 = self.layer4(c3)  # (N, C4, H/os, W/os)
         return c3, c4

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 import pspnet
 from pspnet import CheckpointError, PSPNet
-from pspnet.checkpoints import read_checkpoint
+from pspnet.checkpoints import read_checkpoint, save_model
 
 
 @pytest.mark.parametrize(
@@ -33,7 +33,9 @@ from pspnet.checkpoints import read_checkpoint
 def test_save_then_load_is_bit_exact(options, trained, tmp_path):
     torch.manual_seed(0)
     model = trained(PSPNet(4, base_width=8, **options))
-    model.save(tmp_path / "model.safetensors", metadata={"classes": json.dumps(list("abcd"))})
+    save_model(
+        model, tmp_path / "model.safetensors", metadata={"classes": json.dumps(list("abcd"))}
+    )
     loaded = pspnet.load_model(tmp_path / "model.safetensors")
     assert loaded.config == model.config
     assert not loaded.training
@@ -79,7 +81,7 @@ def test_safetensors_without_config_is_refused(tmp_path):
 
 def test_native_weights_that_do_not_fit_are_refused(tmp_path):
     model = PSPNet(4, base_width=8)
-    model.save(tmp_path / "model.safetensors")
+    save_model(model, tmp_path / "model.safetensors")
     config, state, metadata = read_checkpoint(tmp_path / "model.safetensors")
     del state["head.classifier.bias"]
     save_file(state, tmp_path / "cut.safetensors", metadata=metadata)

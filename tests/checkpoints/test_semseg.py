@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 import pspnet
 from pspnet import CheckpointError, PSPNet
+from pspnet.checkpoints import build_model
+from pspnet.models import ModelConfig
 from pspnet.models.resnet import ResNet
 
 # Our key prefix -> semseg's, written from semseg's module layout: layer0 is
@@ -209,7 +211,7 @@ def test_imagenet_backbone_loads_into_deep_stem(trained, tmp_path):
     state = imagenet_state(trained(ResNet("resnet50", "deep", base_width=8)))
     assert state["conv1.weight"].shape == (8, 3, 3, 3) and state["conv3.weight"].shape[0] == 16
     torch.save(state, tmp_path / "resnet50_v2.pth")
-    model = PSPNet(3, stem="deep", base_width=8, backbone_weights=tmp_path / "resnet50_v2.pth")
+    model = build_model(ModelConfig(3, stem="deep", base_width=8), tmp_path / "resnet50_v2.pth")
     loaded = imagenet_state(model.backbone)
     assert loaded.keys() == state.keys()
     for key in loaded.keys() - {"fc.weight", "fc.bias"}:

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import pspnet
-from pspnet import CheckpointError, PSPNet
+from pspnet import CheckpointError
+from pspnet.checkpoints import build_model
+from pspnet.models import ModelConfig
 from pspnet.models.resnet import ResNet
 
 
@@ -25,8 +27,9 @@ def test_backbone_weights_load_exactly(depth, trained, tmp_path):
     state = torchvision_state(trained(ResNet(depth, "torchvision", base_width=8)))
     assert state["conv1.weight"].shape == (8, 3, 7, 7)
     torch.save(state, tmp_path / "resnet.pth")
-    model = PSPNet(3, backbone=depth, stem="torchvision", base_width=8,
-                   backbone_weights=tmp_path / "resnet.pth")  # fmt: skip
+    model = build_model(
+        ModelConfig(3, backbone=depth, stem="torchvision", base_width=8), tmp_path / "resnet.pth"
+    )
     loaded = torchvision_state(model.backbone)
     assert loaded.keys() == state.keys()
     for key in loaded.keys() - {"fc.weight", "fc.bias"}:
@@ -38,7 +41,7 @@ def test_file_without_num_batches_tracked_loads(trained, tmp_path):
     state = torchvision_state(trained(ResNet("resnet50", "torchvision", base_width=8)))
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     torch.save(state, tmp_path / "old.pth")
-    model = PSPNet(3, stem="torchvision", base_width=8, backbone_weights=tmp_path / "old.pth")
+    model = build_model(ModelConfig(3, stem="torchvision", base_width=8), tmp_path / "old.pth")
     counts = [v for k, v in model.backbone.state_dict().items() if "num_batches_tracked" in k]
     assert counts and all(v.item() == 0 for v in counts)
     assert torch.equal(model.backbone.stem[0].bn.running_var, state["bn1.running_var"])
@@ -49,9 +52,9 @@ def test_wrong_stem_or_width_is_refused(tmp_path):
         torchvision_state(ResNet("resnet50", "torchvision", base_width=8)), tmp_path / "r.pth"
     )
     with pytest.raises(CheckpointError, match=r"r\.pth.*stem\.0\.conv\.weight"):
-        PSPNet(3, stem="deep", base_width=8, backbone_weights=tmp_path / "r.pth")
+        build_model(ModelConfig(3, stem="deep", base_width=8), tmp_path / "r.pth")
     with pytest.raises(CheckpointError, match=r"mis-shaped.*layer1\.0\.conv1\.weight"):
-        PSPNet(3, stem="torchvision", base_width=4, backbone_weights=tmp_path / "r.pth")
+        build_model(ModelConfig(3, stem="torchvision", base_width=4), tmp_path / "r.pth")
 
 
 def test_unknown_key_is_named(tmp_path):
@@ -59,8 +62,10 @@ def test_unknown_key_is_named(tmp_path):
     state["avgpool.scale"] = torch.ones(1)
     torch.save(state, tmp_path / "r18.pth")
     with pytest.raises(CheckpointError, match=r"unknown keys: avgpool\.scale"):
-        PSPNet(3, backbone="resnet18", stem="torchvision", base_width=8,
-               backbone_weights=tmp_path / "r18.pth")  # fmt: skip
+        build_model(
+            ModelConfig(3, backbone="resnet18", stem="torchvision", base_width=8),
+            tmp_path / "r18.pth",
+        )
 
 
 def test_block_counts_of_no_depth_are_refused(tmp_path):
@@ -68,7 +73,7 @@ def test_block_counts_of_no_depth_are_refused(tmp_path):
     state = {k: v for k, v in state.items() if not k.startswith("layer3.5.")}
     torch.save(state, tmp_path / "r45.pth")
     with pytest.raises(CheckpointError, match=r"\(3, 4, 5, 3\) match no ResNet depth"):
-        PSPNet(3, stem="torchvision", base_width=8, backbone_weights=tmp_path / "r45.pth")
+        build_model(ModelConfig(3, stem="torchvision", base_width=8), tmp_path / "r45.pth")
 
 
 def test_imagenet_backbone_is_not_a_model(tmp_path):

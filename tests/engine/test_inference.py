@@ -8,13 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from pspnet.engine.inference import (
-    InferenceConfig,
-    predict_labels,
-    predict_probs,
-    scaled_size,
-    window_starts,
-)
+from pspnet.config import InferenceConfig
+from pspnet.engine.inference import predict_labels, predict_probs, scaled_size, window_starts
 from pspnet.models import PSPNet
 
 # ---- reference: semseg's tool/test.py, rewritten in plain loops, numpy float64 and cv2 ----

@@ -14,11 +14,12 @@ pytest.importorskip("onnxruntime")
 
 from onnx import numpy_helper  # noqa: E402
 
-from pspnet.engine.inference import InferenceConfig, predict_probs  # noqa: E402
+from pspnet.config import InferenceConfig  # noqa: E402
+from pspnet.engine.inference import predict_probs  # noqa: E402
 from pspnet.errors import CheckpointError  # noqa: E402
-from pspnet.export import ExactAdaptivePool2d, OnnxRunner, export_onnx, exportable_copy  # noqa: E402
-from pspnet.fast.optimize import exact_rewrite  # noqa: E402
+from pspnet.export import ExactAdaptivePool2d, OnnxRuntimeModel, export_onnx, exportable_copy  # noqa: E402
 from pspnet.models import PSPNet  # noqa: E402
+from pspnet.optimized.optimize import exact_rewrite  # noqa: E402
 
 NUM_CLASSES = 5
 EXAMPLE_SIZE = (40, 40)
@@ -67,7 +68,7 @@ class Exported:
     model: PSPNet
     path: Path
     graph: "onnx.ModelProto"
-    runner: OnnxRunner
+    runner: OnnxRuntimeModel
     state_kept: bool
     mode_kept: bool
     modules_kept: bool
@@ -89,7 +90,7 @@ def exported(request, tmp_path_factory) -> Exported:
     modules_kept = [type(m) for m in model.modules()] == modules_before
     mode_kept = model.training
     # One thread: a spinning thread pool crawls on a CPU shared with other test runs.
-    runner = OnnxRunner(path, threads=1)
+    runner = OnnxRuntimeModel(path, threads=1)
     return Exported(
         model.eval(), path, onnx.load(path), runner, state_kept, mode_kept, modules_kept
     )
@@ -169,7 +170,7 @@ def test_runner_carries_config_and_acts_as_eval_model(exported):
     assert next(runner.parameters()).device == torch.device("cpu")
     with pytest.raises(ValueError, match="eval forward only"):
         runner.train()
-    options = OnnxRunner(exported.path).session.get_session_options()
+    options = OnnxRuntimeModel(exported.path).session.get_session_options()
     assert options.intra_op_num_threads == torch.get_num_threads()
 
 
@@ -227,9 +228,9 @@ def test_runner_rejects_a_foreign_onnx_file(tmp_path):
     path = tmp_path / "identity.onnx"
     onnx.save(onnx.helper.make_model(graph), path)
     with pytest.raises(CheckpointError, match="not a PSPNet export"):
-        OnnxRunner(path)
+        OnnxRuntimeModel(path)
     with pytest.raises(CheckpointError, match="no such file"):
-        OnnxRunner(tmp_path / "missing.onnx")
+        OnnxRuntimeModel(tmp_path / "missing.onnx")
 
 
 @pytest.mark.parametrize("align_corners", [True, False])

@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from pspnet.engine.inference import InferenceConfig, predict_probs
-from pspnet.fast.optimize import choose_backend, optimize
+from pspnet.config import InferenceConfig
+from pspnet.engine.inference import predict_probs
 from pspnet.models import PSPNet
+from pspnet.optimized.int8 import quantize_int8
+from pspnet.optimized.optimize import choose_backend, optimize
 
-# The module, not the function of the same name that pspnet.fast exports.
-optimize_module = importlib.import_module("pspnet.fast.optimize")
+# The module, not the function of the same name that pspnet.optimized exports.
+optimize_module = importlib.import_module("pspnet.optimized.optimize")
 
 
 @pytest.fixture
@@ -144,10 +146,10 @@ def test_int8_calibration_reads_every_image(model, tmp_path):
     source = export_onnx(optimize_module.exact_rewrite(model, True), tmp_path / "model.onnx")
     calibration = [torch.randn(1, 3, 32, 32) for _ in range(5)] + [8 * torch.randn(1, 3, 32, 32)]
     every = quantization_parameters(
-        optimize_module.quantize_int8(source, tmp_path / "all.onnx", calibration)
+        quantize_int8(source, tmp_path / "all.onnx", calibration)
     )
     first_five = quantization_parameters(
-        optimize_module.quantize_int8(source, tmp_path / "five.onnx", calibration[:5])
+        quantize_int8(source, tmp_path / "five.onnx", calibration[:5])
     )
     assert every.keys() == first_five.keys() and len(every) > 10
     assert any(not np.array_equal(every[k], first_five[k]) for k in every)

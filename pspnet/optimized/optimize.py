@@ -15,15 +15,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 
 from pspnet.errors import ConfigError
-from pspnet.fast.bf16 import BF16_FP32_STAGES, bf16_model
-from pspnet.fast.factorized import factorize_head
-from pspnet.fast.fold import fold_batchnorm
 from pspnet.models.pspnet import PSPNet
+from pspnet.optimized.bf16 import BF16_FP32_STAGES, bf16_model
+from pspnet.optimized.factorized import factorize_head
+from pspnet.optimized.fold import fold_batchnorm
 
 Precision = Literal["auto", "fp32", "bf16", "int8"]
 Backend = Literal["auto", "eager", "compile", "onnx"]
@@ -63,7 +62,7 @@ def choose_backend(precision: Precision, backend: Backend) -> tuple[str, str]:
     return precision, backend
 
 
-class InferenceModel(nn.Module):
+class OptimizedModel(nn.Module):
     """An optimised network called like the eval model: images (N, 3, H, W) -> logits.
 
     Carries ``config`` and ``metadata`` of the original so every consumer of a model works.
@@ -85,7 +84,7 @@ class InferenceModel(nn.Module):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.inner(images)  # fp32 logits on every path (bf16 keeps its classifier fp32)
 
-    def train(self, mode: bool = True) -> InferenceModel:
+    def train(self, mode: bool = True) -> OptimizedModel:
         if mode:
             raise ValueError("an optimised model is for inference only")
         return super().train(False)
@@ -117,12 +116,12 @@ def optimize(
     calibration: Iterable[torch.Tensor] | None = None,
     work_dir: str | Path | None = None,
     fp32_stages: Iterable[str] = BF16_FP32_STAGES,
-) -> InferenceModel:
+) -> OptimizedModel:
     """The fastest path for ``model`` at the asked precision, called like the eval model.
 
     Args:
         model: a PSPNet (CPU).
-        precision: "fp32" (exact), "bf16" (see :func:`pspnet.fast.bf16.bf16_model`; warns
+        precision: "fp32" (exact), "bf16" (see :func:`pspnet.optimized.bf16.bf16_model`; warns
             where the CPU lacks native bf16), "int8" (ONNX Runtime static quantisation, needs
             ``calibration``) or "auto" (fp32).
         backend: "eager", "compile" (torch.compile with inductor), "onnx" (ONNX Runtime) or
@@ -149,7 +148,7 @@ def optimize(
         )
     model = model.cpu().eval()
     if backend == "onnx":
-        return InferenceModel(
+        return OptimizedModel(
             _onnx_runner(model, precision, calibration, work_dir), model, precision, backend, False
         )
     rewritten = exact_rewrite(model)
@@ -163,7 +162,7 @@ def optimize(
         rewritten = torch.compile(rewritten, dynamic=True)
     elif backend != "eager":
         raise ConfigError(f"backend must be auto, eager, compile or onnx, got {backend!r}")
-    return InferenceModel(rewritten, model, precision, backend, True)
+    return OptimizedModel(rewritten, model, precision, backend, True)
 
 
 def _onnx_runner(
@@ -172,7 +171,8 @@ def _onnx_runner(
     calibration: Iterable[torch.Tensor] | None,
     work_dir: str | Path | None,
 ) -> nn.Module:
-    from pspnet.export.onnx import OnnxRunner, export_onnx
+    from pspnet.export.onnx import OnnxRuntimeModel, export_onnx
+    from pspnet.optimized.int8 import quantize_int8
 
     folder = Path(work_dir or tempfile.mkdtemp(prefix="pspnet-onnx-"))
     path = export_onnx(exact_rewrite(model, exportable=True), folder / "model.onnx")
@@ -180,53 +180,4 @@ def _onnx_runner(
         if calibration is None:
             raise ConfigError("int8 needs calibration images (a few hundred training crops)")
         path = quantize_int8(path, folder / "model.int8.onnx", calibration)
-    return OnnxRunner(path)
-
-
-def quantize_int8(source: Path, destination: Path, calibration: Iterable[torch.Tensor]) -> Path:
-    """ONNX Runtime static int8 quantisation (QDQ, per-channel weights) from calibration images.
-
-    Weights use 7 of their 8 bits (``reduce_range``): x86 CPUs without VNNI multiply uint8
-    activations by int8 weights with a saturating 16-bit sum, which full-range weights overflow.
-    On CamVid val that overflow cost 1.72 mIoU; 7-bit weights cost about 0.5 at the same speed
-    (uint8 weights instead cost 0.43 but ran 1.3x slower here).
-
-    Args:
-        source: fp32 ONNX model from ``export_onnx``.
-        destination: output path.
-        calibration: normalised image batches (N, 3, H, W), e.g. training crops.
-    """
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    batches = list(calibration)
-    if not batches:
-        raise ConfigError("int8 calibration needs at least one image")
-    quantize_static(
-        str(source),
-        str(destination),
-        _Calibration(batches),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        reduce_range=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-    # Keep the model config and class names that OnnxRunner reads from the metadata.
-    import onnx
-
-    quantized = onnx.load(str(destination))
-    properties = {p.key: p.value for p in onnx.load(str(source)).metadata_props}
-    onnx.helper.set_model_props(quantized, properties)
-    onnx.save(quantized, str(destination))
-    return destination
-
-
-class _Calibration:
-    """The calibration batches, one per ``get_next`` call, as ONNX Runtime reads them."""
-
-    def __init__(self, batches: list[torch.Tensor]):
-        self.batches = iter(batches)
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self.batches, None)
-        return None if batch is None else {"images": batch.numpy().astype(np.float32)}
+    return OnnxRuntimeModel(path)

@@ -2,7 +2,7 @@
 
 Autocast would cast every weight on every call (inference weights do not require grad, so
 its cast cache never applies) and round the logits to bf16. Here the early backbone stages,
-the factorised head's pyramid sums (see :mod:`pspnet.fast.factorized`) and the classifier
+the factorised head's pyramid sums (see :mod:`pspnet.optimized.factorized`) and the classifier
 stay fp32; everything else runs in bf16.
 """
 

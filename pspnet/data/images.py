@@ -1,0 +1,160 @@
+"""Reading images people hand us: files, folders, globs, arrays and PIL images, all checked.
+
+Every decoder here refuses an image whose header declares more than :func:`max_pixels`
+pixels before decoding it (a 100000 x 100000 PNG is a few kilobytes on disk and 30 GB in
+memory), and every problem is a :class:`DatasetError` naming the file.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from pspnet.errors import DatasetError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+# The largest image decoded, in pixels; PSPNET_MAX_IMAGE_PIXELS overrides it. 100 megapixels
+# is 50 Cityscapes frames and about 0.3 GB as RGB, 1.2 GB as the network's float input.
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_VARIABLE = "PSPNET_MAX_IMAGE_PIXELS"
+
+ImageInput = str | Path | np.ndarray | Image.Image
+
+
+def max_pixels() -> int:
+    """The pixel limit: ``$PSPNET_MAX_IMAGE_PIXELS`` when set, else :data:`DEFAULT_MAX_PIXELS`."""
+    text = os.environ.get(MAX_PIXELS_VARIABLE)
+    if text is None:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DatasetError(f"{MAX_PIXELS_VARIABLE}={text!r}: expected a positive pixel count")
+    return value
+
+
+def check_pixels(height: int, width: int, source: str) -> None:
+    """Raise if an image of ``height`` x ``width`` is over :func:`max_pixels`."""
+    limit = max_pixels()
+    if height * width > limit:
+        raise DatasetError(
+            f"{source}: image is {width}x{height} ({height * width:,} pixels), over the limit "
+            f"of {limit:,}; downscale it, or raise {MAX_PIXELS_VARIABLE}"
+        )
+
+
+def read_bytes(path: Path, what: str) -> np.ndarray:
+    """The whole file as uint8 bytes; ``what`` ("image", "label") names it in errors."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except FileNotFoundError as err:
+        raise DatasetError(f"{path}: missing {what} file") from err
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read {what} file ({err.strerror or err})") from err
+    if data.size == 0:
+        raise DatasetError(f"{path}: empty {what} file")
+    return data
+
+
+def decode(data: np.ndarray, flags: int, path: Path, what: str) -> np.ndarray:
+    """OpenCV's decoding of ``data``, the header's size checked against the limit first."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data.tobytes())) as header:  # reads the header only
+                width, height = header.size
+        check_pixels(height, width, str(path))
+    except Image.DecompressionBombError as err:
+        raise DatasetError(f"{path}: {what} is too large to decode ({err})") from err
+    except (UnidentifiedImageError, OSError, ValueError):
+        pass  # a format PIL does not know: OpenCV's own limit and checks apply
+    try:
+        image = cv2.imdecode(data, flags)
+    except cv2.error as err:
+        raise DatasetError(f"{path}: {what} cannot be decoded ({err.err})") from err
+    if image is None:
+        raise DatasetError(f"{path}: {what} cannot be decoded (truncated or not an image)")
+    return image
+
+
+def read_image(path: str | Path, exif_orientation: bool = False) -> np.ndarray:
+    """An image file as (H, W, 3) uint8 RGB.
+
+    Grey images are repeated to three channels, alpha is dropped and 16-bit images are
+    reduced to 8 bits (OpenCV's colour decoding).
+
+    Args:
+        path: the image file.
+        exif_orientation: turn the image upright by its EXIF orientation. Off for datasets:
+            labels are read unchanged, so their images must not be turned either.
+    """
+    path = Path(path)
+    flags = cv2.IMREAD_COLOR | (0 if exif_orientation else cv2.IMREAD_IGNORE_ORIENTATION)
+    image = decode(read_bytes(path, "image"), flags, path, "image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def to_rgb(image: ImageInput) -> np.ndarray:
+    """Any supported image as (H, W, 3) uint8 RGB.
+
+    Paths are decoded with their EXIF orientation applied; grey, RGBA and 16-bit images are
+    converted; float arrays in [0, 1] are scaled to 0..255. Unreadable, truncated, empty,
+    oversized or non-finite images raise :class:`DatasetError` naming the file or the array.
+    """
+    if isinstance(image, (str, Path)):
+        return read_image(image, exif_orientation=True)
+    if isinstance(image, Image.Image):
+        check_pixels(image.height, image.width, "PIL image")
+        image = np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise DatasetError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise DatasetError(f"image array is empty: shape {array.shape}")
+    check_pixels(array.shape[0], array.shape[1], "image array")
+    if array.dtype.kind not in "uifb":
+        raise DatasetError(f"image array has dtype {array.dtype}; expected numbers")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise DatasetError("image array holds NaN or infinite values")
+    array = np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array[..., :3]
+    if array.dtype == np.uint16:
+        array = (array // 257).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        if array.dtype.kind == "f" and array.max() <= 1.0:
+            array = array * 255.0
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files, folders (their images, recursively) and glob patterns, in order, once each.
+
+    Raises:
+        DatasetError: an input that is no file or folder and matches nothing, naming it.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.exists():
+            found.append(path)
+        else:
+            matches = sorted(Path(p) for p in glob.glob(str(item), recursive=True))
+            if not matches:
+                raise DatasetError(f"{item}: no such file, folder or matching glob")
+            found += [p for p in matches if p.is_file()]
+    return list(dict.fromkeys(found))
