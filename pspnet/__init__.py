@@ -1,7 +1,14 @@
 """PSPNet, the Pyramid Scene Parsing Network (Zhao et al., CVPR 2017), for PyTorch."""
 
 from pspnet.checkpoints import build_model, load_model, save_model
-from pspnet.errors import CheckpointError, ConfigError, DatasetError, PSPNetError
+from pspnet.errors import (
+    CheckpointError,
+    ConfigError,
+    DatasetError,
+    OutputError,
+    PSPNetError,
+    TrainingError,
+)
 from pspnet.models import ModelConfig, PSPNet
 from pspnet.segmenter import Segmenter
 
@@ -12,9 +19,11 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "ModelConfig",
+    "OutputError",
     "PSPNet",
     "PSPNetError",
     "Segmenter",
+    "TrainingError",
     "build_model",
     "load_model",
     "save_model",

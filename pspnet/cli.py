@@ -6,14 +6,23 @@ Only this module prints, and under torchrun only rank 0 does.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
 import json
+import math
 import os
+import re
 import sys
+import typing
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pspnet.errors import ConfigError, DatasetError, PSPNetError
+from pspnet.config import InferenceConfig
+from pspnet.engine.metrics import AbsentPolicy
+from pspnet.errors import ConfigError, PSPNetError
+from pspnet.models.resnet import BackboneName, OutputStride, Stem
+from pspnet.optimized.optimize import Backend, Precision
 
 
 def _is_main_rank() -> bool:
@@ -25,16 +34,51 @@ def _say(*parts: object) -> None:
         print(*parts)
 
 
+class ProgressBar:
+    """A tqdm bar that appears at its first update, on rank 0 only.
+
+    A command that fails while it sets up (a missing folder, a bad option) thus prints its
+    error on a clean line instead of after an empty bar.
+    """
+
+    def __init__(self, **options):
+        self.options, self.bar = options, None
+
+    def update_to(self, done: int, total: int | None = None) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(disable=not _is_main_rank(), dynamic_ncols=True, **self.options)
+        if total is not None:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def set_postfix(self, values: dict[str, str]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(values, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 # --- info -------------------------------------------------------------------------------------
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from pspnet.config import build
     from pspnet.engine.summary import summarize
     from pspnet.models.pspnet import ModelConfig
 
-    config = ModelConfig(
-        args.num_classes, args.backbone, args.stem, args.output_stride, use_ppm=not args.no_ppm
-    )
+    options = {
+        "num_classes": args.num_classes,
+        "backbone": args.backbone,
+        "stem": args.stem,
+        "output_stride": args.output_stride,
+        "use_ppm": not args.no_ppm,
+    }
+    config = build(ModelConfig, options, "pspnet info")
     rows = summarize(config, args.size, args.size)
     _say(f"PSPNet {args.backbone}, {args.num_classes} classes, input {args.size}x{args.size}")
     _say(f"{'part':<18}{'parameters':>14}{'GFLOPs':>10}")
@@ -72,19 +116,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from pspnet.data.datasets import check_dataset
     from pspnet.data.presets import get_preset
 
     preset = get_preset(args.dataset, args.num_classes, args.names_file)
-    with tqdm(desc=f"checking {args.split}", unit="pair", disable=not _is_main_rank()) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        report = check_dataset(args.root, preset, args.split, args.list_file, progress)
+    bar = ProgressBar(desc=f"checking {args.split}", unit="pair")
+    report = check_dataset(args.root, preset, args.split, args.list_file, bar.update_to)
+    bar.close()
     _say(report.to_text(preset.class_names))
     return 1 if report.problems else 0
 
@@ -100,33 +138,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_train_config(args.config, args.set)
     main = _is_main_rank()
-    bar = tqdm(total=config.iterations, unit="it", disable=not main, dynamic_ncols=True)
-    val_bar = None
+    bar = ProgressBar(unit="it")
+    val_bar = ProgressBar(desc="validating", leave=False)
 
     def on_event(event: dict) -> None:
-        nonlocal val_bar
         kind = event["kind"]
         if kind == "start":
-            bar.n = event["iteration"]
-            bar.refresh()
+            bar.update_to(event["iteration"], config.iterations)
             if event["iteration"] and main:
                 tqdm.write(f"resuming {args.out} at iteration {event['iteration']}")
         elif kind == "step":
-            bar.update(event["iteration"] - bar.n)
+            bar.update_to(event["iteration"])
             info = {"loss": f"{event['loss']:.3f}", "lr": f"{event['lr']:.2e}"}
             if "images_per_s" in event:
                 info["img/s"] = f"{event['images_per_s']:.1f}"
-            bar.set_postfix(info, refresh=False)
+            bar.set_postfix(info)
         elif kind == "val_progress":
-            if val_bar is None:
-                val_bar = tqdm(
-                    total=event["total"], desc="validating", leave=False, disable=not main
-                )
-            val_bar.update(event["done"] - val_bar.n)
+            val_bar.update_to(event["done"], event["total"])
         elif kind == "val":
-            if val_bar is not None:
-                val_bar.close()
-                val_bar = None
+            val_bar.close()
             m = event["metrics"]
             if main:
                 tqdm.write(
@@ -148,20 +178,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _inference_options(args: argparse.Namespace) -> dict:
     """The InferenceConfig fields given on the command line (others keep their defaults)."""
-    options = {
-        "mode": args.mode,
-        "crop_size": tuple(args.crop) if args.crop else None,
-        "stride_rate": args.stride_rate,
-        "scales": tuple(args.scales) if args.scales else None,
-        "base_size": args.base_size,
-        "flip": args.flip,
-        "window_batch": args.window_batch,
-    }
-    return {k: v for k, v in options.items() if v is not None}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(InferenceConfig)}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
 
 
 def _segmenter(args: argparse.Namespace):
     """The checkpoint as a Segmenter with the command line's inference and fast-path options."""
+    from pspnet.data.images import expand_inputs
     from pspnet.segmenter import Segmenter
 
     calibration = None
@@ -188,19 +211,15 @@ def _segmenter(args: argparse.Namespace):
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
 
     from pspnet.data.presets import get_preset
     from pspnet.engine.evaluate import evaluate, score_predictions
+    from pspnet.files import make_folder
     from pspnet.visualize import confusion_heatmap
 
     preset = get_preset(args.dataset, args.num_classes, args.names_file)
-    bar = tqdm(desc="evaluating", unit="image", disable=not _is_main_rank())
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
+    bar = ProgressBar(desc="evaluating", unit="image")
+    progress = bar.update_to
     if args.pred_dir is not None:
         if args.gt_dir is None:
             raise ConfigError("--pred-dir needs --gt-dir (the ground-truth label folder)")
@@ -215,7 +234,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = metrics.to_markdown(list(preset.class_names))
     _say(f"{source}, {preset.name} {args.split}:\n{report}")
     if args.out is not None and _is_main_rank():
-        args.out.mkdir(parents=True, exist_ok=True)
+        make_folder(args.out)
         (args.out / "metrics.json").write_text(json.dumps(metrics.to_dict(), indent=2))
         (args.out / "metrics.md").write_text(f"# {source}, {preset.name} {args.split}\n\n{report}")
         metrics.save_csv(args.out / "confusion.csv", list(preset.class_names))
@@ -254,29 +273,10 @@ def _evaluate_checkpoint(args, preset, evaluate, progress):
 # --- predict ----------------------------------------------------------------------------------
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Files, folders (their images, recursively) and glob patterns, in order, once each."""
-    import glob
-
-    suffixes = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-    found: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in suffixes)
-        elif path.exists():
-            found.append(path)
-        else:
-            matches = sorted(Path(p) for p in glob.glob(item, recursive=True))
-            if not matches:
-                raise DatasetError(f"{item}: no such file, folder or matching glob")
-            found += [p for p in matches if p.is_file()]
-    return list(dict.fromkeys(found))
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from pspnet.data.images import expand_inputs
     from pspnet.predict import predict_files
 
     files = expand_inputs(args.inputs)
@@ -342,7 +342,64 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- parser -----------------------------------------------------------------------------------
+# --- argument types -------------------------------------------------------------------------
+
+
+def _number(kind: Callable[[str], float], test: Callable[[float], bool], accepted: str):
+    """An argparse type: ``kind(text)`` that passes ``test``, else a message naming the range."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and test(value)):
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}")
+        return value
+
+    parse.__name__ = accepted  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
+non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a number > 0")
+unit_fraction = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a device this machine has (cpu, cuda, cuda:N)."""
+    from pspnet.engine.devices import resolve_device
+
+    try:
+        resolve_device(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    return text
+
+
+def choices(literal: object) -> list:
+    """The values of a ``Literal[...]`` type, so the CLI offers exactly what the library takes."""
+    return list(typing.get_args(literal))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's text from a dataclass's Google-style ``Attributes:`` section."""
+    docs: dict[str, str] = {}
+    section = inspect.cleandoc(cls.__doc__ or "").partition("Attributes:")[2]
+    name = None
+    for line in section.splitlines():
+        match = re.match(r"\s{4}(\w+): (.*)", line)
+        if match and match.group(1) in {f.name for f in dataclasses.fields(cls)}:
+            name, docs[match.group(1)] = match.group(1), match.group(2).strip()
+        elif name and line.startswith(" " * 8):
+            docs[name] += " " + line.strip()
+        elif line.strip():
+            name = None
+    return docs
+
+
+# --- parser ---------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,15 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = commands.add_parser("info", help="parameters and FLOPs per part of the network")
-    info.add_argument(
-        "--backbone",
-        default="resnet50",
-        choices=["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
-    )
-    info.add_argument("--num-classes", type=int, default=150)
-    info.add_argument("--size", type=int, default=473, help="square input size")
-    info.add_argument("--stem", default="deep", choices=["deep", "torchvision", "deep_narrow"])
-    info.add_argument("--output-stride", type=int, default=8, choices=[8, 16, 32])
+    info.add_argument("--backbone", default="resnet50", choices=choices(BackboneName))
+    info.add_argument("--num-classes", type=positive_int, default=150)
+    info.add_argument("--size", type=positive_int, default=473, help="square input size")
+    info.add_argument("--stem", default="deep", choices=choices(Stem))
+    info.add_argument("--output-stride", type=int, default=8, choices=choices(OutputStride))
     info.add_argument("--no-ppm", action="store_true", help="the FCN baseline")
     info.set_defaults(run=cmd_info)
 
@@ -390,11 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override config fields, e.g. optim.lr=0.02 data.crop_size=[321,321]",
     )
-    train.add_argument("--out", type=Path, required=True, help="run folder")
     train.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out (the default when it holds last.pt)",
+        "--out", type=Path, required=True, help="run folder; a run it holds (last.pt) resumes"
     )
     train.add_argument("--no-resume", action="store_true", help="start over, ignoring last.pt")
     train.set_defaults(run=cmd_train)
@@ -411,11 +461,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--absent",
         default="exclude",
-        choices=["exclude", "zero"],
+        choices=choices(AbsentPolicy),
         help="classes absent from ground truth and prediction: left out of the means "
         "(default) or counted as 0 like the official code",
     )
-    evaluate.add_argument("--limit", type=int, default=0, help="evaluate the first N images only")
+    evaluate.add_argument(
+        "--limit", type=non_negative_int, default=0, help="evaluate the first N images only"
+    )
     evaluate.add_argument("--out", type=Path, help="write metrics.json/.md, confusion.csv/.png")
     _add_inference_options(evaluate)
     evaluate.set_defaults(run=cmd_eval)
@@ -433,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="ONNX with dynamic batch, height and width")
     export.add_argument("checkpoint", type=Path)
     export.add_argument("out", type=Path, help="e.g. model.onnx")
-    export.add_argument("--size", type=int, default=473, help="example size traced")
+    export.add_argument("--size", type=positive_int, default=473, help="example size traced")
     export.add_argument(
         "--no-optimize",
         dest="optimize",
@@ -446,41 +498,56 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="train PSPNet and its FCN baseline on built-in synthetic scenes (no download)"
     )
     demo.add_argument("--out", type=Path, default=Path("demo_out"))
-    demo.add_argument("--iterations", type=int, default=600, help="per network")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--iterations", type=positive_int, default=600, help="per network")
+    demo.add_argument("--seed", type=non_negative_int, default=0)
     demo.set_defaults(run=cmd_demo)
     return parser
 
 
+# Flags whose name is shorter than their InferenceConfig field's, and their value names.
+_INFERENCE_FLAGS = {"crop_size": ("--crop", ("H", "W"))}
+_INFERENCE_TYPES = {"stride_rate": unit_fraction, "scales": positive_float}
+
+
 def _add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """One option per InferenceConfig field; help from its docstring, choices from its type."""
+    docs, hints = field_docs(InferenceConfig), typing.get_type_hints(InferenceConfig)
+    for field in dataclasses.fields(InferenceConfig):
+        flag, metavar = _INFERENCE_FLAGS.get(
+            field.name, ("--" + field.name.replace("_", "-"), None)
+        )
+        options: dict = {
+            "dest": field.name,
+            "help": f"{docs[field.name]} (default: as "
+            "validated in training, else %s)" % _default_text(field),
+        }
+        hint = hints[field.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is typing.Literal:
+            options["choices"] = list(args)
+        elif hint is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            item = args[0] if args else hint
+            options["type"] = _INFERENCE_TYPES.get(
+                field.name, positive_int if item is int else positive_float
+            )
+            if typing.get_origin(hint) is tuple:
+                options["nargs"] = "+" if Ellipsis in args else len(args)
+            options["metavar"] = metavar
+        parser.add_argument(flag, default=None, **options)
     parser.add_argument(
-        "--mode",
-        choices=["whole", "slide"],
-        help="whole image or sliding windows (default: as validated in training)",
+        "--device", default="cpu", type=device_name, help="cpu, cuda or cuda:N (default cpu)"
     )
-    parser.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="window size")
-    parser.add_argument("--stride-rate", type=float, help="window stride / crop (default 2/3)")
-    parser.add_argument(
-        "--scales", type=float, nargs="+", help="multi-scale test, e.g. 0.5 0.75 1.0 1.25 1.5 1.75"
-    )
-    parser.add_argument("--base-size", type=int, help="long side that scale 1.0 maps to")
-    parser.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="average with the mirrored image",
-    )
-    parser.add_argument("--window-batch", type=int, help="windows per forward pass")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument(
         "--precision",
-        choices=["auto", "fp32", "bf16", "int8"],
+        choices=choices(Precision),
         help="CPU fast path (BN folding, factorised head): fp32 is exact; bf16 only where the "
         "CPU has it natively; default: the plain eager model",
     )
     parser.add_argument(
         "--backend",
-        choices=["auto", "eager", "compile", "onnx"],
+        choices=choices(Backend),
         help="runtime of the fast path: auto picks the fastest measured on this kind of CPU",
     )
     parser.add_argument(
@@ -492,17 +559,24 @@ def _add_inference_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--calibration-count",
-        type=int,
+        type=positive_int,
         default=200,
         help="at most this many --calibration images, spread evenly (default 200)",
     )
+
+
+def _default_text(field: dataclasses.Field) -> str:
+    value = field.default
+    if isinstance(value, tuple):
+        return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset", default="camvid", help="preset: ade20k, voc, cityscapes, camvid or custom"
     )
-    parser.add_argument("--num-classes", type=int, help="class count of a custom dataset")
+    parser.add_argument("--num-classes", type=positive_int, help="class count of a custom dataset")
     parser.add_argument("--names-file", type=Path, help="class names of a custom dataset")
 
 
@@ -514,8 +588,19 @@ def _last_line(message: str) -> str:
     return last.split(": ", 1)[1] if last.startswith("pspnet.errors.") else last
 
 
+def _file_error(err: OSError) -> str:
+    """An operating-system error as ``PATH: reason``, the way a user reads it."""
+    reason = err.strerror or str(err)
+    return f"{err.filename}: {reason}" if err.filename else reason
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``pspnet`` command line; returns the exit status."""
+    """Run the ``pspnet`` command line; returns the exit status.
+
+    Every error the library raises on purpose (:class:`PSPNetError`), and every file the
+    system refuses to read or write, is one line ``pspnet CMD: error: ...`` with status 2,
+    like argparse's own usage errors.
+    """
     args = build_parser().parse_args(argv)
     show_warning = warnings.showwarning
     warnings.showwarning = lambda message, *_, **__: print(
@@ -525,6 +610,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except PSPNetError as err:
         print(f"pspnet {args.command}: error: {_last_line(str(err))}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"pspnet {args.command}: error: {_file_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

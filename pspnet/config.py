@@ -8,6 +8,8 @@ loss = main + 0.4 x aux, ignore label 255, the full augmentation.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -56,6 +58,31 @@ class DataConfig:
     flip: bool = True
     workers: int = 2
 
+    def __post_init__(self) -> None:
+        if self.num_classes is not None:
+            _integer(self, "num_classes", 1)
+        _require(
+            _is_pair(self.crop_size) and all(_is_int(v) and v >= 1 for v in self.crop_size),
+            "crop_size",
+            "two integers >= 1 (height, width)",
+            self.crop_size,
+        )
+        if self.scale is not None:
+            _require(
+                _is_range(self.scale) and self.scale[0] > 0,
+                "scale",
+                "two finite numbers with 0 < low <= high, or null",
+                self.scale,
+            )
+        if self.rotate is not None:
+            _require(
+                _is_range(self.rotate),
+                "rotate",
+                "two finite numbers (degrees) with low <= high, or null",
+                self.rotate,
+            )
+        _integer(self, "workers", 0)
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -74,6 +101,13 @@ class OptimConfig:
     weight_decay: float = 1e-4
     power: float = 0.9
     head_lr_mult: float = 10.0
+
+    def __post_init__(self) -> None:
+        _number(self, "lr", 0, low_inclusive=False)
+        _number(self, "momentum", 0, 1)
+        _number(self, "weight_decay", 0)
+        _number(self, "power", 0, low_inclusive=False)
+        _number(self, "head_lr_mult", 0, low_inclusive=False)
 
 
 @dataclass(frozen=True)
@@ -106,17 +140,17 @@ class InferenceConfig:
         object.__setattr__(self, "crop_size", tuple(int(v) for v in self.crop_size))
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
         if self.mode not in ("whole", "slide"):
-            raise ValueError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
+            raise ConfigError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
         if len(self.crop_size) != 2 or min(self.crop_size) < 1:
-            raise ValueError(f"crop_size must be two positive sizes, got {self.crop_size}")
+            raise ConfigError(f"crop_size must be two positive sizes, got {self.crop_size}")
         if not 0 < self.stride_rate <= 1:
-            raise ValueError(f"stride_rate must be in (0, 1], got {self.stride_rate}")
+            raise ConfigError(f"stride_rate must be in (0, 1], got {self.stride_rate}")
         if not self.scales or min(self.scales) <= 0:
-            raise ValueError(f"scales must be positive and not empty, got {self.scales}")
+            raise ConfigError(f"scales must be positive and not empty, got {self.scales}")
         if self.base_size is not None and self.base_size < 1:
-            raise ValueError(f"base_size must be positive or None, got {self.base_size}")
+            raise ConfigError(f"base_size must be positive or None, got {self.base_size}")
         if self.window_batch < 1:
-            raise ValueError(f"window_batch must be at least 1, got {self.window_batch}")
+            raise ConfigError(f"window_batch must be at least 1, got {self.window_batch}")
 
 
 @dataclass(frozen=True)
@@ -161,11 +195,71 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     val_limit: int = 0
 
+    def __post_init__(self) -> None:
+        _integer(self, "iterations", 1)
+        _integer(self, "batch_size", 1)
+        _number(self, "aux_weight", 0)
+        _integer(self, "ignore_index", 0, 255)  # labels are 8-bit images
+        _integer(self, "val_every", 0)  # 0: validate only at the end
+        _integer(self, "checkpoint_every", 1)  # train() takes iteration % checkpoint_every
+        _integer(self, "log_every", 1)  # and iteration % log_every
+        _integer(self, "seed", 0, 2**32 - 1)  # the sampler multiplies it into a 64-bit seed
+        _integer(self, "val_limit", 0)  # 0: every validation image
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
+
+
+def _require(ok: bool, name: str, requirement: str, value: Any) -> None:
+    """Raise ``ConfigError("NAME must be REQUIREMENT, got VALUE")`` unless ``ok``.
+
+    The message starts with the field's name, so that :func:`build` can prefix the section
+    it belongs to: ``data.crop_size must be ...``.
+    """
+    if not ok:
+        raise ConfigError(f"{name} must be {requirement}, got {value!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2
+
+
+def _is_range(value: Any) -> bool:
+    """Whether ``value`` is (low, high), two finite numbers with low <= high."""
+    return _is_pair(value) and all(map(_is_finite, value)) and value[0] <= value[1]
+
+
+def _integer(config: Any, name: str, low: int, high: int | None = None) -> None:
+    """Require ``config.<name>`` to be an int in ``low..high`` (no upper bound when None)."""
+    value = getattr(config, name)
+    ok = _is_int(value) and value >= low and (high is None or value <= high)
+    _require(
+        ok, name, f"an integer >= {low}" if high is None else f"an integer in {low}..{high}", value
+    )
+
+
+def _number(
+    config: Any, name: str, low: float, high: float = math.inf, *, low_inclusive: bool = True
+) -> None:
+    """Require ``config.<name>`` to be a finite number in ``[low, high]`` (``(low, high]``)."""
+    value = getattr(config, name)
+    ok = _is_finite(value) and (value >= low if low_inclusive else value > low) and value <= high
+    if high == math.inf:
+        limits = f"{'>=' if low_inclusive else '>'} {low:g}"
+    else:
+        limits = f"in {'[' if low_inclusive else '('}{low:g}, {high:g}]"
+    _require(ok, name, f"a finite number {limits}", value)
 
 
 def _plain(value: Any) -> Any:
@@ -177,19 +271,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` reading ``1e-4`` as a float, as YAML 1.2 does (1.1 wants ``1.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load_train_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> TrainConfig:
     """Read a YAML config, apply ``key.sub=value`` overrides (values parsed as YAML).
 
-    ``model.num_classes`` defaults to the dataset preset's class count.
+    ``model.num_classes`` defaults to the dataset preset's class count. Every value's type and
+    range is checked here; a :class:`ConfigError` names the source and the dotted key.
     """
     raw: dict = {}
     source = "defaults"
     if path is not None:
         source = str(path)
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
+            raw = yaml.load(Path(path).read_text(), Loader=_Loader) or {}
         except (OSError, yaml.YAMLError) as err:
             raise ConfigError(f"{path}: cannot read the config ({err})") from err
         if not isinstance(raw, dict):
@@ -204,10 +310,14 @@ def load_train_config(
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a section")
-        target[leaf] = yaml.safe_load(text)
-    raw.setdefault("model", {})
-    if "num_classes" not in raw["model"]:
-        raw["model"]["num_classes"] = _dataset_classes(raw.get("data", {}), source)
+        target[leaf] = yaml.load(text, Loader=_Loader)
+    if overrides:
+        source = "overrides" if path is None else f"{path} + overrides"
+    model = raw.setdefault("model", {})
+    if isinstance(model, dict) and "num_classes" not in model:
+        data = raw.get("data", {})
+        build(DataConfig, data, source, "data")  # checked first: the preset sees valid values
+        model["num_classes"] = _dataset_classes(data, source)
     return build(TrainConfig, raw, source)
 
 
@@ -222,35 +332,52 @@ def _dataset_classes(data: dict, source: str) -> int:
         raise ConfigError(f"{source}: data.dataset={name!r}: {err}") from err
 
 
-def build(cls: type, values: Any, where: str) -> Any:
-    """Construct dataclass ``cls`` from plain ``values``, checking names and types."""
+def build(cls: type, values: Any, source: str, section: str = "") -> Any:
+    """Construct dataclass ``cls`` from plain ``values``, checking names, types and ranges.
+
+    Args:
+        cls: the dataclass to build.
+        values: its fields, as YAML gives them.
+        source: where the values come from (a file, "defaults", "overrides"); starts errors.
+        section: the dotted path of ``cls`` in the whole config ("" at the top, "data"),
+            so that errors name keys as ``data.crop_size``.
+    """
+    prefix = f"{section}." if section else ""
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {values!r}")
+        where = section or "top level"
+        raise ConfigError(
+            f"{source}: {where}: expected a mapping of {cls.__name__}, got {values!r}"
+        )
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    unknown = sorted(f"{prefix}{key}" for key in set(values) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+        valid = sorted(prefix + name for name in names)
+        raise ConfigError(f"{source}: unknown key(s) {unknown}; valid keys: {valid}")
     kwargs = {
-        name: _coerce(hints[name], value, f"{where}: {name}") for name, value in values.items()
+        name: _coerce(hints[name], value, source, prefix + name) for name, value in values.items()
     }
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where}: {err}") from err
+    except ValueError as err:  # __post_init__ messages start with the field's name
+        raise ConfigError(f"{source}: {prefix}{err}") from err
+    except TypeError as err:  # a required field is missing
+        raise ConfigError(f"{source}: {section or cls.__name__}: {err}") from err
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
+def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
+    """``value`` as type ``hint``, refusing bools and strings for numbers and NaN or inf."""
+    where = f"{source}: {key}"
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if dataclasses.is_dataclass(hint):
-        return build(hint, value, where)
+        return build(hint, value, source, key)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         errors = []
         for option in (a for a in args if a is not type(None)):
             try:
-                return _coerce(option, value, where)
+                return _coerce(option, value, source, key)
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0])
@@ -262,15 +389,17 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             value = [value]
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, where) for v in value)
+            return tuple(_coerce(args[0], v, source, key) for v in value)
         if len(value) != len(args):
             raise ConfigError(f"{where}: expected {len(args)} values, got {list(value)}")
-        return tuple(_coerce(a, v, where) for a, v in zip(args, value))
+        return tuple(_coerce(a, v, source, key) for a, v in zip(args, value))
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if hint in (int, str) and isinstance(value, hint) and not isinstance(value, bool):
         return value

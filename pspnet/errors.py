@@ -17,5 +17,9 @@ class ConfigError(PSPNetError, ValueError):
     """A configuration file or override that does not fit the typed configuration."""
 
 
+class OutputError(PSPNetError):
+    """A destination that cannot be written: a file where a folder must be, no permission."""
+
+
 class TrainingError(PSPNetError):
     """A run that cannot go on: a non-finite loss, or a run folder holding a different run."""

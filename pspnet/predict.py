@@ -11,6 +11,7 @@ from PIL import Image
 
 from pspnet.data.images import to_rgb
 from pspnet.errors import DatasetError
+from pspnet.files import make_folder
 from pspnet.segmenter import Segmenter
 from pspnet.visualize import class_shares, colorize, format_shares, overlay
 
@@ -46,8 +47,7 @@ def predict_files(
         out_dir: output folder (created).
         save_probs: also write NAME_probs.npy, the (C, H, W) float16 probabilities.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_folder(out_dir)
     for path in files:
         try:
             image = to_rgb(path)

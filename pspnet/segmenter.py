@@ -16,6 +16,7 @@ from pspnet.config import InferenceConfig
 from pspnet.data.images import ImageInput, to_rgb
 from pspnet.data.presets import PRESETS
 from pspnet.data.transforms import normalize
+from pspnet.engine.devices import resolve_device
 from pspnet.engine.inference import Progress, predict_probs
 from pspnet.errors import ConfigError
 from pspnet.models.pspnet import PSPNet
@@ -88,8 +89,9 @@ class Segmenter:
             **inference: :class:`InferenceConfig` fields to override (mode="slide",
                 crop_size=(473, 473), scales=(0.5, ..., 1.75), flip=True, base_size=512 ...).
         """
+        device = resolve_device(device)
         fast = precision is not None or backend is not None
-        if fast and torch.device(device).type != "cpu":
+        if fast and device.type != "cpu":
             raise ConfigError(
                 f"--precision/--backend choose the CPU fast path; on {device} leave them out "
                 "(the model runs as trained)"
@@ -99,7 +101,7 @@ class Segmenter:
         fields = {f.name for f in dataclasses.fields(InferenceConfig)}
         unknown = sorted(set(inference) - fields)
         if unknown:
-            raise TypeError(f"unknown inference options {unknown}; valid: {sorted(fields)}")
+            raise ConfigError(f"unknown inference options {unknown}; valid: {sorted(fields)}")
         config = InferenceConfig(**{**recorded, **inference})
         names, palette = class_info(model)
         if fast:

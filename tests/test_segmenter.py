@@ -49,7 +49,7 @@ def test_two_lines_give_labels_equal_to_the_inference_routine(checkpoint):
 def test_overrides_and_unknown_option(checkpoint):
     seg = Segmenter.from_checkpoint(checkpoint[0], mode="whole", scales=(0.5, 1.0))
     assert seg.inference.mode == "whole" and seg.inference.scales == (0.5, 1.0)
-    with pytest.raises(TypeError, match="unknown inference options"):
+    with pytest.raises(ConfigError, match="unknown inference options"):
         Segmenter.from_checkpoint(checkpoint[0], window=3)
 
 

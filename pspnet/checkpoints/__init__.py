@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -19,11 +21,32 @@ FORMATS = (semseg, mmseg)
 
 
 def torch_load(path: Path) -> dict:
-    """``torch.load`` restricted to tensors and plain containers (never arbitrary pickles)."""
+    """``torch.load`` restricted to tensors and plain containers (never arbitrary pickles).
+
+    torch's own messages are not passed on: its weights_only refusal advises retrying with
+    ``weights_only=False``, which runs whatever code the file holds.
+    """
+    unreadable = f"{path}: not a readable PyTorch weights file"
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle, zip and weights_only errors have no common base
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({err})") from err
+        file = open(path, "rb")  # opened here: torch raises OSError for a corrupt zip too
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror})") from err
+    try:
+        with file:
+            obj = torch.load(file, map_location="cpu", weights_only=True)
+    except EOFError as err:
+        raise CheckpointError(f"{unreadable} (empty or truncated)") from err
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        if found is None:
+            raise CheckpointError(f"{unreadable} (corrupt or truncated)") from err
+        raise CheckpointError(
+            f"{unreadable}: it holds Python objects other than tensors ({found[1]}), which "
+            "pspnet does not unpickle for safety; use a file of tensors only (a state dict, "
+            "or safetensors)"
+        ) from err
+    except Exception as err:  # zip, pickle-opcode and lookup errors have no common base
+        raise CheckpointError(f"{unreadable} (corrupt or truncated)") from err
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
     return obj
@@ -36,13 +59,25 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
     mmsegmentation checkpoints are recognised by their keys and shapes.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a directory, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    if is_native(path):
+    try:
+        native = is_native(path)
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror})") from err
+    if native:
         return read_native(path)
     obj = torch_load(path)
     if "model" in obj and "model_config" in obj:  # a pspnet training state
-        return ModelConfig.from_dict(obj["model_config"]), obj["model"], obj.get("metadata", {})
+        try:
+            config = ModelConfig.from_dict(obj["model_config"])
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(
+                f"{path}: training state with an invalid model_config: {err}"
+            ) from err
+        return config, obj["model"], obj.get("metadata", {})
     for fmt in FORMATS:
         if fmt.matches(obj):
             config, state = fmt.convert(obj, source=str(path))

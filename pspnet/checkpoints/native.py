@@ -132,18 +132,22 @@ def rename_strict(
     Raises:
         CheckpointError: naming every foreign key no rule covers, every key whose target is
             not in the model, taken already or of another shape, and every model key left
-            unfilled.
+            unfilled, the last under the file's name for it with ours beside it
+            (:func:`foreign_key`).
     """
-    compiled = [(re.compile(pattern), target) for pattern, target in rules]
+    compiled = [(re.compile(rule[0]), rule) for rule in rules]
     state: dict[str, torch.Tensor] = {}
     origin: dict[str, str] = {}  # our key -> the foreign key it came from
+    used: set[Rule] = set()  # the rules this file's keys took
     unknown, unexpected, misshaped, duplicate = [], [], [], []
     for key, value in foreign.items():
-        found = next(((m, t) for p, t in compiled if (m := p.fullmatch(key))), None)
+        found = next(((m, rule) for p, rule in compiled if (m := p.fullmatch(key))), None)
         if found is None:
             unknown.append(key)
             continue
-        match, target = found
+        match, rule = found
+        used.add(rule)
+        target = rule[1]
         if target is None:
             continue
         ours = match.expand(target)
@@ -160,6 +164,9 @@ def rename_strict(
         running_mean = key.removesuffix("num_batches_tracked") + "running_mean"
         if key.endswith(".num_batches_tracked") and running_mean in state:
             state[key] = torch.zeros((), dtype=torch.long)
+    # Where two rules fill one key (mmseg's deep and 7x7 stems), the rules the file's other
+    # keys took name the missing ones.
+    preferred = sorted(rules, key=lambda rule: rule not in used)
     raise_problems(
         source,
         {
@@ -167,10 +174,105 @@ def rename_strict(
             "unexpected": unexpected,
             "mis-shaped": misshaped,
             "duplicate": duplicate,
-            "missing": set(expected) - set(state),
+            "missing": [_as_in_file(key, preferred) for key in set(expected) - set(state)],
         },
     )
     return state
+
+
+def _as_in_file(ours: str, rules: list[Rule]) -> str:
+    """Our key under the file's name for it, ours beside it where the two differ."""
+    theirs = foreign_key(ours, rules)
+    return ours if theirs in (None, ours) else f"{theirs} (ours: {ours})"
+
+
+def foreign_key(ours: str, rules: list[Rule]) -> str | None:
+    """The foreign key that ``rules`` rename to our key ``ours``: the first rule, run backwards.
+
+    A rule runs backwards when its target, read as a regex (``\\N`` as the pattern's group
+    N), matches ``ours`` and its pattern is literal text around capturing groups: those
+    groups take the values read from ``ours``. The key so built counts only if the rule
+    renames it to ``ours`` again.
+
+    Args:
+        ours: a key of our state dict.
+        rules: the converter's rules, tried in order.
+
+    Returns:
+        The foreign key, or None where no rule runs backwards to ``ours``.
+    """
+    for pattern, target in rules:
+        key = None if target is None else _backwards(pattern, target, ours)
+        forward = None if key is None else re.fullmatch(pattern, key)
+        if forward is not None and forward.expand(target) == ours:
+            return key
+    return None
+
+
+def _backwards(pattern: str, target: str, ours: str) -> str | None:
+    """``pattern`` with each capturing group replaced by what ``target`` leaves it in ``ours``."""
+    parsed = _literal_around_groups(pattern)
+    if parsed is None:
+        return None
+    pieces, groups = parsed
+    regex = _template_regex(target, groups)
+    match = None if regex is None else regex.fullmatch(ours)
+    if match is None or any(f"g{n}" not in regex.groupindex for n in groups):
+        return None  # a group the target drops cannot be read back
+    return "".join(p if isinstance(p, str) else match[f"g{p}"] for p in pieces)
+
+
+# One token of a regex: an escape, a character class, a group's opening, or one character.
+_TOKEN = re.compile(r"\\.|\[\^?\]?(?:\\.|[^\]])*\]|\((?:\?P<\w+>|\?)?|.", re.DOTALL)
+
+
+def _literal_around_groups(pattern: str) -> tuple[list[str | int], dict[int, str]] | None:
+    """``pattern`` as literal characters and top-level capturing groups (by number), and the
+    regex inside each of those groups; None if anything outside them is not literal.
+    """
+    pieces: list[str | int] = []
+    groups: dict[int, str] = {}
+    number = depth = top = 0  # groups opened so far (nested too, as ``re`` numbers them)
+    inside: list[str] = []  # the tokens of the top-level group being read
+    for token in _TOKEN.findall(pattern):
+        opens = token.startswith("(")
+        capturing = opens and token != "(?"
+        if depth:
+            depth += opens - (token == ")")
+            number += capturing
+            if depth:
+                inside.append(token)
+            else:
+                groups[top] = "".join(inside)
+        elif capturing:
+            number = top = number + 1
+            pieces.append(top)
+            depth, inside = 1, []
+        elif len(token) == 1 and token not in "\\.^$*+?{}[]()|":
+            pieces.append(token)
+        elif token[0] == "\\" and not token[1].isalnum():  # an escaped ".", "-" ...
+            pieces.append(token[1])
+        else:
+            return None
+    return pieces, groups
+
+
+def _template_regex(target: str, groups: dict[int, str]) -> re.Pattern | None:
+    """A ``Match.expand`` template as a regex: group N's regex as ``gN`` where ``\\N`` stands."""
+    regex, seen = "", set()
+    for i, piece in enumerate(re.split(r"\\(\d+)", target)):
+        if i % 2 == 0:
+            if "\\" in piece:
+                return None  # another kind of escape: not supported
+            regex += re.escape(piece)
+        elif int(piece) not in groups:
+            return None  # a nested group, read with its enclosing one
+        elif piece in seen:
+            regex += f"(?P=g{piece})"
+        else:
+            regex += f"(?P<g{piece}>{groups[int(piece)]})"
+            seen.add(piece)
+    return re.compile(regex)
 
 
 def raise_problems(source: str, problems: dict[str, Iterable[str]]) -> None:

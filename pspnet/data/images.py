@@ -75,8 +75,12 @@ def decode(data: np.ndarray, flags: int, path: Path, what: str) -> np.ndarray:
             with Image.open(io.BytesIO(data.tobytes())) as header:  # reads the header only
                 width, height = header.size
         check_pixels(height, width, str(path))
-    except Image.DecompressionBombError as err:
-        raise DatasetError(f"{path}: {what} is too large to decode ({err})") from err
+    except Image.DecompressionBombError as err:  # PIL's own ceiling, twice MAX_IMAGE_PIXELS
+        ceiling = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise DatasetError(
+            f"{path}: {what} declares more than {ceiling:,} pixels, over the limit of "
+            f"{min(ceiling, max_pixels()):,}; downscale it"
+        ) from err
     except (UnidentifiedImageError, OSError, ValueError):
         pass  # a format PIL does not know: OpenCV's own limit and checks apply
     try:

@@ -37,7 +37,9 @@ def summarize(config: ModelConfig, height: int, width: int) -> list[PartSummary]
     """
     with torch.device("meta"):
         model = PSPNet.from_config(config).train()
-        images = torch.empty(1, 3, height, width)
+        # Two images, counted as one: train-mode BatchNorm needs more than one value per
+        # channel, which a single tiny image's 1x1 maps would not give.
+        images = torch.empty(2, 3, height, width)
     counter = FlopCounterMode(display=False, depth=2)
     with counter, torch.no_grad():
         model(images)
@@ -48,6 +50,6 @@ def summarize(config: ModelConfig, height: int, width: int) -> list[PartSummary]
         if module is None:
             continue
         parameters = sum(p.numel() for p in module.parameters())
-        part_flops = sum(flops.get(f"PSPNet.{attribute}", {}).values())
+        part_flops = sum(flops.get(f"PSPNet.{attribute}", {}).values()) / 2
         rows.append(PartSummary(title, parameters, part_flops / 1e9))
     return rows

@@ -10,7 +10,6 @@ import dataclasses
 import json
 import math
 import os
-import random
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -18,16 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from pspnet.checkpoints import build_model
-from pspnet.checkpoints.native import save_model, unwrap
-from pspnet.config import TrainConfig, build
+from pspnet.checkpoints.native import save_model
+from pspnet.config import TrainConfig
 from pspnet.data.datasets import SegmentationDataset
 from pspnet.data.presets import DatasetPreset, get_preset
 from pspnet.data.sampling import TrainBatches
@@ -35,9 +33,9 @@ from pspnet.data.transforms import AugmentConfig, EvalTransform, TrainTransform
 from pspnet.engine.evaluate import evaluate
 from pspnet.engine.losses import SegmentationLoss
 from pspnet.engine.optim import build_optimizer, poly_lr, set_learning_rate
+from pspnet.engine.state import TrainingState, restore_rng
 from pspnet.errors import ConfigError, TrainingError
-from pspnet.files import atomic_write
-from pspnet.models.pspnet import PSPNet
+from pspnet.files import make_folder
 
 Event = dict[str, Any]
 STATE_FILE = "last.pt"
@@ -102,8 +100,10 @@ def build_datasets(config: TrainConfig) -> tuple[DatasetPreset, Any, Any]:
     return preset, train_set, val_set
 
 
-def build_trainer(config: TrainConfig, process: Process) -> tuple[PSPNet, nn.Module]:
-    """The plain model and the module to train with (DDP-wrapped under torchrun)."""
+def build_state(
+    config: TrainConfig, preset: DatasetPreset, process: Process
+) -> tuple[TrainingState, nn.Module]:
+    """A fresh training state and the module to train with (DDP-wrapped under torchrun)."""
     torch.manual_seed(config.seed)
     model = build_model(config.model, config.backbone_weights)
     if process.device.type == "cuda" and process.world_size > 1:
@@ -111,10 +111,43 @@ def build_trainer(config: TrainConfig, process: Process) -> tuple[PSPNet, nn.Mod
     model.to(process.device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
+    optim = config.optim
+    optimizer = build_optimizer(
+        model, optim.lr, optim.momentum, optim.weight_decay, optim.head_lr_mult
+    )
+    metadata = {
+        "dataset": preset.name,
+        "class_names": json.dumps(list(preset.class_names)),
+        "palette": json.dumps([list(c) for c in preset.palette]),
+        "inference": json.dumps(dataclasses.asdict(config.evaluation)),
+    }
+    scaler = torch.amp.GradScaler(enabled=config.precision == "fp16")
+    state = TrainingState(model, optimizer, scaler, config, metadata)
     if process.world_size == 1:
-        return model, model
+        return state, model
     device_ids = [process.device.index] if process.device.type == "cuda" else None
-    return model, DistributedDataParallel(model, device_ids=device_ids)
+    return state, DistributedDataParallel(model, device_ids=device_ids)
+
+
+def build_loader(
+    config: TrainConfig, train_set: Dataset, start: int, process: Process
+) -> DataLoader:
+    """This rank's batches for iterations ``start + 1 .. config.iterations``."""
+    batches = TrainBatches(
+        len(train_set),
+        config.batch_size // process.world_size,
+        config.iterations,
+        start,
+        config.seed,
+        process.rank,
+        process.world_size,
+    )
+    return DataLoader(
+        train_set,
+        batch_sampler=batches,
+        num_workers=config.data.workers,
+        pin_memory=process.device.type == "cuda",
+    )
 
 
 def autocast(config: TrainConfig, device: torch.device):
@@ -125,52 +158,6 @@ def autocast(config: TrainConfig, device: torch.device):
         raise ConfigError("precision=fp16 needs CUDA; on the CPU use bf16 or fp32")
     dtype = torch.bfloat16 if config.precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
-
-
-def save_state(path: Path, state: dict) -> None:
-    """Write the resumable training state atomically (a killed run never leaves half a file)."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def capture_rng() -> dict:
-    _, keys, position, *_ = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [keys.tolist(), int(position)],
-        "python": list(random.getstate()[1]),
-    }
-
-
-def restore_rng(rng: dict) -> None:
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    keys, position = rng["numpy"]
-    np.random.set_state(("MT19937", np.array(keys, dtype=np.uint32), position, 0, 0.0))
-    random.setstate((3, tuple(rng["python"]), None))
-
-
-def check_same_run(run_dir: Path, config: TrainConfig, saved: dict) -> None:
-    """Refuse to resume a run folder that holds a run with another configuration."""
-    saved_config = build(TrainConfig, saved, str(run_dir / STATE_FILE))
-    if saved_config != config:
-        ours, theirs = _flatten(config.to_dict()), _flatten(saved_config.to_dict())
-        changed = sorted(k for k in ours if ours[k] != theirs.get(k))
-        raise TrainingError(
-            f"{run_dir}: holds a run with a different config ({', '.join(changed)}); "
-            "use another --out folder, or the same settings to resume"
-        )
-
-
-def _flatten(values: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def train(
@@ -196,10 +183,59 @@ def train(
         TrainingError: on a non-finite loss (the last good checkpoint is kept) or a run
             folder that holds a different run.
     """
-    emit = callback or (lambda event: None)
-    run_dir = Path(run_dir)
-    process = setup_process(config.device)
+    run = Run(Path(run_dir), setup_process(config.device), callback or (lambda event: None))
     preset, train_set, val_set = build_datasets(config)
+    check_fits(config, preset, run.process)
+    state, trainer = build_state(config, preset, run.process)
+    saved_rng = state.load(run.state_path) if resume and run.state_path.is_file() else None
+    if run.process.is_main:
+        make_folder(run.dir)
+        (run.dir / "config.yaml").write_text(config.to_yaml())
+    stream = iter(build_loader(config, train_set, state.iteration, run.process))
+    if saved_rng is not None:  # only now: the loader drew its base seed from the global RNG
+        restore_rng(saved_rng)
+    run.log = RunLog(run.dir, enabled=run.process.is_main, resumed_at=state.iteration)
+    criterion = SegmentationLoss(config.aux_weight, config.ignore_index)
+    run.emit({"kind": "start", "iteration": state.iteration, "iterations": config.iterations})
+    trainer.train()
+    speed, metrics, validated_at = Throughput(run.process.world_size), {}, -1
+    for images, labels in stream:
+        state.iteration += 1
+        scalars = train_step(state, trainer, criterion, images, labels, run)
+        speed.add(images.shape[0])
+        if state.iteration % config.log_every == 0 or state.iteration == config.iterations:
+            log_step(run, state.iteration, scalars, speed)
+        run.emit({"kind": "step", "iteration": state.iteration, **scalars, "model": state.model})
+        if state.iteration % config.checkpoint_every == 0 and state.iteration < config.iterations:
+            checkpoint(state, run)
+        if config.val_every and state.iteration % config.val_every == 0:
+            metrics, validated_at = validate(state, val_set, preset, run), state.iteration
+            trainer.train()
+            speed.reset()
+    if validated_at != state.iteration:
+        metrics = validate(state, val_set, preset, run)
+    checkpoint(state, run)
+    run.log.close()
+    run.emit({"kind": "end", "iteration": state.iteration, "best_miou": state.best_miou})
+    return TrainResult(run.dir, state.iteration, state.best_miou, metrics, speed.last)
+
+
+@dataclass
+class Run:
+    """Where a run writes and how it reports: folder, process, event callback and log."""
+
+    dir: Path
+    process: Process
+    emit: Callable[[Event], None]
+    log: RunLog | None = None
+
+    @property
+    def state_path(self) -> Path:
+        return self.dir / STATE_FILE
+
+
+def check_fits(config: TrainConfig, preset: DatasetPreset, process: Process) -> None:
+    """Refuse a model whose classes differ from the data's, or a batch that does not split."""
     if config.model.num_classes != preset.num_classes:
         raise ConfigError(
             f"model.num_classes={config.model.num_classes} but dataset "
@@ -209,153 +245,101 @@ def train(
         raise ConfigError(
             f"batch_size={config.batch_size} does not split over {process.world_size} processes"
         )
-    model, trainer = build_trainer(config, process)
-    optimizer = build_optimizer(
-        model,
-        config.optim.lr,
-        config.optim.momentum,
-        config.optim.weight_decay,
-        config.optim.head_lr_mult,
-    )
-    scaler = torch.amp.GradScaler(enabled=config.precision == "fp16")
-    criterion = SegmentationLoss(config.aux_weight, config.ignore_index)
-    metadata = {
-        "dataset": preset.name,
-        "class_names": json.dumps(list(preset.class_names)),
-        "palette": json.dumps([list(c) for c in preset.palette]),
-        "inference": json.dumps(dataclasses.asdict(config.evaluation)),
-    }
 
-    start, best_miou, saved = 0, -1.0, None
-    state_path = run_dir / STATE_FILE
-    if resume and state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
-        check_same_run(run_dir, config, saved["config"])
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scaler.load_state_dict(saved["scaler"])
-        start, best_miou = saved["iteration"], saved["best_miou"]
-    if process.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(config.to_yaml())
 
-    def checkpoint(iteration: int) -> None:
-        if process.is_main:
-            save_state(
-                state_path,
-                {
-                    "model": unwrap(model).state_dict(),
-                    "model_config": config.model.to_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "iteration": iteration,
-                    "best_miou": best_miou,
-                    "rng": capture_rng(),
-                    "config": config.to_dict(),
-                    "metadata": metadata,
-                },
-            )
-        emit({"kind": "checkpoint", "iteration": iteration, "path": str(state_path)})
-
-    def validate(iteration: int) -> dict:
-        nonlocal best_miou
-        matrix = evaluate(
-            model,
-            val_set,
-            preset.num_classes,
-            config.evaluation,
-            config.ignore_index,
-            limit=config.val_limit,
-            rank=process.rank,
-            world_size=process.world_size,
-            progress=lambda done, total: emit(
-                {"kind": "val_progress", "done": done, "total": total}
-            ),
+def train_step(
+    state: TrainingState,
+    trainer: nn.Module,
+    criterion: SegmentationLoss,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    run: Run,
+) -> dict[str, float]:
+    """One SGD step at the poly learning rate of ``state.iteration``; returns its scalars."""
+    config, device = state.config, run.process.device
+    lr = poly_lr(config.optim.lr, state.iteration - 1, config.iterations, config.optim.power)
+    set_learning_rate(state.optimizer, lr)
+    images = images.to(device, non_blocking=True)  # (N, 3, H, W)
+    labels = labels.to(device, non_blocking=True)  # (N, H, W)
+    if config.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast(config, device):
+        outputs = trainer(images)
+    loss, parts = criterion(outputs, labels)
+    if not torch.isfinite(loss):
+        raise TrainingError(
+            f"loss became {loss.item()} at iteration {state.iteration}; the last good state is "
+            f"{run.state_path} (lower optim.lr, or check the labels)"
         )
-        metrics = matrix.compute().to_dict()
-        if metrics["miou"] > best_miou:
-            best_miou = metrics["miou"]
-            if process.is_main:
-                save_model(
-                    model,
-                    run_dir / BEST_FILE,
-                    {
-                        **metadata,
-                        "iteration": str(iteration),
-                        "miou": f"{best_miou:.6f}",
-                    },
-                )
-        log.write(iteration, {f"val/{k}": v for k, v in metrics.items() if not isinstance(v, list)})
-        log.record({"iteration": iteration, "val": metrics})
-        emit({"kind": "val", "iteration": iteration, "metrics": metrics})
-        return metrics
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    return {k: v.item() for k, v in parts.items()} | {"lr": lr}
 
-    per_rank = config.batch_size // process.world_size
-    batches = TrainBatches(
-        len(train_set),
-        per_rank,
-        config.iterations,
-        start,
-        config.seed,
-        process.rank,
-        process.world_size,
+
+def log_step(run: Run, iteration: int, scalars: dict[str, float], speed: Throughput) -> None:
+    """Add the throughput (and CUDA memory) to ``scalars`` and log them."""
+    scalars["images_per_s"] = speed.rate()
+    if run.process.device.type == "cuda":
+        scalars["gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    run.log.write(iteration, {f"train/{k}": v for k, v in scalars.items()})
+    run.log.record({"iteration": iteration, **scalars})
+
+
+def checkpoint(state: TrainingState, run: Run) -> None:
+    """Write ``last.pt`` (rank 0) and report it."""
+    if run.process.is_main:
+        state.save(run.state_path)
+    run.emit({"kind": "checkpoint", "iteration": state.iteration, "path": str(run.state_path)})
+
+
+def validate(state: TrainingState, val_set: Dataset, preset: DatasetPreset, run: Run) -> dict:
+    """Score the model on the validation set; a new best is saved as ``best.safetensors``."""
+    config = state.config
+    matrix = evaluate(
+        state.model,
+        val_set,
+        preset.num_classes,
+        config.evaluation,
+        config.ignore_index,
+        limit=config.val_limit,
+        rank=run.process.rank,
+        world_size=run.process.world_size,
+        progress=lambda done, total: run.emit(
+            {"kind": "val_progress", "done": done, "total": total}
+        ),
     )
-    loader = DataLoader(
-        train_set,
-        batch_sampler=batches,
-        num_workers=config.data.workers,
-        pin_memory=process.device.type == "cuda",
-    )
-    stream = iter(loader)  # draws the loader's base seed from the global RNG: before restoring
-    if saved is not None:
-        restore_rng(saved["rng"])
-    log = RunLog(run_dir, enabled=process.is_main, resumed_at=start)
-    emit({"kind": "start", "iteration": start, "iterations": config.iterations})
-    trainer.train()
-    final_metrics: dict = {}
-    tick, seen, throughput = time.perf_counter(), 0, 0.0
-    iteration, validated_at = start, -1
-    for iteration, (images, labels) in enumerate(stream, start + 1):
-        lr = poly_lr(config.optim.lr, iteration - 1, config.iterations, config.optim.power)
-        set_learning_rate(optimizer, lr)
-        images = images.to(process.device, non_blocking=True)
-        labels = labels.to(process.device, non_blocking=True)
-        if config.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(config, process.device):
-            outputs = trainer(images)
-        loss, parts = criterion(outputs, labels)
-        if not torch.isfinite(loss):
-            raise TrainingError(
-                f"loss became {loss.item()} at iteration {iteration}; the last good state is "
-                f"{state_path} (lower optim.lr, or check the labels)"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        seen += images.shape[0] * process.world_size
-        scalars = {k: v.item() for k, v in parts.items()} | {"lr": lr}
-        if iteration % config.log_every == 0 or iteration == config.iterations:
-            throughput = seen / (time.perf_counter() - tick)
-            scalars["images_per_s"] = throughput
-            if process.device.type == "cuda":
-                scalars["gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
-            log.write(iteration, {f"train/{k}": v for k, v in scalars.items()})
-            log.record({"iteration": iteration, **scalars})
-        emit({"kind": "step", "iteration": iteration, **scalars, "model": model})
-        if iteration % config.checkpoint_every == 0 and iteration < config.iterations:
-            checkpoint(iteration)
-        if config.val_every and iteration % config.val_every == 0:
-            final_metrics, validated_at = validate(iteration), iteration
-            trainer.train()
-            tick, seen = time.perf_counter(), 0
-    if validated_at != iteration:
-        final_metrics = validate(iteration)
-    checkpoint(iteration)
-    log.close()
-    emit({"kind": "end", "iteration": iteration, "best_miou": best_miou})
-    return TrainResult(run_dir, iteration, best_miou, final_metrics, throughput)
+    metrics = matrix.compute().to_dict()
+    if metrics["miou"] > state.best_miou:
+        state.best_miou = metrics["miou"]
+        if run.process.is_main:
+            best = {"iteration": str(state.iteration), "miou": f"{state.best_miou:.6f}"}
+            save_model(state.model, run.dir / BEST_FILE, state.metadata | best)
+    scalars = {f"val/{k}": v for k, v in metrics.items() if not isinstance(v, list)}
+    run.log.write(state.iteration, scalars)
+    run.log.record({"iteration": state.iteration, "val": metrics})
+    run.emit({"kind": "val", "iteration": state.iteration, "metrics": metrics})
+    return metrics
+
+
+class Throughput:
+    """Images per second over all ranks since the last reset."""
+
+    def __init__(self, world_size: int):
+        self.world_size = world_size
+        self.last = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        self.start, self.seen = time.perf_counter(), 0
+
+    def add(self, images: int) -> None:
+        self.seen += images * self.world_size
+
+    def rate(self) -> float:
+        self.last = self.seen / (time.perf_counter() - self.start)
+        return self.last
 
 
 class RunLog:

@@ -77,8 +77,9 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
+        # Each (N, Cb, H, W), Cb = C / len(bins) with reduction, else C.
         pooled = [
             F.interpolate(branch(x), size, mode="bilinear", align_corners=self.align_corners)
             for branch in self.branches
-        ]  # each (N, C/len(bins), H, W)
-        return torch.cat([x, *pooled], dim=1)  # (N, C + len(bins) * C/len(bins), H, W)
+        ]
+        return torch.cat([x, *pooled], dim=1)  # (N, C + len(bins) * Cb, H, W)

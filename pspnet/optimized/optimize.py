@@ -27,13 +27,10 @@ from pspnet.optimized.fold import fold_batchnorm
 Precision = Literal["auto", "fp32", "bf16", "int8"]
 Backend = Literal["auto", "eager", "compile", "onnx"]
 
-# The fastest exact (fp32) backend measured per CPU capability (benchmarks/inference.py,
-# docs/benchmarks.md). AVX2 (2-core AMD EPYC, latest run): compile 1.51x, eager rewrites
-# 1.38x, ONNX Runtime 1.34x of eager fp32 at PSPNet-R50 @ 473; 1.32x, 1.33x and 0.84x at
-# R101 @ 713. compile was the fastest or within 4% of it in six of seven such network runs;
-# its one-off warm-up was 72-97 s.
-# Capabilities not measured yet use the eager path, which never loses to the reference (the
-# rewrites only remove work).
+# The fastest exact (fp32) backend measured per CPU capability by benchmarks/inference.py;
+# the figures and the CPUs they were measured on are in docs/benchmarks.md. Capabilities not
+# measured yet use the eager path, which never loses to the reference (the rewrites only
+# remove work).
 MEASURED_FASTEST: dict[str, Backend] = {"AVX2": "compile"}
 
 

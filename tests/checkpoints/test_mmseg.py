@@ -5,6 +5,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import bn, conv, deep_stem, dilated_stages, rename_prefixes
 
 import pspnet
 from pspnet import CheckpointError, PSPNet
@@ -37,12 +38,7 @@ HEAD_PREFIXES = {
 
 
 def mmseg_state(model: PSPNet) -> dict[str, torch.Tensor]:
-    prefixes = MMSEG_PREFIXES[model.config.stem] | HEAD_PREFIXES
-    state = {}
-    for key, value in model.state_dict().items():
-        prefix = next(p for p in prefixes if key.startswith(p))
-        state[prefixes[prefix] + key[len(prefix) :]] = value.clone()
-    return state
+    return rename_prefixes(model.state_dict(), MMSEG_PREFIXES[model.config.stem] | HEAD_PREFIXES)
 
 
 def save_mmseg(state: dict[str, torch.Tensor], path) -> None:
@@ -51,40 +47,12 @@ def save_mmseg(state: dict[str, torch.Tensor], path) -> None:
     torch.save({"meta": meta, "state_dict": state, "optimizer": {"state": {}}}, path)
 
 
-def conv(x, sd, name, stride=1, padding=0, dilation=1):
-    return F.conv2d(x, sd[f"{name}.weight"], sd.get(f"{name}.bias"), stride, padding, dilation)
-
-
-def bn(x, sd, name):
-    stats = sd[f"{name}.running_mean"], sd[f"{name}.running_var"]
-    return F.batch_norm(x, *stats, sd[f"{name}.weight"], sd[f"{name}.bias"], False, 0.0, 1e-5)
-
-
-def bottleneck(x, sd, name, stride, dilation):
-    out = F.relu(bn(conv(x, sd, f"{name}.conv1"), sd, f"{name}.bn1"))
-    out = F.relu(bn(conv(out, sd, f"{name}.conv2", stride, dilation, dilation), sd, f"{name}.bn2"))
-    out = bn(conv(out, sd, f"{name}.conv3"), sd, f"{name}.bn3")
-    if f"{name}.downsample.0.weight" in sd:
-        x = bn(conv(x, sd, f"{name}.downsample.0", stride), sd, f"{name}.downsample.1")
-    return F.relu(out + x)
-
-
 def mmseg_forward(sd: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     """mmseg's EncoderDecoder whole-image inference of PSPNet-R50-D8, on its own keys."""
-    x = images
-    for index, stride in ((0, 2), (3, 1), (6, 1)):
-        name = f"backbone.stem.{index}"
-        x = F.relu(bn(conv(x, sd, name, stride, 1), sd, f"backbone.stem.{index + 1}"))
-    x = F.max_pool2d(x, 3, 2, 1)
+    x = deep_stem(images, sd, "backbone.stem.")
     # ResNetV1c(strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4), contract_dilation=True): the
     # first block of a dilated stage runs at half its dilation.
-    for layer, stride, dilation in ((1, 1, 1), (2, 2, 1), (3, 1, 2), (4, 1, 4)):
-        prefix = f"backbone.layer{layer}."
-        blocks = sorted({int(k[len(prefix) :].split(".")[0]) for k in sd if k.startswith(prefix)})
-        for i in blocks:
-            first = i == 0
-            block_dilation = dilation // 2 if first and dilation > 1 else dilation
-            x = bottleneck(x, sd, f"{prefix}{i}", stride if first else 1, block_dilation)
+    x = dilated_stages(x, sd, "backbone.", contract_dilation=True)
     pyramid = [x]
     for i, scale in enumerate((1, 2, 3, 6)):
         name = f"decode_head.psp_modules.{i}.1"
@@ -141,12 +109,33 @@ def test_round_trip_keeps_every_tensor_and_config(options, trained, tmp_path):
         assert torch.equal(value, expected[key]), key
 
 
-def test_missing_key_is_named(tiny, tmp_path):
+@pytest.mark.parametrize(
+    ("theirs", "ours"),
+    [
+        ("decode_head.psp_modules.2.1.conv.weight", "ppm.branches.2.1.conv.weight"),
+        ("decode_head.bottleneck.bn.running_var", "head.fuse.bn.running_var"),
+        ("backbone.stem.3.weight", "backbone.stem.1.conv.weight"),
+        ("auxiliary_head.conv_seg.bias", "aux_head.classifier.bias"),
+    ],
+)
+def test_missing_key_is_named_as_in_the_file(theirs, ours, tiny, tmp_path):
     state = mmseg_state(tiny)
-    del state["decode_head.bottleneck.bn.bias"]
+    del state[theirs]
     save_mmseg(state, tmp_path / "missing.pth")
-    with pytest.raises(CheckpointError, match=r"missing.*head\.fuse\.bn\.bias"):
+    with pytest.raises(CheckpointError, match=r"missing\.pth") as error:
         pspnet.load_model(tmp_path / "missing.pth")
+    assert f"missing keys: {theirs} (ours: {ours})" in str(error.value)
+
+
+def test_missing_key_of_the_7x7_stem_is_named_as_in_the_file(tmp_path):
+    # backbone.bn1.* and backbone.stem.1.* both fill our stem.0.bn: the file's layout decides.
+    state = mmseg_state(PSPNet(3, base_width=8, stem="torchvision", contract_dilation=True))
+    del state["backbone.bn1.running_var"]
+    save_mmseg(state, tmp_path / "r50b.pth")
+    with pytest.raises(CheckpointError) as error:
+        pspnet.load_model(tmp_path / "r50b.pth")
+    expected = "missing keys: backbone.bn1.running_var (ours: backbone.stem.0.bn.running_var)"
+    assert expected in str(error.value)
 
 
 @pytest.mark.parametrize("extra", ["backbone.stem.9.weight", "neck.conv.weight"])

@@ -5,6 +5,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import bn, conv, deep_stem, dilated_stages, rename_prefixes
 
 import pspnet
 from pspnet import CheckpointError, PSPNet
@@ -55,38 +56,14 @@ def save_semseg(state: dict[str, torch.Tensor], path) -> None:
     torch.save(checkpoint, path)
 
 
-def conv(x, sd, name, stride=1, padding=0, dilation=1):
-    return F.conv2d(x, sd[f"{name}.weight"], sd.get(f"{name}.bias"), stride, padding, dilation)
-
-
-def bn(x, sd, name):
-    stats = sd[f"{name}.running_mean"], sd[f"{name}.running_var"]
-    return F.batch_norm(x, *stats, sd[f"{name}.weight"], sd[f"{name}.bias"], False, 0.0, 1e-5)
-
-
-def bottleneck(x, sd, name, stride, dilation):
-    out = F.relu(bn(conv(x, sd, f"{name}.conv1"), sd, f"{name}.bn1"))
-    out = F.relu(bn(conv(out, sd, f"{name}.conv2", stride, dilation, dilation), sd, f"{name}.bn2"))
-    out = bn(conv(out, sd, f"{name}.conv3"), sd, f"{name}.bn3")
-    if f"{name}.downsample.0.weight" in sd:
-        x = bn(conv(x, sd, f"{name}.downsample.0", stride), sd, f"{name}.downsample.1")
-    return F.relu(out + x)
-
-
 def semseg_forward(sd: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
     """semseg's PSPNet.forward at test time (zoom_factor 8), straight on its own keys."""
     height, width = images.shape[-2:]
     h, w = int((height - 1) / 8 * 8 + 1), int((width - 1) / 8 * 8 + 1)
-    x = images
-    for index, stride in ((0, 2), (3, 1), (6, 1)):
-        x = F.relu(bn(conv(x, sd, f"layer0.{index}", stride, 1), sd, f"layer0.{index + 1}"))
-    x = F.max_pool2d(x, 3, 2, 1)
+    x = deep_stem(images, sd, "layer0.")
     # semseg patches layer3/4 after building: every conv2 gets dilation 2/4 and stride 1,
     # every downsample.0 stride 1.
-    for layer, stride, dilation in ((1, 1, 1), (2, 2, 1), (3, 1, 2), (4, 1, 4)):
-        blocks = sorted({int(k.split(".")[1]) for k in sd if k.startswith(f"layer{layer}.")})
-        for i in blocks:
-            x = bottleneck(x, sd, f"layer{layer}.{i}", stride if i == 0 else 1, dilation)
+    x = dilated_stages(x, sd, "", contract_dilation=False)
     pyramid = [x]
     for i, bins in enumerate((1, 2, 3, 6)):
         y = F.adaptive_avg_pool2d(x, bins)
@@ -149,12 +126,21 @@ def test_file_without_num_batches_tracked_loads_with_zero_counts(tiny, tmp_path)
     assert counts and all(v.item() == 0 for v in counts.values())
 
 
-def test_missing_key_is_named(tiny, tmp_path):
+@pytest.mark.parametrize(
+    ("theirs", "ours"),
+    [
+        ("layer1.0.bn1.running_var", "backbone.layer1.0.bn1.running_var"),
+        ("ppm.features.2.2.running_mean", "ppm.branches.2.1.bn.running_mean"),
+        ("cls.4.bias", "head.classifier.bias"),
+    ],
+)
+def test_missing_key_is_named_as_in_the_file(theirs, ours, tiny, tmp_path):
     state = semseg_state(tiny)
-    del state["layer1.0.bn1.running_var"]
+    del state[theirs]
     save_semseg(state, tmp_path / "missing.pth")
-    with pytest.raises(CheckpointError, match=r"missing\.pth.*layer1\.0\.bn1\.running_var"):
+    with pytest.raises(CheckpointError, match=r"missing\.pth") as error:
         pspnet.load_model(tmp_path / "missing.pth")
+    assert f"missing keys: {theirs} (ours: {ours})" in str(error.value)
 
 
 @pytest.mark.parametrize("extra", ["cls.9.weight", "layer0.1.extra", "layer2.0.bn4.weight"])
@@ -193,15 +179,8 @@ IMAGENET_STEM = {
 }
 
 
-def imagenet_key(ours: str) -> str:
-    for prefix, theirs in IMAGENET_STEM.items():
-        if ours.startswith(prefix):
-            return theirs + ours[len(prefix) :]
-    return ours
-
-
 def imagenet_state(backbone: ResNet) -> dict[str, torch.Tensor]:
-    state = {imagenet_key(k): v.clone() for k, v in backbone.state_dict().items()}
+    state = rename_prefixes(backbone.state_dict(), IMAGENET_STEM)
     channels = backbone.out_channels
     return state | {"fc.weight": torch.randn(1000, channels), "fc.bias": torch.randn(1000)}
 
@@ -222,3 +201,12 @@ def test_imagenet_backbone_is_not_a_model(trained, tmp_path):
     torch.save(imagenet_state(ResNet("resnet50", "deep", base_width=8)), tmp_path / "r50.pth")
     with pytest.raises(CheckpointError, match="backbone_weights"):
         pspnet.load_model(tmp_path / "r50.pth")
+
+
+def test_imagenet_missing_key_is_named_as_in_the_file(tmp_path):
+    state = imagenet_state(ResNet("resnet50", "deep", base_width=8))
+    del state["bn2.running_var"]
+    torch.save(state, tmp_path / "resnet50_v2.pth")
+    with pytest.raises(CheckpointError) as error:
+        build_model(ModelConfig(3, stem="deep", base_width=8), tmp_path / "resnet50_v2.pth")
+    assert "missing keys: bn2.running_var (ours: stem.1.bn.running_var)" in str(error.value)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from reference import rename_prefixes
 
 import pspnet
 from pspnet import CheckpointError
@@ -12,11 +13,7 @@ from pspnet.models.resnet import ResNet
 
 def torchvision_state(backbone: ResNet) -> dict[str, torch.Tensor]:
     """torchvision's resnet layout: conv1/bn1 (our stem.0), the blocks as ours, and fc."""
-    stem = {"stem.0.conv.": "conv1.", "stem.0.bn.": "bn1."}
-    state = {}
-    for key, value in backbone.state_dict().items():
-        prefix = next((p for p in stem if key.startswith(p)), None)
-        state[key if prefix is None else stem[prefix] + key[len(prefix) :]] = value.clone()
+    state = rename_prefixes(backbone.state_dict(), {"stem.0.conv.": "conv1.", "stem.0.bn.": "bn1."})
     channels = backbone.out_channels
     return state | {"fc.weight": torch.randn(1000, channels), "fc.bias": torch.randn(1000)}
 
@@ -66,6 +63,27 @@ def test_unknown_key_is_named(tmp_path):
             ModelConfig(3, backbone="resnet18", stem="torchvision", base_width=8),
             tmp_path / "r18.pth",
         )
+
+
+@pytest.mark.parametrize(
+    ("theirs", "expected"),
+    [
+        ("bn1.running_var", "missing keys: bn1.running_var (ours: stem.0.bn.running_var)"),
+        # Block keys are named alike in both, so the name is given once.
+        ("layer1.0.bn1.running_var", "missing keys: layer1.0.bn1.running_var"),
+    ],
+)
+def test_missing_key_is_named_as_in_the_file(theirs, expected, tmp_path):
+    state = torchvision_state(ResNet("resnet18", "torchvision", base_width=8))
+    del state[theirs]
+    torch.save(state, tmp_path / "r18.pth")
+    with pytest.raises(CheckpointError, match=r"r18\.pth") as error:
+        build_model(
+            ModelConfig(3, backbone="resnet18", stem="torchvision", base_width=8),
+            tmp_path / "r18.pth",
+        )
+    message = str(error.value)
+    assert expected in message and "(ours: layer1" not in message
 
 
 def test_block_counts_of_no_depth_are_refused(tmp_path):

@@ -1,0 +1,98 @@
+"""The package's imports point one way: cli -> engine/segmenter -> models, data, checkpoints."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pspnet"
+
+# What each part may import besides itself, the shared errors and the atomic file writes.
+# Lazy imports inside functions count: a cycle through a function is still a cycle.
+ALLOWED = {
+    "models": set(),
+    "data": set(),
+    "checkpoints": {"models"},
+    "config": {"models", "data"},
+    "export": {"models"},
+    "visualize": {"data"},
+    "engine": {"models", "data", "checkpoints", "config"},
+    "optimized": {"models", "data", "engine", "config", "export"},
+    "segmenter": {"models", "data", "checkpoints", "config", "engine", "optimized"},
+    "predict": {"data", "segmenter", "visualize"},
+    "demo": {"models", "data", "config", "engine", "segmenter", "visualize"},
+}
+SHARED = {"errors", "files"}
+
+
+def part(module: str) -> str:
+    """``pspnet.engine.train`` -> ``engine``; ``pspnet`` itself -> ``pspnet``."""
+    names = module.split(".")
+    return names[1] if len(names) > 1 else names[0]
+
+
+def imports() -> dict[str, set[str]]:
+    """Every pspnet module (dotted name) -> the pspnet modules it imports, anywhere in it."""
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE.parent).with_suffix("")
+        module = ".".join(relative.parts).removesuffix(".__init__")
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        graph[module] = {name for name in found if name.split(".")[0] == "pspnet"}
+    return graph
+
+
+def test_the_graph_is_read_from_the_whole_package():
+    graph = imports()
+    assert {"pspnet.cli", "pspnet.models.pspnet", "pspnet.engine.train"} <= set(graph)
+    assert "pspnet.checkpoints" in graph["pspnet.engine.train"]  # a real edge is seen
+
+
+def test_nothing_imports_the_cli():
+    importers = [m for m, targets in imports().items() if "pspnet.cli" in targets]
+    assert importers == ["pspnet.__main__"]
+
+
+@pytest.mark.parametrize("source", sorted(ALLOWED))
+def test_each_part_imports_only_the_parts_below_it(source):
+    wrong = {
+        f"{module} -> {target}"
+        for module, targets in imports().items()
+        if part(module) == source
+        for target in targets
+        if part(target) not in ALLOWED[source] | SHARED | {source}
+    }
+    assert not wrong, sorted(wrong)
+
+
+def test_models_import_no_other_package_module():
+    wrong = {
+        f"{module} -> {target}"
+        for module, targets in imports().items()
+        if part(module) == "models"
+        for target in targets
+        if part(target) != "models"
+    }
+    assert not wrong, sorted(wrong)
+
+
+def test_the_allowed_parts_form_no_cycle():
+    # Depth-first search over ALLOWED itself, so a future edit cannot allow a cycle.
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = "open"
+        for target in ALLOWED.get(name, ()):
+            assert state.get(target) != "open", " -> ".join([*trail, name, target])
+            if target not in state:
+                visit(target, [*trail, name])
+        state[name] = "done"
+
+    for name in ALLOWED:
+        if name not in state:
+            visit(name, [])
