@@ -115,12 +115,12 @@ class InferenceConfig:
     """How an image becomes probabilities; defaults are semseg's single-scale test.
 
     Attributes:
-        mode: "slide" (crop-sized windows, semseg's protocol) or "whole" (the scaled image
-            in one forward pass, no padding).
-        crop_size: window (height, width); the training crop, e.g. (473, 473) or (713, 713).
+        mode: "slide" (crop-sized windows, semseg's protocol) or "whole" (the scaled image in
+            one forward pass, no padding).
+        crop_size: window (height, width), the training crop, e.g. 473 473 or 713 713.
         stride_rate: window stride as a fraction of the crop, rounded up (semseg: 2/3).
-        scales: multipliers of ``base_size``; the paper's multi-scale test uses
-            (0.5, 0.75, 1.0, 1.25, 1.5, 1.75).
+        scales: multipliers of base_size; the paper's multi-scale test uses 0.5 0.75 1.0 1.25
+            1.5 1.75.
         base_size: the long side that scale 1.0 maps to (semseg: 512 ADE20K and VOC, 2048
             Cityscapes); None keeps each image's own long side.
         flip: also run the left-right mirror and average the probabilities (semseg's test

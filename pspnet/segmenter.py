@@ -89,14 +89,13 @@ class Segmenter:
             **inference: :class:`InferenceConfig` fields to override (mode="slide",
                 crop_size=(473, 473), scales=(0.5, ..., 1.75), flip=True, base_size=512 ...).
         """
-        device = resolve_device(device)
         fast = precision is not None or backend is not None
-        if fast and device.type != "cpu":
+        if fast and str(device).partition(":")[0] != "cpu":
             raise ConfigError(
                 f"--precision/--backend choose the CPU fast path; on {device} leave them out "
                 "(the model runs as trained)"
             )
-        model = load_model(path, device)
+        model = load_model(path, resolve_device(device))
         recorded = json.loads(getattr(model, "metadata", {}).get("inference", "{}"))
         fields = {f.name for f in dataclasses.fields(InferenceConfig)}
         unknown = sorted(set(inference) - fields)

@@ -1,4 +1,4 @@
-"""Fixtures shared by the test folders: a tiny CamVid-layout dataset and a tiny model config."""
+"""Fixtures shared by the test folders: a tiny CamVid-layout dataset and trained-looking BN."""
 
 from pathlib import Path
 
@@ -31,26 +31,6 @@ def write_tiny_camvid(root: Path, num_train: int = 8, num_val: int = 3, size=(40
 @pytest.fixture
 def tiny_camvid(tmp_path: Path) -> Path:
     return write_tiny_camvid(tmp_path / "camvid")
-
-
-def tiny_overrides(root: Path, **extra) -> list[str]:
-    """``--set`` overrides for a seconds-long CPU run of a tiny PSPNet on ``root``."""
-    values = {
-        "model.backbone": "resnet18",
-        "model.base_width": 4,
-        "data.root": str(root),
-        "data.crop_size": "[32,32]",
-        "data.workers": 0,
-        "batch_size": 2,
-        "iterations": 6,
-        "checkpoint_every": 2,
-        "log_every": 1,
-        "evaluation.mode": "whole",
-        "evaluation.flip": "false",
-        "device": "cpu",
-    }
-    values.update(extra)
-    return [f"{k}={v}" for k, v in values.items()]
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ torch's weights_only refusal advises retrying with ``weights_only=False``, which
 file's code; that advice must never reach the user.
 """
 
-import os
+import builtins
 import pickle
 import random
 from pathlib import Path
@@ -121,12 +121,19 @@ def test_unreadable_backbone_weights_are_refused_safely(write, reason, tmp_path)
     assert "weights_only" not in str(caught.value)
 
 
-def test_unreadable_permissions_are_named(tmp_path):
+def test_unreadable_permissions_are_named(tmp_path, monkeypatch):
+    # Tests run as root, which reads a chmod-000 file anyway, so the system's refusal is
+    # simulated where the file is opened.
     path = tmp_path / "model.pth"
     torch_file(path)
-    path.chmod(0)
-    if os.access(path, os.R_OK):  # root reads it anyway
-        pytest.skip("permissions are not enforced for this user (root)")
+    real_open = builtins.open
+
+    def refusing_open(file, *args, **kwargs):
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
     with pytest.raises(CheckpointError, match="Permission denied") as caught:
         pspnet.load_model(path)
     assert str(caught.value).startswith(f"{path}: ")

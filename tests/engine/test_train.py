@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import tiny_overrides
+from helpers import tiny_overrides
 
 from pspnet.checkpoints import load_model
 from pspnet.config import load_train_config
+from pspnet.data.datasets import SegmentationDataset
+from pspnet.data.presets import get_preset
+from pspnet.engine.evaluate import evaluate
 from pspnet.engine.optim import poly_lr
 from pspnet.engine.train import train
 from pspnet.errors import TrainingError
@@ -40,8 +43,17 @@ def test_train_writes_checkpoints_logs_and_metrics(tiny_camvid, tmp_path):
     for entry in steps:  # poly schedule, evaluated at the step's start
         assert entry["lr"] == pytest.approx(poly_lr(0.01, entry["iteration"] - 1, 6, 0.9))
     assert [e["iteration"] for e in entries if "val" in e] == [3, 6]
-    assert 0 <= result.final_metrics["miou"] <= 1
+    # The final scores are those of the last weights, scored again independently here.
+    last = load_model(run / "last.pt")
+    preset = get_preset("camvid")
+    val_set = SegmentationDataset(tiny_camvid, "val", preset)
+    again = evaluate(last, val_set, preset.num_classes, config.evaluation).compute().to_dict()
+    assert result.final_metrics["miou"] == pytest.approx(again["miou"], abs=1e-12)
+    assert result.final_metrics["iou"] == pytest.approx(again["iou"], abs=1e-12, nan_ok=True)
+    val_mious = [e["val"]["miou"] for e in entries if "val" in e]
+    assert result.best_miou == max(val_mious)
     model = load_model(run / "best.safetensors")
+    assert float(model.metadata["miou"]) == pytest.approx(max(val_mious), abs=1e-6)
     assert model.config == config.model
     assert json.loads(model.metadata["class_names"])[0] == "Sky"
     assert load_train_config(run / "config.yaml") == config

@@ -145,9 +145,7 @@ def test_int8_calibration_reads_every_image(model, tmp_path):
 
     source = export_onnx(optimize_module.exact_rewrite(model, True), tmp_path / "model.onnx")
     calibration = [torch.randn(1, 3, 32, 32) for _ in range(5)] + [8 * torch.randn(1, 3, 32, 32)]
-    every = quantization_parameters(
-        quantize_int8(source, tmp_path / "all.onnx", calibration)
-    )
+    every = quantization_parameters(quantize_int8(source, tmp_path / "all.onnx", calibration))
     first_five = quantization_parameters(
         quantize_int8(source, tmp_path / "five.onnx", calibration[:5])
     )

@@ -1,0 +1,178 @@
+"""The ``pspnet`` command: each subcommand parses its arguments and calls one library function.
+
+``build_parser`` lays out the subcommands, :mod:`pspnet.cli.arguments` says what each option
+accepts, :mod:`pspnet.cli.commands` runs them; ``main`` turns every error into one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from pspnet.cli.arguments import (
+    add_dataset_options,
+    add_inference_options,
+    choices,
+    non_negative_int,
+    positive_int,
+)
+from pspnet.cli.commands import (
+    cmd_convert,
+    cmd_data_check,
+    cmd_demo,
+    cmd_eval,
+    cmd_export,
+    cmd_info,
+    cmd_predict,
+    cmd_train,
+)
+from pspnet.engine.metrics import AbsentPolicy
+from pspnet.errors import PSPNetError
+from pspnet.models.resnet import BackboneName, OutputStride, Stem
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pspnet", description="PSPNet, the Pyramid Scene Parsing Network (Zhao et al., 2017)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = commands.add_parser("info", help="parameters and FLOPs per part of the network")
+    info.add_argument("--backbone", default="resnet50", choices=choices(BackboneName))
+    info.add_argument("--num-classes", type=positive_int, default=150)
+    info.add_argument("--size", type=positive_int, default=473, help="square input size")
+    info.add_argument("--stem", default="deep", choices=choices(Stem))
+    info.add_argument("--output-stride", type=int, default=8, choices=choices(OutputStride))
+    info.add_argument("--no-ppm", action="store_true", help="the FCN baseline")
+    info.set_defaults(run=cmd_info)
+
+    convert = commands.add_parser(
+        "convert",
+        help="write any supported checkpoint (semseg, mmseg, pspnet) as native safetensors",
+    )
+    convert.add_argument("src", type=Path)
+    convert.add_argument("dst", type=Path)
+    convert.set_defaults(run=cmd_convert)
+
+    data = commands.add_parser("data", help="dataset tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    check = data_commands.add_parser("check", help="check every image/label pair of a split")
+    check.add_argument("root", type=Path)
+    add_dataset_options(check)
+    check.add_argument("--split", default="train")
+    check.add_argument("--list-file", type=Path, help="an `image label` list instead of SPLIT.txt")
+    check.set_defaults(run=cmd_data_check)
+
+    train = commands.add_parser("train", help="train with the paper's recipe (resumable)")
+    train.add_argument("--config", type=Path, help="YAML config (configs/*.yaml)")
+    train.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config fields, e.g. optim.lr=0.02 data.crop_size=[321,321]",
+    )
+    train.add_argument(
+        "--out", type=Path, required=True, help="run folder; a run it holds (last.pt) resumes"
+    )
+    train.add_argument("--no-resume", action="store_true", help="start over, ignoring last.pt")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser(
+        "eval", help="mIoU, mean class accuracy and pixel accuracy of a checkpoint or of saved PNGs"
+    )
+    evaluate.add_argument("--checkpoint", type=Path, help="model to evaluate")
+    evaluate.add_argument("--root", type=Path, help="dataset root")
+    evaluate.add_argument("--split", default="val")
+    add_dataset_options(evaluate)
+    evaluate.add_argument("--pred-dir", type=Path, help="score saved prediction PNGs instead")
+    evaluate.add_argument("--gt-dir", type=Path, help="ground-truth labels for --pred-dir")
+    evaluate.add_argument(
+        "--absent",
+        default="exclude",
+        choices=choices(AbsentPolicy),
+        help="classes absent from ground truth and prediction: left out of the means "
+        "(default) or counted as 0 like the official code",
+    )
+    evaluate.add_argument(
+        "--limit", type=non_negative_int, default=0, help="evaluate the first N images only"
+    )
+    evaluate.add_argument("--out", type=Path, help="write metrics.json/.md, confusion.csv/.png")
+    add_inference_options(evaluate)
+    evaluate.set_defaults(run=cmd_eval)
+
+    predict = commands.add_parser(
+        "predict", help="label, colour and overlay PNGs for images, folders or globs"
+    )
+    predict.add_argument("inputs", nargs="+", metavar="INPUT")
+    predict.add_argument("--checkpoint", type=Path, required=True)
+    predict.add_argument("--out", type=Path, required=True)
+    predict.add_argument("--save-probs", action="store_true", help="also NAME_probs.npy (C,H,W)")
+    add_inference_options(predict)
+    predict.set_defaults(run=cmd_predict)
+
+    export = commands.add_parser("export", help="ONNX with dynamic batch, height and width")
+    export.add_argument("checkpoint", type=Path)
+    export.add_argument("out", type=Path, help="e.g. model.onnx")
+    export.add_argument("--size", type=positive_int, default=473, help="example size traced")
+    export.add_argument(
+        "--no-optimize",
+        dest="optimize",
+        action="store_false",
+        help="export the plain graph (default: BN folded, factorised head)",
+    )
+    export.set_defaults(run=cmd_export)
+
+    demo = commands.add_parser(
+        "demo", help="train PSPNet and its FCN baseline on built-in synthetic scenes (no download)"
+    )
+    demo.add_argument("--out", type=Path, default=Path("demo_out"))
+    demo.add_argument("--iterations", type=positive_int, default=600, help="per network")
+    demo.add_argument("--seed", type=non_negative_int, default=0)
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+# Flags whose name is shorter than their InferenceConfig field's, and their value names.
+def _last_line(message: str) -> str:
+    """The error itself: a DataLoader worker wraps it in a traceback users need not read."""
+    if "Original Traceback" not in message:
+        return message
+    last = message.strip().splitlines()[-1]
+    return last.split(": ", 1)[1] if last.startswith("pspnet.errors.") else last
+
+
+def _file_error(err: OSError) -> str:
+    """An operating-system error as ``PATH: reason``, the way a user reads it."""
+    reason = err.strerror or str(err)
+    return f"{err.filename}: {reason}" if err.filename else reason
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``pspnet`` command line; returns the exit status.
+
+    Every error the library raises on purpose (:class:`PSPNetError`), and every file the
+    system refuses to read or write, is one line ``pspnet CMD: error: ...`` with status 2,
+    like argparse's own usage errors.
+    """
+    args = build_parser().parse_args(argv)
+    show_warning = warnings.showwarning
+    warnings.showwarning = lambda message, *_, **__: print(
+        f"pspnet {args.command}: warning: {message}", file=sys.stderr
+    )
+    try:
+        return args.run(args)
+    except PSPNetError as err:
+        print(f"pspnet {args.command}: error: {_last_line(str(err))}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"pspnet {args.command}: error: {_file_error(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        warnings.showwarning = show_warning

@@ -1,0 +1,154 @@
+"""Argument types, choices and generated options: what the library accepts, said once.
+
+Choices come from the library's ``Literal`` types, the inference options from the fields of
+:class:`pspnet.config.InferenceConfig` (their help from its docstring), and every number is
+checked by its type, so a bad value is argparse's one-line usage error naming the option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import math
+import re
+import typing
+from collections.abc import Callable
+from pathlib import Path
+
+from pspnet.config import InferenceConfig
+from pspnet.errors import ConfigError
+from pspnet.optimized.optimize import Backend, Precision
+
+
+def _number(kind: Callable[[str], float], test: Callable[[float], bool], accepted: str):
+    """An argparse type: ``kind(text)`` that passes ``test``, else a message naming the range."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and test(value)):
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}")
+        return value
+
+    parse.__name__ = accepted  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
+non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
+positive_float = _number(float, lambda v: v > 0, "a number > 0")
+unit_fraction = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+def device_name(text: str) -> str:
+    """An argparse type: a device this machine has (cpu, cuda, cuda:N)."""
+    from pspnet.engine.devices import resolve_device
+
+    try:
+        resolve_device(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    return text
+
+
+def choices(literal: object) -> list:
+    """The values of a ``Literal[...]`` type, so the CLI offers exactly what the library takes."""
+    return list(typing.get_args(literal))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's text from a dataclass's Google-style ``Attributes:`` section."""
+    docs: dict[str, str] = {}
+    section = inspect.cleandoc(cls.__doc__ or "").partition("Attributes:")[2]
+    name = None
+    for line in section.splitlines():
+        match = re.match(r"\s{4}(\w+): (.*)", line)
+        if match and match.group(1) in {f.name for f in dataclasses.fields(cls)}:
+            name, docs[match.group(1)] = match.group(1), match.group(2).strip()
+        elif name and line.startswith(" " * 8):
+            docs[name] += " " + line.strip()
+        elif line.strip():
+            name = None
+    return docs
+
+
+def inference_options(args: argparse.Namespace) -> dict:
+    """The InferenceConfig fields given on the command line (others keep their defaults)."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(InferenceConfig)}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
+
+
+_INFERENCE_FLAGS = {"crop_size": ("--crop", ("H", "W"))}
+_INFERENCE_TYPES = {"stride_rate": unit_fraction, "scales": positive_float}
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """One option per InferenceConfig field; help from its docstring, choices from its type."""
+    docs, hints = field_docs(InferenceConfig), typing.get_type_hints(InferenceConfig)
+    for field in dataclasses.fields(InferenceConfig):
+        flag, metavar = _INFERENCE_FLAGS.get(
+            field.name, ("--" + field.name.replace("_", "-"), None)
+        )
+        default = _default_text(field)
+        help_text = f"{docs[field.name].rstrip('.')}; default: the checkpoint's, else {default}"
+        options: dict = {"dest": field.name, "help": help_text}
+        hint = hints[field.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is typing.Literal:
+            options["choices"] = list(args)
+        elif hint is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            item = args[0] if args else hint
+            options["type"] = _INFERENCE_TYPES.get(
+                field.name, positive_int if item is int else positive_float
+            )
+            if typing.get_origin(hint) is tuple:
+                options["nargs"] = "+" if Ellipsis in args else len(args)
+            options["metavar"] = metavar
+        parser.add_argument(flag, default=None, **options)
+    parser.add_argument(
+        "--device", default="cpu", type=device_name, help="cpu, cuda or cuda:N (default cpu)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=choices(Precision),
+        help="CPU fast path (BN folding, factorised head): fp32 is exact; bf16 only where the "
+        "CPU has it natively; default: the plain eager model",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=choices(Backend),
+        help="runtime of the fast path: auto picks the fastest measured on this kind of CPU",
+    )
+    parser.add_argument(
+        "--calibration",
+        nargs="+",
+        metavar="IMAGES",
+        help="with --precision int8: training images (files, folders or globs) that set the "
+        "activation ranges",
+    )
+    parser.add_argument(
+        "--calibration-count",
+        type=positive_int,
+        default=200,
+        help="at most this many --calibration images, spread evenly (default 200)",
+    )
+
+
+def _default_text(field: dataclasses.Field) -> str:
+    value = field.default
+    if isinstance(value, tuple):
+        return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dataset", default="camvid", help="preset: ade20k, voc, cityscapes, camvid or custom"
+    )
+    parser.add_argument("--num-classes", type=positive_int, help="class count of a custom dataset")
+    parser.add_argument("--names-file", type=Path, help="class names of a custom dataset")

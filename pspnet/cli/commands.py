@@ -1,0 +1,324 @@
+"""The subcommands: each parses nothing, calls one library function and does the talking.
+
+Only the CLI prints, and under torchrun only rank 0 does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from pspnet.cli.arguments import inference_options
+from pspnet.errors import ConfigError
+
+
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _say(*parts: object) -> None:
+    if _is_main_rank():
+        print(*parts)
+
+
+class ProgressBar:
+    """A tqdm bar that appears at its first update, on rank 0 only.
+
+    A command that fails while it sets up (a missing folder, a bad option) thus prints its
+    error on a clean line instead of after an empty bar.
+    """
+
+    def __init__(self, **options):
+        self.options, self.bar = options, None
+
+    def update_to(self, done: int, total: int | None = None) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(disable=not _is_main_rank(), dynamic_ncols=True, **self.options)
+        if total is not None:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+
+    def set_postfix(self, values: dict[str, str]) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(values, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# --- info -------------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from pspnet.config import build
+    from pspnet.engine.summary import summarize
+    from pspnet.models.pspnet import ModelConfig
+
+    options = {
+        "num_classes": args.num_classes,
+        "backbone": args.backbone,
+        "stem": args.stem,
+        "output_stride": args.output_stride,
+        "use_ppm": not args.no_ppm,
+    }
+    config = build(ModelConfig, options, "pspnet info")
+    rows = summarize(config, args.size, args.size)
+    _say(f"PSPNet {args.backbone}, {args.num_classes} classes, input {args.size}x{args.size}")
+    _say(f"{'part':<18}{'parameters':>14}{'GFLOPs':>10}")
+    for row in rows:
+        _say(f"{row.name:<18}{row.parameters:>14,}{row.gflops:>10.1f}")
+    test_rows = [r for r in rows if r.name != "aux head"]
+    _say(
+        f"{'total (test)':<18}{sum(r.parameters for r in test_rows):>14,}"
+        f"{sum(r.gflops for r in test_rows):>10.1f}"
+    )
+    _say(
+        f"{'total (train)':<18}{sum(r.parameters for r in rows):>14,}"
+        f"{sum(r.gflops for r in rows):>10.1f}"
+    )
+    return 0
+
+
+# --- convert ----------------------------------------------------------------------------------
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from pspnet.checkpoints import load_model, save_model
+
+    model = load_model(args.src)
+    save_model(model, args.dst, {k: str(v) for k, v in getattr(model, "metadata", {}).items()})
+    config = model.config
+    _say(
+        f"wrote {args.dst}: {config.backbone}, {config.num_classes} classes, "
+        f"stem {config.stem}, align_corners {config.align_corners}"
+    )
+    return 0
+
+
+# --- data check -------------------------------------------------------------------------------
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from pspnet.data.datasets import check_dataset
+    from pspnet.data.presets import get_preset
+
+    preset = get_preset(args.dataset, args.num_classes, args.names_file)
+    bar = ProgressBar(desc=f"checking {args.split}", unit="pair")
+    report = check_dataset(args.root, preset, args.split, args.list_file, bar.update_to)
+    bar.close()
+    _say(report.to_text(preset.class_names))
+    return 1 if report.problems else 0
+
+
+# --- train ------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pspnet.config import load_train_config
+    from pspnet.engine.train import train
+
+    config = load_train_config(args.config, args.set)
+    main = _is_main_rank()
+    bar = ProgressBar(unit="it")
+    val_bar = ProgressBar(desc="validating", leave=False)
+
+    def on_event(event: dict) -> None:
+        kind = event["kind"]
+        if kind == "start":
+            bar.update_to(event["iteration"], config.iterations)
+            if event["iteration"] and main:
+                tqdm.write(f"resuming {args.out} at iteration {event['iteration']}")
+        elif kind == "step":
+            bar.update_to(event["iteration"])
+            info = {"loss": f"{event['loss']:.3f}", "lr": f"{event['lr']:.2e}"}
+            if "images_per_s" in event:
+                info["img/s"] = f"{event['images_per_s']:.1f}"
+            bar.set_postfix(info)
+        elif kind == "val_progress":
+            val_bar.update_to(event["done"], event["total"])
+        elif kind == "val":
+            val_bar.close()
+            m = event["metrics"]
+            if main:
+                tqdm.write(
+                    f"iteration {event['iteration']}: mIoU {100 * m['miou']:.2f}  "
+                    f"mAcc {100 * m['mean_acc']:.2f}  aAcc {100 * m['pixel_acc']:.2f}"
+                )
+
+    result = train(config, args.out, resume=not args.no_resume, callback=on_event)
+    bar.close()
+    _say(
+        f"done: {result.iteration} iterations, best mIoU {100 * result.best_miou:.2f}, "
+        f"checkpoints in {result.run_dir}"
+    )
+    return 0
+
+
+# --- eval -------------------------------------------------------------------------------------
+
+
+def _segmenter(args: argparse.Namespace):
+    """The checkpoint as a Segmenter with the command line's inference and fast-path options."""
+    from pspnet.data.images import expand_inputs
+    from pspnet.segmenter import Segmenter
+
+    calibration = None
+    if args.precision == "int8":
+        if not args.calibration:
+            raise ConfigError(
+                "--precision int8 needs --calibration IMAGES: a few hundred training images "
+                "that set the activation ranges"
+            )
+        files = expand_inputs(args.calibration)
+        step = max(1, len(files) // max(1, args.calibration_count))
+        calibration = files[::step][: args.calibration_count]
+        _say(f"calibrating int8 on {len(calibration)} image(s)")
+    elif args.calibration:
+        raise ConfigError("--calibration is only used with --precision int8")
+    return Segmenter.from_checkpoint(
+        args.checkpoint,
+        args.device,
+        args.precision,
+        args.backend,
+        calibration=calibration,
+        **inference_options(args),
+    )
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+
+    from pspnet.data.presets import get_preset
+    from pspnet.engine.evaluate import evaluate, score_predictions
+    from pspnet.files import make_folder
+    from pspnet.visualize import confusion_heatmap
+
+    preset = get_preset(args.dataset, args.num_classes, args.names_file)
+    bar = ProgressBar(desc="evaluating", unit="image")
+    progress = bar.update_to
+    if args.pred_dir is not None:
+        if args.gt_dir is None:
+            raise ConfigError("--pred-dir needs --gt-dir (the ground-truth label folder)")
+        matrix = score_predictions(args.pred_dir, args.gt_dir, preset, progress)
+        source = f"predictions in {args.pred_dir}"
+    else:
+        if args.checkpoint is None or args.root is None:
+            raise ConfigError("give --checkpoint and --root, or --pred-dir and --gt-dir")
+        matrix, source = _evaluate_checkpoint(args, preset, evaluate, progress)
+    bar.close()
+    metrics = matrix.compute(absent=args.absent)
+    report = metrics.to_markdown(list(preset.class_names))
+    _say(f"{source}, {preset.name} {args.split}:\n{report}")
+    if args.out is not None and _is_main_rank():
+        make_folder(args.out)
+        (args.out / "metrics.json").write_text(json.dumps(metrics.to_dict(), indent=2))
+        (args.out / "metrics.md").write_text(f"# {source}, {preset.name} {args.split}\n\n{report}")
+        metrics.save_csv(args.out / "confusion.csv", list(preset.class_names))
+        confusion_heatmap(metrics.matrix, preset.class_names).save(args.out / "confusion.png")
+        _say(f"wrote metrics.json, metrics.md, confusion.csv and confusion.png to {args.out}")
+    return 0
+
+
+def _evaluate_checkpoint(args, preset, evaluate, progress):
+    from pspnet.data.datasets import SegmentationDataset
+
+    segmenter = _segmenter(args)
+    if segmenter.num_classes != preset.num_classes:
+        raise ConfigError(
+            f"{args.checkpoint}: the model predicts {segmenter.num_classes} classes but the "
+            f"{preset.name!r} dataset has {preset.num_classes}; pick the matching --dataset"
+        )
+    dataset = SegmentationDataset(args.root, args.split, preset)
+    matrix = evaluate(
+        segmenter.model,
+        dataset,
+        preset.num_classes,
+        segmenter.inference,
+        limit=args.limit,
+        progress=progress,
+    )
+    inference = segmenter.inference
+    scales = ",".join(f"{s:g}" for s in inference.scales)
+    source = (
+        f"{args.checkpoint} ({inference.mode}, crop {inference.crop_size[0]}x"
+        f"{inference.crop_size[1]}, scales {scales}, flip {'on' if inference.flip else 'off'})"
+    )
+    return matrix, source
+
+
+# --- predict ----------------------------------------------------------------------------------
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pspnet.data.images import expand_inputs
+    from pspnet.predict import predict_files
+
+    files = expand_inputs(args.inputs)
+    segmenter = _segmenter(args)
+    failures = 0
+    with tqdm(total=len(files), unit="image", desc="predicting") as bar:
+        for result in predict_files(segmenter, files, args.out, save_probs=args.save_probs):
+            bar.update(1)
+            if result.error is not None:
+                failures += 1
+                tqdm.write(f"skipped {result.error}")
+            else:
+                tqdm.write(f"{result.path.name}: {result.shares}")
+    _say(
+        f"wrote {len(files) - failures} prediction(s) to {args.out}"
+        + (f"; {failures} input(s) could not be read" if failures else "")
+    )
+    return 1 if failures else 0
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pspnet.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(iterations=args.iterations, seed=args.seed)
+    _say(f"pspnet demo: synthetic scenes, FCN vs PSPNet, {settings.iterations} iterations each")
+    bars: dict[str, tqdm] = {}
+
+    def on_event(variant: str, event: dict) -> None:
+        if event["kind"] == "start":
+            bars[variant] = tqdm(total=settings.iterations, desc=f"training {variant}", unit="it")
+        elif event["kind"] == "step":
+            bars[variant].update(event["iteration"] - bars[variant].n)
+            bars[variant].set_postfix(loss=f"{event['loss']:.3f}", refresh=False)
+        elif event["kind"] == "end":
+            bars[variant].close()
+
+    result = run_demo(args.out, settings, on_event)
+    _say(f"\nValidation IoU (%):\n{result.table}\n")
+    _say(f"finished in {result.seconds:.0f} s; report: {result.report}, pictures: {result.grid}")
+    return 0
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pspnet.checkpoints import load_model
+    from pspnet.export.onnx import export_onnx
+    from pspnet.optimized.optimize import exact_rewrite
+
+    model = load_model(args.checkpoint)
+    exported = exact_rewrite(model, exportable=True) if args.optimize else model
+    export_onnx(exported, args.out, example_size=(args.size, args.size))
+    _say(
+        f"wrote {args.out}: input images (N, 3, H, W) of any size, output logits "
+        f"(N, {model.config.num_classes}, H, W)"
+    )
+    return 0
