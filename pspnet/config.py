@@ -126,6 +126,9 @@ class InferenceConfig:
         flip: also run the left-right mirror and average the probabilities (semseg's test
             always does).
         window_batch: windows per forward pass (their mirrors ride in the same pass).
+        fit_within: LONG SHORT: scale each image, keeping its aspect ratio, by the largest
+            factor that keeps its sides within them (mmseg's test resize, e.g. 2048 512);
+            replaces base_size.
     """
 
     mode: Mode = "slide"
@@ -135,9 +138,14 @@ class InferenceConfig:
     base_size: int | None = None
     flip: bool = True
     window_batch: int = 1
+    fit_within: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crop_size", tuple(int(v) for v in self.crop_size))
+        if self.fit_within is not None:
+            object.__setattr__(self, "fit_within", tuple(int(v) for v in self.fit_within))
+            if len(self.fit_within) != 2 or min(self.fit_within) < 1:
+                raise ConfigError(f"fit_within must be two positive sizes, got {self.fit_within}")
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
         if self.mode not in ("whole", "slide"):
             raise ConfigError(f"mode must be 'whole' or 'slide', got {self.mode!r}")

@@ -20,6 +20,7 @@ from pspnet.engine.devices import resolve_device
 from pspnet.engine.inference import Progress, predict_probs
 from pspnet.errors import ConfigError
 from pspnet.models.pspnet import PSPNet
+from pspnet.weights.download import Progress as DownloadProgress
 
 
 def class_info(model: PSPNet) -> tuple[list[str], list[tuple[int, int, int]]]:
@@ -73,12 +74,14 @@ class Segmenter:
         precision: str | None = None,
         backend: str | None = None,
         calibration: Sequence[ImageInput] | None = None,
+        progress: DownloadProgress | None = None,
         **inference: Any,
     ) -> Segmenter:
         """Load any supported checkpoint; inference settings default to what it was validated with.
 
         Args:
-            path: native, training-state, semseg or mmseg checkpoint.
+            path: native, training-state, semseg or mmseg checkpoint, a registry name
+                (``pspnet models``; its publisher's test settings become the defaults) or a URL.
             device: "cpu", "cuda", ...
             precision: CPU fast path: "auto", "fp32", "bf16" or "int8" (see
                 :func:`pspnet.optimized.optimize`); None runs the plain eager model.
@@ -86,6 +89,7 @@ class Segmenter:
             calibration: images (paths, arrays, PIL images) that set int8's activation ranges:
                 a few hundred from the training set; see
                 :func:`pspnet.optimized.int8.calibration_batches`.
+            progress: download progress of a name or URL, ``progress(bytes_done, total)``.
             **inference: :class:`InferenceConfig` fields to override (mode="slide",
                 crop_size=(473, 473), scales=(0.5, ..., 1.75), flip=True, base_size=512 ...).
         """
@@ -95,7 +99,7 @@ class Segmenter:
                 f"--precision/--backend choose the CPU fast path; on {device} leave them out "
                 "(the model runs as trained)"
             )
-        model = load_model(path, resolve_device(device))
+        model = load_model(path, resolve_device(device), progress)
         recorded = json.loads(getattr(model, "metadata", {}).get("inference", "{}"))
         fields = {f.name for f in dataclasses.fields(InferenceConfig)}
         unknown = sorted(set(inference) - fields)

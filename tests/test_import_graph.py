@@ -12,13 +12,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pspnet"
 ALLOWED = {
     "models": set(),
     "data": set(),
-    "checkpoints": {"models"},
+    "weights": {"models"},
+    "checkpoints": {"models", "weights"},
     "config": {"models", "data"},
     "export": {"models"},
     "visualize": {"data"},
     "engine": {"models", "data", "checkpoints", "config"},
     "optimized": {"models", "data", "engine", "config", "export"},
-    "segmenter": {"models", "data", "checkpoints", "config", "engine", "optimized"},
+    "segmenter": {"models", "data", "checkpoints", "config", "engine", "optimized", "weights"},
     "predict": {"data", "segmenter", "visualize"},
     "demo": {"models", "data", "config", "engine", "segmenter", "visualize"},
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import pickle
 import re
 from pathlib import Path
@@ -13,6 +15,8 @@ from pspnet.checkpoints.native import is_native, load_state_strict, read_native,
 from pspnet.errors import CheckpointError
 from pspnet.models.pspnet import ModelConfig, PSPNet
 from pspnet.models.resnet import ResNet
+from pspnet.weights import PublishedWeights, imagenet_backbone, resolve
+from pspnet.weights.download import Progress
 
 __all__ = ["build_model", "load_backbone_weights", "load_model", "read_checkpoint", "save_model"]
 
@@ -52,13 +56,28 @@ def torch_load(path: Path) -> dict:
     return obj
 
 
-def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict]:
-    """Recognise ``path``'s layout and return (config, native state dict, metadata).
+def read_checkpoint(
+    spec: str | Path, progress: Progress | None = None
+) -> tuple[ModelConfig, dict[str, torch.Tensor], dict]:
+    """Recognise a checkpoint's layout and return (config, native state dict, metadata).
 
     Native safetensors files, pspnet training states (``last.pt``), hszhao/semseg and
-    mmsegmentation checkpoints are recognised by their keys and shapes.
+    mmsegmentation checkpoints are recognised by their keys and shapes. A registry name or an
+    http(s) URL is downloaded into the cache first (see :mod:`pspnet.weights`); a published
+    file gets its publisher's settings (dataset, test settings, mIoU) as metadata.
+
+    Args:
+        spec: a path, a registry name (``pspnet models``) or a URL.
+        progress: download progress, ``progress(bytes_done, bytes_total or None)``.
     """
-    path = Path(path)
+    path, entry = resolve(spec, progress)
+    config, state, metadata = _read_file(path)
+    if entry is not None:
+        config, metadata = _as_published(config, metadata, entry, path)
+    return config, state, metadata
+
+
+def _read_file(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict]:
     if path.is_dir():
         raise CheckpointError(f"{path}: a directory, not a checkpoint file")
     if not path.is_file():
@@ -82,7 +101,7 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
         if fmt.matches(obj):
             config, state = fmt.convert(obj, source=str(path))
             return config, state, {"source_format": fmt.NAME}
-    if torchvision.matches(obj) or semseg.matches_imagenet(obj):
+    if torchvision.matches(obj) or semseg.matches_imagenet(obj) or mmseg.matches_imagenet(obj):
         raise CheckpointError(
             f"{path}: ImageNet ResNet weights (backbone only); pass them as "
             "build_model(config, backbone_weights=PATH) or --set backbone_weights=PATH"
@@ -94,30 +113,64 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
     )
 
 
-def build_model(config: ModelConfig, backbone_weights: str | Path | None = None) -> PSPNet:
+def _as_published(
+    config: ModelConfig, metadata: dict, entry: PublishedWeights, path: Path
+) -> tuple[ModelConfig, dict]:
+    """The registry's config (align_corners is not in the weights) and settings as metadata."""
+    published = entry.model_config()
+    if dataclasses.replace(config, align_corners=published.align_corners) != published:
+        raise CheckpointError(
+            f"{path}: holds {config}, not the {published} the registry lists for {entry.name}"
+        )
+    metadata = {
+        **metadata,
+        "published_name": entry.name,
+        "dataset": entry.dataset,
+        "inference": json.dumps(entry.inference()),
+        "published_miou": str(entry.miou),
+    }
+    if entry.miou_ms_flip is not None:
+        metadata["published_miou_ms_flip"] = str(entry.miou_ms_flip)
+    return published, metadata
+
+
+def build_model(
+    config: ModelConfig,
+    backbone_weights: str | Path | None = None,
+    progress: Progress | None = None,
+) -> PSPNet:
     """A freshly initialised PSPNet for ``config``, its backbone optionally from ImageNet weights.
 
     Args:
         config: the network's shape.
-        backbone_weights: an ImageNet ResNet file (torchvision or semseg layout) whose depth,
-            stem and width match ``config``; loaded strictly into the backbone.
+        backbone_weights: ``"imagenet"`` (the published ImageNet ResNet of ``config``'s depth
+            and stem, downloaded once), a registry name, a URL, or an ImageNet ResNet file
+            (torchvision, semseg or open-mmlab layout); loaded strictly into the backbone.
+        progress: download progress, ``progress(bytes_done, bytes_total or None)``.
     """
     model = PSPNet.from_config(config)
     if backbone_weights is not None:
-        load_backbone_weights(model.backbone, backbone_weights)
+        if backbone_weights == "imagenet":
+            backbone_weights = imagenet_backbone(config.backbone, config.stem).name
+        path, _ = resolve(backbone_weights, progress)
+        load_backbone_weights(model.backbone, path)
     return model
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> PSPNet:
+def load_model(
+    spec: str | Path, device: str | torch.device = "cpu", progress: Progress | None = None
+) -> PSPNet:
     """Build the network a checkpoint describes and load its weights strictly, in eval mode.
 
     Args:
-        path: native ``.safetensors``, a pspnet training state, or a semseg/mmseg checkpoint.
+        spec: native ``.safetensors``, a pspnet training state, a semseg/mmseg checkpoint, a
+            registry name or a URL.
         device: where to put the model.
+        progress: download progress, ``progress(bytes_done, bytes_total or None)``.
     """
-    config, state, metadata = read_checkpoint(path)
+    config, state, metadata = read_checkpoint(spec, progress)
     model = PSPNet.from_config(config)
-    load_state_strict(model, state, str(path))
+    load_state_strict(model, state, str(spec))
     model.metadata = dict(metadata)
     return model.to(device).eval()
 
@@ -135,10 +188,13 @@ def load_backbone_weights(backbone: ResNet, path: str | Path) -> None:
     obj = {k.removeprefix("module."): v for k, v in obj.items()}
     if semseg.matches_imagenet(obj):
         state = semseg.convert_imagenet(obj, source=str(path))
+    elif mmseg.matches_imagenet(obj):
+        state = mmseg.convert_imagenet(obj, source=str(path))
     elif torchvision.matches(obj):
         state = torchvision.convert(obj, source=str(path))
     else:
         raise CheckpointError(
-            f"{path}: not a torchvision or semseg ImageNet ResNet (first keys: {list(obj)[:6]})"
+            f"{path}: not a torchvision, semseg or open-mmlab ImageNet ResNet (first keys: "
+            f"{list(obj)[:6]})"
         )
     load_state_strict(backbone, state, str(path))

@@ -14,6 +14,7 @@ from pspnet.checkpoints.native import Rule, foreign_state, rename_strict
 from pspnet.checkpoints.torchvision import BLOCK_KEY, resnet_depth
 from pspnet.errors import CheckpointError
 from pspnet.models.pspnet import ModelConfig, PSPNet
+from pspnet.models.resnet import ResNet
 
 NAME = "mmseg"
 
@@ -43,6 +44,40 @@ RULES: list[Rule] = [
     (r"auxiliary_head\.convs\.0\.bn\.(\w+)", r"aux_head.fuse.bn.\1"),
     (r"auxiliary_head\.conv_seg\.(weight|bias)", r"aux_head.classifier.\1"),
 ]
+
+
+# open-mmlab's ImageNet ResNetV1c (open-mmlab://resnet50_v1c): the backbone's own keys, the
+# same layout as a PSPNet's ``backbone.*`` without the prefix, plus the ImageNet classifier.
+IMAGENET_RULES: list[Rule] = [
+    (r"stem\.0\.weight", "stem.0.conv.weight"),
+    (r"stem\.1\.(\w+)", r"stem.0.bn.\1"),
+    (r"stem\.3\.weight", "stem.1.conv.weight"),
+    (r"stem\.4\.(\w+)", r"stem.1.bn.\1"),
+    (r"stem\.6\.weight", "stem.2.conv.weight"),
+    (r"stem\.7\.(\w+)", r"stem.2.bn.\1"),
+    (rf"({BLOCK_KEY})", r"\1"),
+    (r"fc\.(weight|bias)", None),  # the ImageNet classifier: PSPNet has its own head
+]
+
+
+def matches_imagenet(obj: dict) -> bool:
+    """Whether ``obj`` is open-mmlab's ImageNet ResNetV1c (``stem.0`` .. ``stem.7``, blocks)."""
+    return {"stem.0.weight", "stem.6.weight", "layer1.0.conv1.weight"} <= set(obj)
+
+
+def convert_imagenet(obj: dict, source: str) -> dict[str, torch.Tensor]:
+    """Rename open-mmlab's ImageNet ResNetV1c onto :class:`ResNet` with the 32-32-64 stem.
+
+    Args:
+        obj: the loaded file's state dict.
+        source: the file's path, named in errors.
+    """
+    state = foreign_state(obj, source)
+    depth = resnet_depth(state, source)
+    base_width = state["layer1.0.conv1.weight"].shape[0]
+    with torch.device("meta"):
+        expected = ResNet(depth, "deep_narrow", base_width=base_width).state_dict()
+    return rename_strict(state, IMAGENET_RULES, expected, source)
 
 
 def matches(obj: dict) -> bool:

@@ -26,6 +26,7 @@ from pspnet.cli.commands import (
     cmd_eval,
     cmd_export,
     cmd_info,
+    cmd_models,
     cmd_predict,
     cmd_train,
 )
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "convert",
         help="write any supported checkpoint (semseg, mmseg, pspnet) as native safetensors",
     )
-    convert.add_argument("src", type=Path)
+    convert.add_argument("src", help="a checkpoint file, a registry name (pspnet models) or a URL")
     convert.add_argument("dst", type=Path)
     convert.set_defaults(run=cmd_convert)
 
@@ -84,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval", help="mIoU, mean class accuracy and pixel accuracy of a checkpoint or of saved PNGs"
     )
-    evaluate.add_argument("--checkpoint", type=Path, help="model to evaluate")
+    evaluate.add_argument(
+        "--checkpoint", help="model to evaluate: a file, a registry name (pspnet models) or a URL"
+    )
     evaluate.add_argument("--root", type=Path, help="dataset root")
     evaluate.add_argument("--split", default="val")
     add_dataset_options(evaluate)
@@ -108,14 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
         "predict", help="label, colour and overlay PNGs for images, folders or globs"
     )
     predict.add_argument("inputs", nargs="+", metavar="INPUT")
-    predict.add_argument("--checkpoint", type=Path, required=True)
+    predict.add_argument(
+        "--checkpoint", required=True, help="a file, a registry name (pspnet models) or a URL"
+    )
     predict.add_argument("--out", type=Path, required=True)
     predict.add_argument("--save-probs", action="store_true", help="also NAME_probs.npy (C,H,W)")
     add_inference_options(predict)
     predict.set_defaults(run=cmd_predict)
 
     export = commands.add_parser("export", help="ONNX with dynamic batch, height and width")
-    export.add_argument("checkpoint", type=Path)
+    export.add_argument("checkpoint", help="a file, a registry name (pspnet models) or a URL")
     export.add_argument("out", type=Path, help="e.g. model.onnx")
     export.add_argument("--size", type=positive_int, default=473, help="example size traced")
     export.add_argument(
@@ -125,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="export the plain graph (default: BN folded, factorised head)",
     )
     export.set_defaults(run=cmd_export)
+
+    models = commands.add_parser(
+        "models", help="published weights to use by name: dataset, mIoU, size, cached or not"
+    )
+    models.add_argument("--dataset", help="only this dataset's (ade20k, cityscapes, voc ...)")
+    models.set_defaults(run=cmd_models)
 
     demo = commands.add_parser(
         "demo", help="train PSPNet and its FCN baseline on built-in synthetic scenes (no download)"

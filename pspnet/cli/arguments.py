@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import math
 import re
+import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -81,7 +82,10 @@ def inference_options(args: argparse.Namespace) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in given.items() if v is not None}
 
 
-_INFERENCE_FLAGS = {"crop_size": ("--crop", ("H", "W"))}
+_INFERENCE_FLAGS = {
+    "crop_size": ("--crop", ("H", "W")),
+    "fit_within": ("--fit-within", ("LONG", "SHORT")),
+}
 _INFERENCE_TYPES = {"stride_rate": unit_fraction, "scales": positive_float}
 
 
@@ -96,17 +100,20 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
         help_text = f"{docs[field.name].rstrip('.')}; default: the checkpoint's, else {default}"
         options: dict = {"dest": field.name, "help": help_text}
         hint = hints[field.name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: X
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        args = typing.get_args(hint)
         if typing.get_origin(hint) is typing.Literal:
             options["choices"] = list(args)
         elif hint is bool:
             options["action"] = argparse.BooleanOptionalAction
         else:
-            item = args[0] if args else hint
+            is_tuple = typing.get_origin(hint) is tuple
+            item = args[0] if is_tuple else hint
             options["type"] = _INFERENCE_TYPES.get(
                 field.name, positive_int if item is int else positive_float
             )
-            if typing.get_origin(hint) is tuple:
+            if is_tuple:
                 options["nargs"] = "+" if Ellipsis in args else len(args)
             options["metavar"] = metavar
         parser.add_argument(flag, default=None, **options)

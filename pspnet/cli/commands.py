@@ -90,7 +90,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from pspnet.checkpoints import load_model, save_model
 
-    model = load_model(args.src)
+    download = download_bar()
+    model = load_model(args.src, progress=download.update_to)
+    download.close()
     save_model(model, args.dst, {k: str(v) for k, v in getattr(model, "metadata", {}).items()})
     config = model.config
     _say(
@@ -182,14 +184,23 @@ def _segmenter(args: argparse.Namespace):
         _say(f"calibrating int8 on {len(calibration)} image(s)")
     elif args.calibration:
         raise ConfigError("--calibration is only used with --precision int8")
-    return Segmenter.from_checkpoint(
+    download = download_bar()
+    segmenter = Segmenter.from_checkpoint(
         args.checkpoint,
         args.device,
         args.precision,
         args.backend,
         calibration=calibration,
+        progress=download.update_to,
         **inference_options(args),
     )
+    download.close()
+    return segmenter
+
+
+def download_bar() -> ProgressBar:
+    """The bar of a checkpoint named by registry name or URL, shown while it downloads."""
+    return ProgressBar(desc="downloading", unit="B", unit_scale=True, unit_divisor=1024)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -210,11 +221,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         if args.checkpoint is None or args.root is None:
             raise ConfigError("give --checkpoint and --root, or --pred-dir and --gt-dir")
-        matrix, source = _evaluate_checkpoint(args, preset, evaluate, progress)
+        matrix, source, metadata = _evaluate_checkpoint(args, preset, evaluate, progress)
     bar.close()
     metrics = matrix.compute(absent=args.absent)
     report = metrics.to_markdown(list(preset.class_names))
     _say(f"{source}, {preset.name} {args.split}:\n{report}")
+    if args.pred_dir is None and "published_miou" in metadata:
+        _say(published_line(metadata, metrics.miou))
     if args.out is not None and _is_main_rank():
         make_folder(args.out)
         (args.out / "metrics.json").write_text(json.dumps(metrics.to_dict(), indent=2))
@@ -249,7 +262,15 @@ def _evaluate_checkpoint(args, preset, evaluate, progress):
         f"{args.checkpoint} ({inference.mode}, crop {inference.crop_size[0]}x"
         f"{inference.crop_size[1]}, scales {scales}, flip {'on' if inference.flip else 'off'})"
     )
-    return matrix, source
+    return matrix, source, getattr(segmenter.model, "metadata", {})
+
+
+def published_line(metadata: dict, miou: float) -> str:
+    """The publisher's mIoU beside the one measured here."""
+    line = f"published mIoU of {metadata['published_name']}: {metadata['published_miou']}"
+    if "published_miou_ms_flip" in metadata:
+        line += f" single-scale, {metadata['published_miou_ms_flip']} multi-scale + flip"
+    return line + f"; measured here: {100 * miou:.2f}"
 
 
 # --- predict ----------------------------------------------------------------------------------
@@ -314,7 +335,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pspnet.export.onnx import export_onnx
     from pspnet.optimized.optimize import exact_rewrite
 
-    model = load_model(args.checkpoint)
+    download = download_bar()
+    model = load_model(args.checkpoint, progress=download.update_to)
+    download.close()
     exported = exact_rewrite(model, exportable=True) if args.optimize else model
     export_onnx(exported, args.out, example_size=(args.size, args.size))
     _say(
@@ -322,3 +345,43 @@ def cmd_export(args: argparse.Namespace) -> int:
         f"(N, {model.config.num_classes}, H, W)"
     )
     return 0
+
+
+# --- models -----------------------------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from pspnet.weights import cache_dir, registry
+    from pspnet.weights.registry import estimated_bytes, is_cached
+
+    entries = [e for e in registry().values() if args.dataset in (None, e.dataset)]
+    pspnets = [e for e in entries if e.kind == "pspnet"]
+    backbones = [e for e in entries if e.kind == "backbone" and args.dataset is None]
+    if not pspnets and not backbones:
+        known = sorted({e.dataset for e in registry().values() if e.dataset})
+        raise ConfigError(f"--dataset {args.dataset}: no published weights; known: {known}")
+    if pspnets:
+        _say("| name | dataset | mIoU | ms+flip | size | cached |")
+        _say("|:---|:---|---:|---:|---:|:---|")
+        for e in pspnets:
+            ms = "n/a" if e.miou_ms_flip is None else f"{e.miou_ms_flip:.2f}"
+            cached = "unsupported: " + e.unsupported if e.unsupported else _yes(is_cached(e))
+            size = f"~{estimated_bytes(e) / 2**20:.0f} MiB"
+            _say(f"| {e.name} | {e.dataset} | {e.miou:.2f} | {ms} | {size} | {cached} |")
+    if backbones:
+        _say("\n| ImageNet backbone | depth | stem | top-1 | size | cached |")
+        _say("|:---|:---|:---|---:|---:|:---|")
+        for e in backbones:
+            top1 = "n/a" if e.top1 is None else f"{e.top1:.2f}"
+            size = f"~{estimated_bytes(e) / 2**20:.0f} MiB"
+            model = e.model
+            _say(
+                f"| {e.name} | {model['backbone']} | {model['stem']} | {top1} | {size} | "
+                f"{_yes(is_cached(e))} |"
+            )
+    _say(f"\nsizes estimated from the parameter count (fp32); cache: {cache_dir()}")
+    return 0
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"

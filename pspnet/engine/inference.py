@@ -49,6 +49,22 @@ def scaled_size(height: int, width: int, long_side: int) -> tuple[int, int]:
     return max(1, round(long_side / width * height)), long_side
 
 
+def scale_size(height: int, width: int, scale: float, config: InferenceConfig) -> tuple[int, int]:
+    """The (height, width) an image is run at for one of ``config.scales``.
+
+    With ``fit_within`` (mmseg's keep-ratio resize, mmcv's ``rescale_size``) the factor is the
+    largest that keeps the long side within ``scale * LONG`` and the short side within
+    ``scale * SHORT``, sizes rounded half up; otherwise the long side becomes
+    ``round(scale * base_size)`` (semseg's rule, the image's own long side by default).
+    """
+    if config.fit_within is not None:
+        long_side, short_side = config.fit_within
+        factor = scale * min(long_side / max(height, width), short_side / min(height, width))
+        return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+    base_size = config.base_size or max(height, width)
+    return scaled_size(height, width, round(scale * base_size))
+
+
 def window_starts(length: int, crop: int, stride: int) -> list[int]:
     """Window offsets along one axis of a (padded) length >= crop, the last at the border."""
     count = math.ceil((length - crop) / stride) + 1
@@ -81,8 +97,7 @@ def predict_probs(
     config = config or InferenceConfig()
     _check_call(model, image)
     height, width = image.shape[-2:]
-    base_size = config.base_size or max(height, width)
-    sizes = [scaled_size(height, width, round(s * base_size)) for s in config.scales]
+    sizes = [scale_size(height, width, scale, config) for scale in config.scales]
     counter = _Counter(progress, sum(_window_count(size, config) for size in sizes))
     out = torch.zeros(num_classes, height, width, device=image.device)  # (C, H, W)
     with torch.no_grad():

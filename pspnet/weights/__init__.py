@@ -1,0 +1,50 @@
+"""Published weights by name or URL: the registry, and a verified download cache.
+
+``resolve("pspnet_r50-d8_4xb4-80k_ade20k-512x512")`` downloads (once) and returns the cached
+file and its registry entry; a URL is downloaded and cached the same way; a path is returned
+as it is. Everything that accepts a checkpoint goes through it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pspnet.errors import CheckpointError
+from pspnet.weights.download import Progress, cache_dir, cache_path, fetch, is_url, offline
+from pspnet.weights.registry import PublishedWeights, find, imagenet_backbone, registry
+
+__all__ = [
+    "PublishedWeights",
+    "cache_dir",
+    "cache_path",
+    "fetch",
+    "find",
+    "imagenet_backbone",
+    "offline",
+    "registry",
+    "resolve",
+]
+
+
+def resolve(
+    spec: str | Path, progress: Progress | None = None
+) -> tuple[Path, PublishedWeights | None]:
+    """The local file ``spec`` names and its registry entry (None for other files).
+
+    Args:
+        spec: a path, a registry name, or an http(s) URL.
+        progress: download progress, ``progress(bytes_done, bytes_total or None)``.
+
+    Raises:
+        CheckpointError: an unsupported registry entry, or a failed download.
+    """
+    text = str(spec)
+    if Path(text).exists() or not (is_url(text) or find(text)):
+        return Path(spec), None
+    entry = find(text)
+    if entry is not None and entry.unsupported:
+        raise CheckpointError(
+            f"{entry.name}: published, but not loadable here: {entry.unsupported}"
+        )
+    url = entry.url if entry is not None else text
+    return fetch(url, entry.sha256 if entry else None, progress), entry

@@ -1,0 +1,184 @@
+"""The registry: every published PSPNet builds and converts; names resolve through the cache."""
+
+import hashlib
+import http.server
+import importlib
+import threading
+
+import pytest
+import torch
+import yaml
+from layouts import mmseg_checkpoint
+
+import pspnet
+from pspnet.checkpoints import build_model, mmseg
+from pspnet.cli import main
+from pspnet.errors import CheckpointError, ConfigError
+from pspnet.models import ModelConfig, PSPNet
+from pspnet.segmenter import Segmenter
+from pspnet.weights import resolve
+from pspnet.weights.registry import find, imagenet_backbone, registry
+
+# The module, not the function pspnet.weights exports under the same name.
+registry_module = importlib.import_module("pspnet.weights.registry")
+ENTRIES = sorted(registry().values(), key=lambda entry: entry.name)
+PSPNETS = [e for e in ENTRIES if e.kind == "pspnet"]
+
+
+def test_the_registry_lists_every_metafile_entry_with_its_source_numbers():
+    assert len(PSPNETS) == 54  # metafile.yaml lists 54 PSPNet weights files (one name twice)
+    assert len({e.url for e in PSPNETS}) == 54
+    ade = find("pspnet_r50-d8_4xb4-80k_ade20k-512x512")
+    assert (ade.miou, ade.miou_ms_flip, ade.num_classes, ade.dataset) == (
+        41.13,
+        41.94,
+        150,
+        "ade20k",
+    )
+    for entry in ENTRIES:
+        assert entry.url.startswith("https://download.")
+        assert entry.sha256 in entry.file_name  # the prefix torch.hub reads from the name
+
+
+@pytest.mark.parametrize("entry", [e for e in PSPNETS if not e.unsupported], ids=lambda e: e.name)
+def test_every_supported_entry_builds_and_its_layout_converts(entry):
+    config = entry.model_config()
+    with torch.device("meta"):
+        state = PSPNet.from_config(config).state_dict()
+    checkpoint = mmseg_checkpoint(state, config)
+    assert mmseg.matches(checkpoint)
+    converted, renamed = mmseg.convert(checkpoint, source=entry.name)
+    # align_corners is a test-time setting the weights cannot show; the registry supplies it.
+    assert converted == ModelConfig(**{**config.__dict__, "align_corners": False})
+    assert renamed.keys() == state.keys()
+
+
+@pytest.mark.parametrize("entry", [e for e in PSPNETS if e.unsupported], ids=lambda e: e.name)
+def test_unsupported_entries_say_why_and_are_refused(entry):
+    assert len(entry.unsupported) > 30
+    with pytest.raises(CheckpointError, match="not loadable") as error:
+        resolve(entry.name)
+    assert entry.unsupported in str(error.value)
+
+
+def test_publisher_settings_become_inference_defaults():
+    entry = find("pspnet_r101-d8_4xb2-80k_cityscapes-769x769")
+    settings = entry.inference()
+    assert settings["mode"] == "slide" and settings["crop_size"] == [769, 769]
+    assert settings["fit_within"] == [2049, 1025] and settings["flip"] is False
+    assert entry.model_config().align_corners is True
+
+
+def test_imagenet_picks_the_backbone_of_the_depth_and_stem():
+    assert imagenet_backbone("resnet50", "deep_narrow").name == "openmmlab_resnet50_v1c"
+    assert imagenet_backbone("resnet101", "torchvision").name == "torchvision_resnet101_v1"
+    with pytest.raises(ConfigError, match="resnet50 with stem 'deep'"):
+        imagenet_backbone("resnet50", "deep")
+
+
+@pytest.fixture
+def local_registry(tmp_path, monkeypatch, trained):
+    """A registry of one tiny PSPNet and one tiny backbone, served from 127.0.0.1."""
+    monkeypatch.setenv("PSPNET_HOME", str(tmp_path / "cache"))
+    files: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = files[self.path.lstrip("/")]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+
+    def serve(name: str, data: bytes) -> tuple[str, str]:
+        digest = hashlib.sha256(data).hexdigest()[:8]
+        files[f"{name}-{digest}.pth"] = data
+        return f"{base}/{name}-{digest}.pth", digest
+
+    model_fields = {"backbone": "resnet18", "stem": "deep_narrow", "align_corners": True}
+    config = ModelConfig(11, contract_dilation=True, base_width=4, **model_fields)
+    model = trained(PSPNet.from_config(config))
+    torch.save(mmseg_checkpoint(model.state_dict(), config), tmp_path / "m.pth")
+    url, digest = serve("tiny_pspnet", (tmp_path / "m.pth").read_bytes())
+    backbone = {k.removeprefix("backbone."): v for k, v in mmseg_checkpoint(
+        model.state_dict(), config)["state_dict"].items() if k.startswith("backbone.")}  # fmt: skip
+    backbone_url, backbone_digest = serve("tiny_v1c", _saved(backbone, tmp_path / "b.pth"))
+    listing = {
+        "pspnet": [
+            {
+                "name": "tiny_pspnet_camvid",
+                "dataset": "camvid",
+                "num_classes": 11,
+                "model": {**model_fields, "base_width": 4},
+                "test": {"mode": "slide", "crop_size": [24, 24], "stride": [16, 16],
+                         "resize": [40, 30]},
+                "miou": 12.34,
+                "miou_ms_flip": 13.57,
+                "url": url,
+                "sha256": digest,
+            }
+        ],
+        "backbones": [
+            {
+                "name": "tiny_resnet18_v1c",
+                "model": {"backbone": "resnet18", "stem": "deep_narrow"},
+                "url": backbone_url,
+                "sha256": backbone_digest,
+            }
+        ],
+    }  # fmt: skip
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump(listing))
+    monkeypatch.setattr(registry_module, "REGISTRY_FILE", path)
+    yield model
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _saved(state: dict, path) -> bytes:
+    torch.save(state, path)
+    return path.read_bytes()
+
+
+def test_a_registry_name_loads_with_its_publishers_settings(local_registry):
+    loaded = pspnet.load_model("tiny_pspnet_camvid")
+    assert loaded.config.align_corners is True  # from the registry, not the weights
+    assert torch.equal(loaded.head.classifier.weight, local_registry.head.classifier.weight)
+    segmenter = Segmenter.from_checkpoint("tiny_pspnet_camvid")
+    assert segmenter.inference.mode == "slide" and segmenter.inference.crop_size == (24, 24)
+    assert segmenter.inference.fit_within == (40, 30) and segmenter.inference.flip is False
+    assert segmenter.class_names[0] == "Sky"  # the camvid preset, named by the registry
+
+
+def test_eval_by_name_prints_the_published_miou(local_registry, tiny_camvid, capsys):
+    argv = ["eval", "--checkpoint", "tiny_pspnet_camvid", "--root", str(tiny_camvid)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "published mIoU of tiny_pspnet_camvid: 12.34 single-scale, 13.57" in out
+    assert "measured here: " in out and "slide, crop 24x24" in out
+
+
+def test_models_lists_the_registry_and_what_is_cached(local_registry, capsys):
+    assert main(["models"]) == 0
+    before = capsys.readouterr().out
+    assert "| tiny_pspnet_camvid | camvid | 12.34 | 13.57 |" in before
+    assert before.count("| no |") == 2
+    pspnet.load_model("tiny_pspnet_camvid")
+    assert main(["models", "--dataset", "camvid"]) == 0
+    after = capsys.readouterr().out
+    assert "| yes |" in after and "tiny_resnet18_v1c" not in after
+
+
+def test_training_from_imagenet_by_name(local_registry):
+    config = ModelConfig(11, "resnet18", "deep_narrow", contract_dilation=True, base_width=4)
+    model = build_model(config, "imagenet")
+    expected = local_registry.backbone.state_dict()
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, expected[key]), key
