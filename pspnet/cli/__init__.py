@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--root", type=Path, help="dataset root")
     evaluate.add_argument("--split", default="val")
-    add_dataset_options(evaluate)
+    add_dataset_options(evaluate, default=None)
     evaluate.add_argument("--pred-dir", type=Path, help="score saved prediction PNGs instead")
     evaluate.add_argument("--gt-dir", type=Path, help="ground-truth labels for --pred-dir")
     evaluate.add_argument(

@@ -153,9 +153,13 @@ def _default_text(field: dataclasses.Field) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def add_dataset_options(parser: argparse.ArgumentParser) -> None:
+def add_dataset_options(parser: argparse.ArgumentParser, default: str | None = "camvid") -> None:
+    """--dataset, --num-classes, --names-file; ``default`` None: the checkpoint's dataset."""
+    also = "; default: the checkpoint's dataset, else camvid" if default is None else ""
     parser.add_argument(
-        "--dataset", default="camvid", help="preset: ade20k, voc, cityscapes, camvid or custom"
+        "--dataset",
+        default=default,
+        help=f"preset: ade20k, voc, cityscapes, camvid or custom{also}",
     )
     parser.add_argument("--num-classes", type=positive_int, help="class count of a custom dataset")
     parser.add_argument("--names-file", type=Path, help="class names of a custom dataset")

@@ -210,23 +210,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pspnet.files import make_folder
     from pspnet.visualize import confusion_heatmap
 
-    preset = get_preset(args.dataset, args.num_classes, args.names_file)
     bar = ProgressBar(desc="evaluating", unit="image")
     progress = bar.update_to
     if args.pred_dir is not None:
         if args.gt_dir is None:
             raise ConfigError("--pred-dir needs --gt-dir (the ground-truth label folder)")
+        preset = get_preset(args.dataset or "camvid", args.num_classes, args.names_file)
         matrix = score_predictions(args.pred_dir, args.gt_dir, preset, progress)
-        source = f"predictions in {args.pred_dir}"
+        source, metadata = f"predictions in {args.pred_dir}", {}
     else:
         if args.checkpoint is None or args.root is None:
             raise ConfigError("give --checkpoint and --root, or --pred-dir and --gt-dir")
-        matrix, source, metadata = _evaluate_checkpoint(args, preset, evaluate, progress)
+        segmenter = _segmenter(args)
+        metadata = getattr(segmenter.model, "metadata", {})
+        dataset = args.dataset or _preset_name(metadata.get("dataset")) or "camvid"
+        preset = get_preset(dataset, args.num_classes, args.names_file)
+        matrix, source = _evaluate_checkpoint(args, segmenter, preset, evaluate, progress)
     bar.close()
     metrics = matrix.compute(absent=args.absent)
     report = metrics.to_markdown(list(preset.class_names))
     _say(f"{source}, {preset.name} {args.split}:\n{report}")
-    if args.pred_dir is None and "published_miou" in metadata:
+    if "published_miou" in metadata:
         _say(published_line(metadata, metrics.miou))
     if args.out is not None and _is_main_rank():
         make_folder(args.out)
@@ -238,10 +242,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate_checkpoint(args, preset, evaluate, progress):
+def _preset_name(dataset: str | None) -> str | None:
+    """The dataset a checkpoint names, if it is one of our presets."""
+    from pspnet.data.presets import PRESETS
+
+    return dataset if dataset in PRESETS else None
+
+
+def _evaluate_checkpoint(args, segmenter, preset, evaluate, progress):
     from pspnet.data.datasets import SegmentationDataset
 
-    segmenter = _segmenter(args)
     if segmenter.num_classes != preset.num_classes:
         raise ConfigError(
             f"{args.checkpoint}: the model predicts {segmenter.num_classes} classes but the "
@@ -262,7 +272,7 @@ def _evaluate_checkpoint(args, preset, evaluate, progress):
         f"{args.checkpoint} ({inference.mode}, crop {inference.crop_size[0]}x"
         f"{inference.crop_size[1]}, scales {scales}, flip {'on' if inference.flip else 'off'})"
     )
-    return matrix, source, getattr(segmenter.model, "metadata", {})
+    return matrix, source
 
 
 def published_line(metadata: dict, miou: float) -> str:
