@@ -13,6 +13,10 @@ class DatasetError(PSPNetError):
     """A dataset root, list, image or label that is missing, unreadable or inconsistent."""
 
 
+class ImageTooLargeError(DatasetError):
+    """An image whose pixel count is over the configured limit (refused before decoding)."""
+
+
 class ConfigError(PSPNetError, ValueError):
     """A configuration file or override that does not fit the typed configuration."""
 

@@ -21,7 +21,18 @@ ALLOWED = {
     "optimized": {"models", "data", "engine", "config", "export"},
     "segmenter": {"models", "data", "checkpoints", "config", "engine", "optimized", "weights"},
     "predict": {"data", "segmenter", "visualize"},
-    "demo": {"models", "data", "config", "engine", "segmenter", "visualize"},
+    "demo": {"models", "data", "checkpoints", "config", "engine", "segmenter", "visualize"},
+    "serve": {
+        "models",
+        "data",
+        "checkpoints",
+        "config",
+        "engine",
+        "segmenter",
+        "visualize",
+        "predict",
+        "weights",
+    },
 }
 SHARED = {"errors", "files"}
 

@@ -17,6 +17,8 @@ from pspnet.cli.arguments import (
     add_inference_options,
     choices,
     non_negative_int,
+    port_number,
+    positive_float,
     positive_int,
 )
 from pspnet.cli.commands import (
@@ -28,6 +30,7 @@ from pspnet.cli.commands import (
     cmd_info,
     cmd_models,
     cmd_predict,
+    cmd_serve,
     cmd_train,
 )
 from pspnet.engine.metrics import AbsentPolicy
@@ -130,6 +133,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="export the plain graph (default: BN folded, factorised head)",
     )
     export.set_defaults(run=cmd_export)
+
+    serve = commands.add_parser(
+        "serve", help="an HTTP service and a web page over a checkpoint (needs pspnet[serve])"
+    )
+    serve.add_argument(
+        "--checkpoint", required=True, help="a file, a registry name (pspnet models) or a URL"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    serve.add_argument("--port", type=port_number, default=8000)
+    serve.add_argument(
+        "--max-queue", type=non_negative_int, default=4,
+        help="requests waiting behind the running one; more get 503 (default 4)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-upload-mb", type=positive_float, default=20.0,
+        help="the largest request body in MiB; larger get 413 (default 20)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-pixels", type=positive_int, default=40_000_000,
+        help="the largest image, width x height; larger get 413 (default 40000000)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--timeout", type=positive_float, default=120.0,
+        help="seconds a request may wait and run before 504 (default 120)",
+    )  # fmt: skip
+    add_inference_options(serve)
+    serve.set_defaults(run=cmd_serve)
 
     models = commands.add_parser(
         "models", help="published weights to use by name: dataset, mIoU, size, cached or not"

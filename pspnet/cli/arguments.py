@@ -42,6 +42,7 @@ positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
 non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0, "a number > 0")
 unit_fraction = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+port_number = _number(int, lambda v: 0 <= v <= 65535, "a port number in 0..65535")
 
 
 def device_name(text: str) -> str:

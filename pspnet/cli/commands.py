@@ -395,3 +395,34 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def _yes(value: bool) -> str:
     return "yes" if value else "no"
+
+
+# --- serve ------------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from pspnet.serve import ServeSettings, serve
+    except ImportError as err:
+        raise ConfigError(
+            f"pspnet serve needs the serve extra ({err.name} is missing): "
+            "pip install 'pspnet[serve]'"
+        ) from err
+    settings = ServeSettings(
+        max_queue=args.max_queue,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_pixels=args.max_pixels,
+        timeout=args.timeout,
+    )
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{host}:{args.port}/"
+
+    def ready(segmenter) -> None:
+        _say(
+            f"pspnet serve: ready, {segmenter.num_classes} classes; the page is at {url}, "
+            f"the API at {url}v1/segment (Ctrl+C stops)"
+        )
+
+    _say(f"pspnet serve: loading {args.checkpoint} (health at {url}healthz)")
+    serve(lambda: _segmenter(args), settings, args.host, args.port, ready)
+    return 0

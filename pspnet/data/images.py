@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pspnet.errors import DatasetError
+from pspnet.errors import DatasetError, ImageTooLargeError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -44,11 +44,11 @@ def max_pixels() -> int:
     return value
 
 
-def check_pixels(height: int, width: int, source: str) -> None:
-    """Raise if an image of ``height`` x ``width`` is over :func:`max_pixels`."""
-    limit = max_pixels()
+def check_pixels(height: int, width: int, source: str, limit: int | None = None) -> None:
+    """Raise if an image of ``height`` x ``width`` is over ``limit`` (:func:`max_pixels`)."""
+    limit = limit or max_pixels()
     if height * width > limit:
-        raise DatasetError(
+        raise ImageTooLargeError(
             f"{source}: image is {width}x{height} ({height * width:,} pixels), over the limit "
             f"of {limit:,}; downscale it, or raise {MAX_PIXELS_VARIABLE}"
         )
@@ -67,19 +67,21 @@ def read_bytes(path: Path, what: str) -> np.ndarray:
     return data
 
 
-def decode(data: np.ndarray, flags: int, path: Path, what: str) -> np.ndarray:
+def decode(
+    data: np.ndarray, flags: int, path: Path | str, what: str, limit: int | None = None
+) -> np.ndarray:
     """OpenCV's decoding of ``data``, the header's size checked against the limit first."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data.tobytes())) as header:  # reads the header only
                 width, height = header.size
-        check_pixels(height, width, str(path))
+        check_pixels(height, width, str(path), limit)
     except Image.DecompressionBombError as err:  # PIL's own ceiling, twice MAX_IMAGE_PIXELS
         ceiling = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-        raise DatasetError(
+        raise ImageTooLargeError(
             f"{path}: {what} declares more than {ceiling:,} pixels, over the limit of "
-            f"{min(ceiling, max_pixels()):,}; downscale it"
+            f"{min(ceiling, limit or max_pixels()):,}; downscale it"
         ) from err
     except (UnidentifiedImageError, OSError, ValueError):
         pass  # a format PIL does not know: OpenCV's own limit and checks apply
@@ -106,6 +108,20 @@ def read_image(path: str | Path, exif_orientation: bool = False) -> np.ndarray:
     path = Path(path)
     flags = cv2.IMREAD_COLOR | (0 if exif_orientation else cv2.IMREAD_IGNORE_ORIENTATION)
     image = decode(read_bytes(path, "image"), flags, path, "image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def decode_image(data: bytes, source: str, limit: int | None = None) -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG ...) as (H, W, 3) uint8 RGB, upright by their EXIF.
+
+    Args:
+        data: the file's bytes.
+        source: names the image in errors (an upload, a URL).
+        limit: the pixel limit; :func:`max_pixels` when None.
+    """
+    if not data:
+        raise DatasetError(f"{source}: empty image")
+    image = decode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR, source, "image", limit)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

@@ -1,0 +1,285 @@
+"""The HTTP service: ``POST /v1/segment`` and friends over the one inference routine.
+
+Every image goes through :class:`pspnet.segmenter.Segmenter` (so :func:`predict_probs`) on
+the inference worker. Formats of ``/v1/segment?format=``:
+
+- ``png`` (default): the palette-indexed label PNG at the input's size (EXIF orientation
+  applied; pixel values are class indices), the class shares in ``X-Class-Shares`` (JSON);
+- ``json``: size, the classes present ``{id, name, color, share}``, the label PNG in base64,
+  the inference time;
+- ``masks``: Hugging Face's image-segmentation output, ``[{label, mask, score}]`` with each
+  mask a base64 black-and-white PNG, so its clients work unchanged;
+- ``overlay``: the overlay picture with its legend, as ``pspnet predict`` draws it.
+
+Errors are JSON ``{"error": ..., "status": ...}``: 400 not an image, 413 too large (body or
+pixels), 415 not an image type, 503 queue full (with ``Retry-After``) or model not ready, 504
+timed out.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Literal
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from pspnet.data.images import decode_image
+from pspnet.errors import DatasetError, ImageTooLargeError
+from pspnet.predict import label_png
+from pspnet.segmenter import Segmenter
+from pspnet.serve.metrics import Metrics
+from pspnet.serve.worker import ClientGone, InferenceWorker, QueueFull, Segmentation, TimedOut
+from pspnet.visualize import class_shares, overlay
+
+Format = Literal["png", "json", "masks", "overlay"]
+FORMATS = ("png", "json", "masks", "overlay")
+RETRY_AFTER_SECONDS = 1
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Limits of the service.
+
+    Attributes:
+        max_queue: requests that may wait behind the one being segmented; more get 503.
+        max_upload_bytes: the largest request body; larger ones get 413 unread.
+        max_pixels: the largest image (width x height); larger ones get 413 undecoded.
+        timeout: seconds a request may wait and run before it gets 504.
+    """
+
+    max_queue: int = 4
+    max_upload_bytes: int = 20 * 2**20
+    max_pixels: int = 40_000_000
+    timeout: float = 120.0
+
+
+class HTTPProblem(Exception):
+    """An error response: status, message and extra headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def create_app(load, settings: ServeSettings | None = None, on_ready=None):
+    """The FastAPI application serving the model that ``load()`` returns.
+
+    Args:
+        load: returns the :class:`Segmenter`; called once, on the worker thread, so the
+            service answers ``/healthz`` while the checkpoint loads and warms up.
+        settings: the limits.
+        on_ready: called with the Segmenter once it is loaded and warmed up.
+    """
+    settings = settings or ServeSettings()
+    metrics = Metrics()
+    state = {"reading": 0}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        app.state.worker = InferenceWorker(load, settings.max_queue, on_ready, metrics)
+        yield
+        app.state.worker.close()
+
+    app = FastAPI(title="pspnet", lifespan=lifespan, docs_url=None, redoc_url=None)
+    static = resources.files("pspnet.serve") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):
+        start = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:
+            metrics.observe(request.url.path, 500, time.perf_counter() - start)
+            raise
+        metrics.observe(request.url.path, response.status_code, time.perf_counter() - start)
+        return response
+
+    @app.exception_handler(HTTPProblem)
+    async def problem(request: Request, err: HTTPProblem):
+        body = {"error": err.message, "status": err.status}
+        return JSONResponse(body, status_code=err.status, headers=err.headers)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"alive": True}
+
+    @app.get("/readyz")
+    async def readyz(request: Request):
+        worker: InferenceWorker = request.app.state.worker
+        if worker.ready:
+            return {"ready": True}
+        body = {"ready": False, "error": worker.load_error}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+
+    @app.get("/metrics")
+    async def prometheus(request: Request):
+        worker: InferenceWorker = request.app.state.worker
+        metrics.set_queue(worker.waiting, worker.running)
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.get("/v1/model")
+    async def model(request: Request):
+        return describe(ready_segmenter(request.app.state.worker))
+
+    @app.post("/v1/segment")
+    async def segment(request: Request, format: str = "png"):  # noqa: A002 (the API's word)
+        if format not in FORMATS:
+            raise HTTPProblem(400, f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+        worker: InferenceWorker = request.app.state.worker
+        segmenter = ready_segmenter(worker)
+        try:  # refused before the body is read: a flood of uploads is never held in memory
+            worker.admit(reserved=state["reading"])
+        except QueueFull:
+            raise queue_full(settings) from None
+        state["reading"] += 1
+        try:
+            data, name = await read_image_body(request, settings.max_upload_bytes)
+        finally:
+            state["reading"] -= 1
+        image = decode_upload(data, name, settings.max_pixels)
+        try:
+            result = await worker.segment(image, request.is_disconnected, settings.timeout)
+        except QueueFull:
+            raise queue_full(settings) from None
+        except ClientGone:
+            return Response(status_code=499)  # nobody reads it; nginx's "client closed"
+        except TimedOut:
+            raise HTTPProblem(504, f"no result within {settings.timeout:g} s") from None
+        return respond(format, image, result, segmenter)
+
+    return app
+
+
+def ready_segmenter(worker: InferenceWorker) -> Segmenter:
+    if worker.segmenter is None:
+        reason = worker.load_error or "the model is still loading"
+        raise HTTPProblem(503, f"not ready: {reason}", {"Retry-After": "1"})
+    return worker.segmenter
+
+
+def queue_full(settings: ServeSettings) -> HTTPProblem:
+    return HTTPProblem(
+        503,
+        f"busy: {settings.max_queue} request(s) already waiting; retry shortly",
+        {"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+async def read_image_body(request, limit: int) -> tuple[bytes, str]:
+    """The image bytes of a raw ``image/*`` body or of the multipart field ``image``."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not (kind.startswith("image/") or kind == "multipart/form-data"):
+        raise HTTPProblem(
+            415,
+            f"Content-Type {kind or '(none)'} is not an image; send the image as the body "
+            "(image/png, image/jpeg ...) or as the multipart field 'image'",
+        )
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise HTTPProblem(413, f"body of {int(length):,} bytes is over the limit {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPProblem(413, f"body is over the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if kind.startswith("image/"):
+        return body, "the uploaded image"
+    request._body = body  # Starlette parses the form from the body already read
+    form = await request.form()
+    upload = form.get("image")
+    if upload is None or isinstance(upload, str):
+        raise HTTPProblem(400, "the multipart form has no file field 'image'")
+    return await upload.read(), upload.filename or "the uploaded image"
+
+
+def decode_upload(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    try:
+        return decode_image(data, name, max_pixels)
+    except ImageTooLargeError as err:
+        raise HTTPProblem(413, str(err)) from None
+    except DatasetError as err:
+        raise HTTPProblem(400, str(err)) from None
+
+
+def respond(format: Format, image: np.ndarray, result: Segmentation, segmenter: Segmenter):
+    labels, names, palette = result.labels, segmenter.class_names, segmenter.palette
+    shares = class_shares(labels, names)
+    if format == "png":
+        header = json.dumps({name: round(share, 6) for name, share in shares})
+        return Response(png_bytes(label_png(labels, palette)), media_type="image/png",
+                        headers={"X-Class-Shares": header, **timing(result)})  # fmt: skip
+    if format == "overlay":
+        picture = overlay(image, labels, palette, class_names=names)
+        return Response(png_bytes(picture), media_type="image/png", headers=timing(result))
+    present = sorted(result.scores)
+    if format == "masks":
+        return JSONResponse([
+            {"label": names[c], "mask": mask_png(labels == c), "score": result.scores[c]}
+            for c in present
+        ], headers=timing(result))  # fmt: skip
+    counts = np.bincount(labels.ravel(), minlength=len(names))
+    return JSONResponse(
+        {
+            "width": int(labels.shape[1]),
+            "height": int(labels.shape[0]),
+            "classes": [
+                {
+                    "id": c,
+                    "name": names[c],
+                    "color": list(palette[c]),
+                    "share": float(counts[c] / labels.size),
+                }
+                for c in present
+            ],  # fmt: skip
+            "label_png": base64.b64encode(png_bytes(label_png(labels, palette))).decode(),
+            "inference_ms": round(1000 * result.seconds, 1),
+        },
+        headers=timing(result),
+    )
+
+
+def describe(segmenter: Segmenter) -> dict:
+    """``/v1/model``: architecture, classes, palette, inference settings, fast path."""
+    model = segmenter.model
+    config = model.config
+    return {
+        "architecture": config.to_dict(),
+        "classes": list(segmenter.class_names),
+        "palette": [list(c) for c in segmenter.palette],
+        "inference": {k: getattr(segmenter.inference, k) for k in segmenter.inference.__dict__},
+        "precision": getattr(model, "precision", "fp32 (eager)"),
+        "backend": getattr(model, "backend", "eager"),
+        "published_name": getattr(model, "metadata", {}).get("published_name"),
+    }
+
+
+def timing(result: Segmentation) -> dict[str, str]:
+    return {"X-Inference-Ms": f"{1000 * result.seconds:.1f}"}
+
+
+def png_bytes(picture: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def mask_png(mask: np.ndarray) -> str:
+    """A boolean (H, W) mask as a base64 black-and-white PNG (255 inside), as HF returns."""
+    return base64.b64encode(png_bytes(Image.fromarray(mask.astype(np.uint8) * 255))).decode()
