@@ -1,7 +1,9 @@
+import json
 import math
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from pspnet.checkpoints import load_model
@@ -63,3 +65,14 @@ def test_demo_scores_are_the_saved_networks_on_every_val_pixel(demo):
         expected_context = np.nanmean([metrics.iou[i] for i in context])
         assert result.context_miou[title] == pytest.approx(expected_context, nan_ok=True)
         assert result.train_seconds[title] > 0
+
+
+def test_demo_saves_both_networks_for_serve_and_predict(demo):
+    out, _ = demo
+    for name in VARIANTS.values():
+        saved = load_model(out / f"{name}.safetensors")
+        trained = load_model(out / name / "last.pt")
+        assert saved.config == trained.config
+        for key, value in trained.state_dict().items():
+            assert torch.equal(saved.state_dict()[key], value), key
+        assert json.loads(saved.metadata["class_names"]) == list(SYNTHETIC_CLASSES)

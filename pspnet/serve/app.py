@@ -153,7 +153,9 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
             state["reading"] -= 1
         image = decode_upload(data, name, settings.max_pixels)
         try:
-            result = await worker.segment(image, request.is_disconnected, settings.timeout)
+            result = await worker.segment(
+                image, request.is_disconnected, settings.timeout, scores=format == "masks"
+            )
         except QueueFull:
             raise queue_full(settings) from None
         except ClientGone:

@@ -10,6 +10,7 @@ before it starts, so its inference never runs.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -43,7 +44,7 @@ class Segmentation:
     """One image's result: labels, per-class mean probability where present, and the time."""
 
     labels: np.ndarray  # (H, W) int64 class indices
-    scores: dict[int, float]  # class -> mean probability over its pixels
+    scores: dict[int, float]  # class present -> mean probability over its pixels (or NaN)
     seconds: float
 
 
@@ -96,16 +97,22 @@ class InferenceWorker:
                 raise QueueFull
 
     async def segment(
-        self, image: np.ndarray, disconnected: Callable[[], Awaitable[bool]], timeout: float
+        self,
+        image: np.ndarray,
+        disconnected: Callable[[], Awaitable[bool]],
+        timeout: float,
+        scores: bool = False,
     ) -> Segmentation:
         """Segment ``image`` (H, W, 3) uint8 on the worker, waiting without blocking the loop.
+
+        ``scores`` also computes each present class's mean probability (``masks`` format).
 
         Raises:
             QueueFull: the queue is full.
             ClientGone: ``disconnected()`` became true first (the queued work is cancelled).
             TimedOut: no result within ``timeout`` seconds (cancelled if it had not started).
         """
-        future = self._submit(image)
+        future = self._submit(image, scores)
         started = time.perf_counter()
         while True:
             done, _ = await asyncio.wait({asyncio.wrap_future(future)}, timeout=POLL_SECONDS)
@@ -122,12 +129,12 @@ class InferenceWorker:
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _submit(self, image: np.ndarray) -> Future:
+    def _submit(self, image: np.ndarray, scores: bool) -> Future:
         with self._lock:
             if self._pending >= self.max_queue + 1:
                 raise QueueFull
             self._pending += 1
-        future = self._executor.submit(self._run, image)
+        future = self._executor.submit(self._run, image, scores)
         future.add_done_callback(self._finished)
         return future
 
@@ -135,18 +142,19 @@ class InferenceWorker:
         with self._lock:
             self._pending -= 1
 
-    def _run(self, image: np.ndarray) -> Segmentation:
+    def _run(self, image: np.ndarray, scores: bool) -> Segmentation:
         with self._lock:
             self._running += 1
         try:
             start = time.perf_counter()
             probs = self.segmenter.probs(image)  # (C, H, W)
             labels = probs.argmax(0)  # (H, W)
-            scores = {
-                int(c): float(probs[c][labels == c].mean()) for c in np.unique(labels).tolist()
-            }
+            present = np.unique(labels).tolist()
+            # Mean probability over each class's pixels, only for the formats that report it.
+            score = {int(c): float(probs[c][labels == c].mean()) if scores else math.nan
+                     for c in present}  # fmt: skip
             self.metrics.segmented.inc()
-            return Segmentation(labels, scores, time.perf_counter() - start)
+            return Segmentation(labels, score, time.perf_counter() - start)
         finally:
             with self._lock:
                 self._running -= 1
