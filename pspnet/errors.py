@@ -25,5 +25,9 @@ class OutputError(PSPNetError):
     """A destination that cannot be written: a file where a folder must be, no permission."""
 
 
+class InferenceError(PSPNetError):
+    """An image the model failed on (out of memory, a broken runtime), named in the message."""
+
+
 class TrainingError(PSPNetError):
     """A run that cannot go on: a non-finite loss, or a run folder holding a different run."""

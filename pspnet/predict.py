@@ -1,8 +1,16 @@
-"""Writing predictions people can use and look at: label, colour and overlay PNGs per image."""
+"""Writing predictions people can use and look at: label, colour and overlay PNGs per image.
+
+Built for large collections: the next images are read and decoded, and the finished ones
+encoded and written, on threads while the network runs; every file is written atomically,
+so a killed run leaves no half-written PNG, and a rerun skips images whose outputs are all
+there. Under torchrun each rank is given its own shard of the inputs (see the CLI).
+"""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,20 +18,33 @@ import numpy as np
 from PIL import Image
 
 from pspnet.data.images import to_rgb
-from pspnet.errors import DatasetError
-from pspnet.files import make_folder
+from pspnet.errors import DatasetError, InferenceError, PSPNetError
+from pspnet.files import atomic_write, make_folder
 from pspnet.segmenter import Segmenter
 from pspnet.visualize import class_shares, colorize, format_shares, overlay
+
+# Images decoded ahead of the network, and outputs waiting to be written: bounds memory.
+PREFETCH = 4
+SUFFIXES = ("_label.png", "_color.png", "_overlay.png")
 
 
 @dataclass(frozen=True)
 class PredictionResult:
-    """One input's outcome: the files written and its class shares, or why it was skipped."""
+    """One input's outcome: the files written, or why it was skipped.
+
+    Attributes:
+        path: the input image.
+        outputs: the files it has in the output folder.
+        shares: its class shares, formatted ("" when it was not segmented now).
+        error: why the input could not be read, or None.
+        done_before: its outputs were all there already, so it was not segmented again.
+    """
 
     path: Path
     outputs: tuple[Path, ...] = ()
     shares: str = ""
     error: str | None = None
+    done_before: bool = False
 
 
 def label_png(label: np.ndarray, palette: Sequence[tuple[int, int, int]]) -> Image.Image:
@@ -34,39 +55,114 @@ def label_png(label: np.ndarray, palette: Sequence[tuple[int, int, int]]) -> Ima
     return image
 
 
-def predict_files(
-    segmenter: Segmenter, files: Sequence[Path], out_dir: str | Path, save_probs: bool = False
-) -> Iterator[PredictionResult]:
-    """Segment each file and write NAME_label.png, NAME_color.png and NAME_overlay.png.
+def output_paths(out_dir: Path, path: Path, save_probs: bool) -> tuple[Path, ...]:
+    """NAME_label.png, NAME_color.png, NAME_overlay.png (and NAME_probs.npy) in ``out_dir``."""
+    names = [*SUFFIXES, "_probs.npy"] if save_probs else SUFFIXES
+    return tuple(out_dir / f"{path.stem}{suffix}" for suffix in names)
 
-    An unreadable input is reported in its result and skipped; the others go on.
+
+def predict_files(
+    segmenter: Segmenter,
+    files: Sequence[Path],
+    out_dir: str | Path,
+    save_probs: bool = False,
+    redo: bool = False,
+) -> Iterator[PredictionResult]:
+    """Segment each file and write its outputs (see :func:`output_paths`).
+
+    Inputs whose outputs all exist are reported first and skipped (a resumed run), unless
+    ``redo``; then the others in input order. An unreadable input is reported in its result
+    and skipped; the others go on.
 
     Args:
         segmenter: the model and its inference settings.
         files: image files.
         out_dir: output folder (created).
         save_probs: also write NAME_probs.npy, the (C, H, W) float16 probabilities.
+        redo: segment every input again, even those with all their outputs.
+
+    Raises:
+        InferenceError: the model failed on an image (e.g. out of memory), naming it.
     """
     out_dir = make_folder(out_dir)
+    todo = []
     for path in files:
-        try:
-            image = to_rgb(path)
-        except DatasetError as err:
-            yield PredictionResult(path, error=str(err))
-            continue
-        probs = segmenter.probs(image)  # (C, H, W)
-        label = probs.argmax(0)  # (H, W)
-        stem = out_dir / path.stem
-        outputs = [
-            Path(f"{stem}_label.png"),
-            Path(f"{stem}_color.png"),
-            Path(f"{stem}_overlay.png"),
-        ]
-        label_png(label, segmenter.palette).save(outputs[0])
-        Image.fromarray(colorize(label, segmenter.palette)).save(outputs[1])
-        overlay(image, label, segmenter.palette, class_names=segmenter.class_names).save(outputs[2])
-        if save_probs:
-            outputs.append(Path(f"{stem}_probs.npy"))
-            np.save(outputs[-1], probs.astype(np.float16))
-        shares = format_shares(class_shares(label, segmenter.class_names))
-        yield PredictionResult(path, tuple(outputs), shares)
+        outputs = output_paths(out_dir, path, save_probs)
+        if not redo and all(p.is_file() for p in outputs):
+            yield PredictionResult(path, outputs, done_before=True)
+        else:
+            todo.append((path, outputs))
+    with ThreadPoolExecutor(2, thread_name_prefix="pspnet-io") as io:
+        reads = deque(io.submit(_read, path) for path, _ in todo[:PREFETCH])
+        writes: deque[Future] = deque()
+        for index, (path, outputs) in enumerate(todo):
+            image = reads.popleft().result()  # (H, W, 3) uint8, or an error message
+            if index + PREFETCH < len(todo):
+                reads.append(io.submit(_read, todo[index + PREFETCH][0]))
+            if isinstance(image, str):
+                writes.append(_done(PredictionResult(path, error=image)))
+            else:
+                probs = _segment(segmenter, image, path)  # (C, H, W)
+                writes.append(io.submit(write_outputs, segmenter, image, probs, path, outputs))
+            while writes and (writes[0].done() or len(writes) > PREFETCH):
+                yield writes.popleft().result()
+        while writes:
+            yield writes.popleft().result()
+
+
+def _read(path: Path) -> np.ndarray | str:
+    try:
+        return to_rgb(path)
+    except DatasetError as err:
+        return str(err)
+
+
+def _segment(segmenter: Segmenter, image: np.ndarray, path: Path) -> np.ndarray:
+    try:
+        return segmenter.probs(image)
+    except PSPNetError:
+        raise
+    except Exception as err:  # out of memory, a broken runtime: name the image it failed on
+        raise InferenceError(f"{path}: inference failed ({type(err).__name__}: {err})") from err
+
+
+def write_outputs(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    probs: np.ndarray,
+    path: Path,
+    outputs: tuple[Path, ...],
+) -> PredictionResult:
+    """Write one image's outputs (:func:`output_paths`), each atomically.
+
+    Args:
+        segmenter: gives the class names and colours.
+        image: the input, (H, W, 3) uint8 RGB.
+        probs: its class probabilities (C, H, W).
+        path: the input's path, named in the result.
+        outputs: where to write, as :func:`output_paths` names them.
+    """
+    label = probs.argmax(0)  # (H, W)
+    palette, names = segmenter.palette, segmenter.class_names
+    pictures = [
+        label_png(label, palette),
+        Image.fromarray(colorize(label, palette)),
+        overlay(image, label, palette, class_names=names),
+    ]
+    for picture, target in zip(pictures, outputs, strict=False):
+        atomic_write(target, lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
+    if len(outputs) > len(pictures):  # the probabilities, written last
+        atomic_write(outputs[-1], lambda tmp: _save_array(tmp, probs.astype(np.float16)))
+    shares = format_shares(class_shares(label, names))
+    return PredictionResult(path, outputs, shares)
+
+
+def _done(result: PredictionResult) -> Future:
+    future: Future = Future()
+    future.set_result(result)
+    return future
+
+
+def _save_array(path: str, array: np.ndarray) -> None:
+    with open(path, "wb") as file:  # a file object: np.save would add ".npy" to a name
+        np.save(file, array)

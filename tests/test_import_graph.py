@@ -22,6 +22,17 @@ ALLOWED = {
     "segmenter": {"models", "data", "checkpoints", "config", "engine", "optimized", "weights"},
     "predict": {"data", "segmenter", "visualize"},
     "demo": {"models", "data", "checkpoints", "config", "engine", "segmenter", "visualize"},
+    "batch": {
+        "models",
+        "data",
+        "checkpoints",
+        "config",
+        "engine",
+        "segmenter",
+        "visualize",
+        "predict",
+        "weights",
+    },
     "serve": {
         "models",
         "data",

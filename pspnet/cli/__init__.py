@@ -7,6 +7,7 @@ accepts, :mod:`pspnet.cli.commands` runs them; ``main`` turns every error into o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -113,12 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict", help="label, colour and overlay PNGs for images, folders or globs"
     )
-    predict.add_argument("inputs", nargs="+", metavar="INPUT")
+    predict.add_argument(
+        "inputs", nargs="+", metavar="INPUT",
+        help="image files, folders (searched recursively), globs, or @LIST (a file of paths)",
+    )  # fmt: skip
     predict.add_argument(
         "--checkpoint", required=True, help="a file, a registry name (pspnet models) or a URL"
     )
     predict.add_argument("--out", type=Path, required=True)
     predict.add_argument("--save-probs", action="store_true", help="also NAME_probs.npy (C,H,W)")
+    predict.add_argument(
+        "--redo", action="store_true", help="segment inputs again whose outputs are all there"
+    )
     add_inference_options(predict)
     predict.set_defaults(run=cmd_predict)
 
@@ -186,6 +193,11 @@ def _last_line(message: str) -> str:
     return last.split(": ", 1)[1] if last.startswith("pspnet.errors.") else last
 
 
+def _rank() -> str:
+    """``rank N: `` under torchrun, where every rank reports its own error."""
+    return f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+
+
 def _file_error(err: OSError) -> str:
     """An operating-system error as ``PATH: reason``, the way a user reads it."""
     reason = err.strerror or str(err)
@@ -207,13 +219,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except PSPNetError as err:
-        print(f"pspnet {args.command}: error: {_last_line(str(err))}", file=sys.stderr)
+        print(f"pspnet {args.command}: error: {_rank()}{_last_line(str(err))}", file=sys.stderr)
         return 2
     except OSError as err:
-        print(f"pspnet {args.command}: error: {_file_error(err)}", file=sys.stderr)
+        print(f"pspnet {args.command}: error: {_rank()}{_file_error(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
         warnings.showwarning = show_warning
+        if "pspnet.engine.distributed" in sys.modules:  # a command that may have joined a group
+            from pspnet.engine.distributed import leave
+
+            leave()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 from pspnet.cli.arguments import inference_options
 from pspnet.errors import ConfigError
@@ -166,8 +167,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 # --- eval -------------------------------------------------------------------------------------
 
 
-def _segmenter(args: argparse.Namespace):
-    """The checkpoint as a Segmenter with the command line's inference and fast-path options."""
+def _segmenter(args: argparse.Namespace, device: str | None = None):
+    """The checkpoint as a Segmenter with the command line's inference and fast-path options.
+
+    ``device`` overrides ``--device`` (a torchrun rank's own CUDA device).
+    """
     from pspnet.data.images import expand_inputs
     from pspnet.segmenter import Segmenter
 
@@ -187,7 +191,7 @@ def _segmenter(args: argparse.Namespace):
     download = download_bar()
     segmenter = Segmenter.from_checkpoint(
         args.checkpoint,
-        args.device,
+        device or args.device,
         args.precision,
         args.backend,
         calibration=calibration,
@@ -206,7 +210,8 @@ def download_bar() -> ProgressBar:
 def cmd_eval(args: argparse.Namespace) -> int:
 
     from pspnet.data.presets import get_preset
-    from pspnet.engine.evaluate import evaluate, score_predictions
+    from pspnet.engine.distributed import setup_process
+    from pspnet.engine.evaluate import score_predictions
     from pspnet.files import make_folder
     from pspnet.visualize import confusion_heatmap
 
@@ -221,11 +226,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         if args.checkpoint is None or args.root is None:
             raise ConfigError("give --checkpoint and --root, or --pred-dir and --gt-dir")
-        segmenter = _segmenter(args)
+        process = setup_process(args.device)  # under torchrun: ranks score disjoint shards
+        segmenter = _segmenter(args, str(process.device))
         metadata = getattr(segmenter.model, "metadata", {})
         dataset = args.dataset or _preset_name(metadata.get("dataset")) or "camvid"
         preset = get_preset(dataset, args.num_classes, args.names_file)
-        matrix, source = _evaluate_checkpoint(args, segmenter, preset, evaluate, progress)
+        matrix, source = _evaluate_checkpoint(args, segmenter, preset, process, progress)
     bar.close()
     metrics = matrix.compute(absent=args.absent)
     report = metrics.to_markdown(list(preset.class_names))
@@ -249,8 +255,9 @@ def _preset_name(dataset: str | None) -> str | None:
     return dataset if dataset in PRESETS else None
 
 
-def _evaluate_checkpoint(args, segmenter, preset, evaluate, progress):
+def _evaluate_checkpoint(args, segmenter, preset, process, progress):
     from pspnet.data.datasets import SegmentationDataset
+    from pspnet.engine.evaluate import evaluate
 
     if segmenter.num_classes != preset.num_classes:
         raise ConfigError(
@@ -265,6 +272,8 @@ def _evaluate_checkpoint(args, segmenter, preset, evaluate, progress):
         segmenter.inference,
         limit=args.limit,
         progress=progress,
+        rank=process.rank,
+        world_size=process.world_size,
     )
     inference = segmenter.inference
     scales = ",".join(f"{s:g}" for s in inference.scales)
@@ -290,21 +299,33 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pspnet.data.images import expand_inputs
+    from pspnet.engine.distributed import setup_process, shard, sum_over_ranks
     from pspnet.predict import predict_files
 
+    process = setup_process(args.device)  # under torchrun: this rank's shard of the inputs
     files = expand_inputs(args.inputs)
-    segmenter = _segmenter(args)
-    failures = 0
-    with tqdm(total=len(files), unit="image", desc="predicting") as bar:
-        for result in predict_files(segmenter, files, args.out, save_probs=args.save_probs):
+    mine = shard(files, process)
+    segmenter = _segmenter(args, str(process.device))
+    written = done_before = failures = 0
+    talk = process.world_size == 1
+    with tqdm(total=len(mine), unit="image", desc="predicting", disable=not process.is_main) as bar:
+        results = predict_files(segmenter, mine, args.out, args.save_probs, redo=args.redo)
+        for result in results:
             bar.update(1)
             if result.error is not None:
                 failures += 1
-                tqdm.write(f"skipped {result.error}")
+                tqdm.write(f"skipped {result.error}", file=sys.stderr)
+            elif result.done_before:
+                done_before += 1
             else:
-                tqdm.write(f"{result.path.name}: {result.shares}")
+                written += 1
+                if talk:
+                    tqdm.write(f"{result.path.name}: {result.shares}")
+    written, done_before, failures = sum_over_ranks([written, done_before, failures], process)
     _say(
-        f"wrote {len(files) - failures} prediction(s) to {args.out}"
+        f"wrote {written} prediction(s) to {args.out}"
+        + (f" ({process.world_size} processes)" if process.world_size > 1 else "")
+        + (f"; {done_before} already there (--redo to redo)" if done_before else "")
         + (f"; {failures} input(s) could not be read" if failures else "")
     )
     return 1 if failures else 0

@@ -160,13 +160,16 @@ def to_rgb(image: ImageInput) -> np.ndarray:
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files, folders (their images, recursively) and glob patterns, in order, once each.
+    """Files, folders (their images, recursively), globs and ``@LIST`` files, in order, once each.
+
+    ``@LIST`` names a text file of paths, one per line (blank lines and ``#`` comments
+    skipped), so a million images need not pass through a shell.
 
     Raises:
         DatasetError: an input that is no file or folder and matches nothing, naming it.
     """
     found: list[Path] = []
-    for item in inputs:
+    for item in _with_lists(inputs):
         path = Path(item)
         if path.is_dir():
             found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -178,3 +181,18 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
                 raise DatasetError(f"{item}: no such file, folder or matching glob")
             found += [p for p in matches if p.is_file()]
     return list(dict.fromkeys(found))
+
+
+def _with_lists(inputs: Sequence[str | Path]) -> list[str | Path]:
+    """``inputs`` with each ``@LIST`` replaced by the paths listed in that file."""
+    items: list[str | Path] = []
+    for item in inputs:
+        if isinstance(item, str) and item.startswith("@"):
+            try:
+                lines = Path(item[1:]).read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as err:
+                raise DatasetError(f"{item[1:]}: cannot read the list of inputs ({err})") from err
+            items += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        else:
+            items.append(item)
+    return items

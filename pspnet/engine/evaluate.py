@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,8 @@ from pspnet.data.presets import IGNORE_INDEX, DatasetPreset
 from pspnet.engine.inference import predict_probs
 from pspnet.engine.metrics import ConfusionMatrix
 from pspnet.errors import DatasetError
+
+PREFETCH = 2  # samples decoded ahead of the network
 
 
 def evaluate(
@@ -49,12 +53,17 @@ def evaluate(
     total = len(dataset) if limit <= 0 else min(limit, len(dataset))
     indices = range(rank, total, world_size)
     matrix = ConfusionMatrix(num_classes, ignore_index, device=device)
-    for done, index in enumerate(indices, 1):
-        image, label = dataset[index]
-        probs = predict_probs(model, image.to(device), num_classes, inference)  # (C, H, W)
-        matrix.update(probs.argmax(0), label.to(device))
-        if progress is not None:
-            progress(done, len(indices))
+    # The next samples are read and decoded on a thread while the network runs.
+    with ThreadPoolExecutor(1, thread_name_prefix="pspnet-read") as reader:
+        ahead = deque(reader.submit(dataset.__getitem__, i) for i in indices[:PREFETCH])
+        for done in range(1, len(indices) + 1):
+            image, label = ahead.popleft().result()
+            if done - 1 + PREFETCH < len(indices):
+                ahead.append(reader.submit(dataset.__getitem__, indices[done - 1 + PREFETCH]))
+            probs = predict_probs(model, image.to(device), num_classes, inference)  # (C, H, W)
+            matrix.update(probs.argmax(0), label.to(device))
+            if progress is not None:
+                progress(done, len(indices))
     model.train(was_training)
     matrix.all_reduce()
     return matrix

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
@@ -30,6 +28,7 @@ from pspnet.data.datasets import SegmentationDataset
 from pspnet.data.presets import DatasetPreset, get_preset
 from pspnet.data.sampling import TrainBatches
 from pspnet.data.transforms import AugmentConfig, EvalTransform, TrainTransform
+from pspnet.engine.distributed import Process, setup_process
 from pspnet.engine.evaluate import evaluate
 from pspnet.engine.losses import SegmentationLoss
 from pspnet.engine.optim import build_optimizer, poly_lr, set_learning_rate
@@ -51,36 +50,6 @@ class TrainResult:
     best_miou: float
     final_metrics: dict = field(default_factory=dict)
     images_per_second: float = 0.0
-
-
-@dataclass
-class Process:
-    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
-
-    rank: int
-    world_size: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_process(device: str) -> Process:
-    """Join torchrun's process group when its variables are set: NCCL on CUDA, gloo on CPU."""
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is available")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if use_cuda:
-        torch.cuda.set_device(local_rank)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return Process(
-        rank, world_size, torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    )
 
 
 def build_datasets(config: TrainConfig) -> tuple[DatasetPreset, Any, Any]:

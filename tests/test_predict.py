@@ -1,0 +1,137 @@
+"""predict on many images: atomic outputs, resumable, sharded over torchrun ranks like one."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pspnet.checkpoints import save_model
+from pspnet.cli import main
+from pspnet.models import PSPNet
+from pspnet.predict import SUFFIXES, predict_files
+from pspnet.segmenter import Segmenter
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def checkpoint(tmp_path, trained):
+    path = tmp_path / "model.safetensors"
+    save_model(trained(PSPNet(11, backbone="resnet18", base_width=4)), path)
+    return path
+
+
+def images(folder: Path, count: int, size=(40, 48)) -> Path:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        pixels = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img_{i:03d}.png")
+    return folder
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+               f"--master_port={free_port()}", "-m", "pspnet", *args]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+
+
+def test_a_rerun_redoes_only_what_is_missing(tmp_path, checkpoint):
+    inputs = sorted(images(tmp_path / "in", 3).iterdir())
+    segmenter = Segmenter.from_checkpoint(checkpoint, mode="whole", flip=False)
+    first = list(predict_files(segmenter, inputs, tmp_path / "out"))
+    assert [r.done_before for r in first] == [False] * 3 and all(r.shares for r in first)
+    (tmp_path / "out" / "img_001_overlay.png").unlink()
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
+    second = list(predict_files(segmenter, inputs, tmp_path / "out"))
+    assert [(r.path.name, r.done_before) for r in second] == [
+        ("img_000.png", True), ("img_002.png", True), ("img_001.png", False)
+    ]  # fmt: skip
+    for path, stamp in before.items():
+        if path.name.startswith(("img_000", "img_002")):
+            assert path.stat().st_mtime_ns == stamp, path  # not written again
+    assert len(list((tmp_path / "out").iterdir())) == 9
+    redone = list(predict_files(segmenter, inputs, tmp_path / "out", redo=True))
+    assert not any(r.done_before for r in redone)
+
+
+def test_list_files_name_inputs(tmp_path, checkpoint, capsys):
+    inputs = images(tmp_path / "in", 3)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# the survey\n{inputs / 'img_002.png'}\n\n{inputs / 'img_000.png'}\n")
+    argv = ["predict", f"@{listing}", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--mode", "whole"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(
+        f"img_{i}{suffix}" for i in ("000", "002") for suffix in SUFFIXES
+    )
+
+
+def test_a_killed_run_resumes_without_redoing_finished_images(tmp_path, checkpoint):
+    inputs = images(tmp_path / "in", 30, size=(96, 128))
+    out = tmp_path / "out"
+    args = ["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(out),
+            "--mode", "whole"]  # fmt: skip
+    run = subprocess.Popen([sys.executable, "-m", "pspnet", *args], cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(out.glob("*_overlay.png"))) < 4:
+        time.sleep(0.05)
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    finished = {p.name[: -len("_overlay.png")] for p in out.glob("*_overlay.png")}
+    assert 4 <= len(finished) < 30, "the run must be killed part-way"
+    visible = [p for p in out.iterdir() if not p.name.startswith(".")]
+    for path in visible:  # whatever is visible is whole: every PNG decodes
+        Image.open(path).load()
+    stamps = {p.name: p.stat().st_mtime_ns for p in visible}
+    assert main(args) == 0
+    for name, stamp in stamps.items():
+        if name.rsplit("_", 1)[0] in finished:
+            assert (out / name).stat().st_mtime_ns == stamp, name  # finished: not redone
+    reference = tmp_path / "reference"
+    assert main([*args[:4], "--out", str(reference), "--mode", "whole"]) == 0
+    resumed = {k: v for k, v in files_of(out).items() if not k.startswith(".")}
+    assert resumed == files_of(reference)
+
+
+def test_two_torchrun_processes_write_what_one_process_writes(tmp_path, checkpoint):
+    inputs = images(tmp_path / "in", 7)
+    common = [str(inputs), "--checkpoint", str(checkpoint), "--mode", "whole"]
+    assert main(["predict", *common, "--out", str(tmp_path / "one")]) == 0
+    done = torchrun(["predict", *common, "--out", str(tmp_path / "two")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert files_of(tmp_path / "two") == files_of(tmp_path / "one")
+    assert len(files_of(tmp_path / "one")) == 21
+    assert done.stdout.count("wrote 7 prediction(s)") == 1  # reported once, by rank 0
+
+
+def test_two_torchrun_processes_score_what_one_process_scores(tmp_path, checkpoint, tiny_camvid):
+    common = ["eval", "--checkpoint", str(checkpoint), "--root", str(tiny_camvid),
+              "--split", "train", "--mode", "whole"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    done = torchrun([*common, "--out", str(tmp_path / "two")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = (tmp_path / "one" / "metrics.json").read_text()
+    assert (tmp_path / "two" / "metrics.json").read_text() == one
+    assert (tmp_path / "two" / "confusion.csv").read_text() == (
+        tmp_path / "one" / "confusion.csv"
+    ).read_text()
+    assert done.stdout.count("| mIoU | mAcc | pixel acc |") == 1
