@@ -7,8 +7,9 @@ Each configuration runs in its own process (peak RSS is that process's, or the l
 one after another with nothing else running. The model is PSPNet-ResNet18 (width 64, 11
 classes, random weights: speed does not depend on them) on the exact fast CPU path
 (`--precision fp32 --backend eager`), single scale without flip; CamVid-size images run
-whole, the 2048x1024 ones by 713x713 sliding windows (6 windows each). "1 process" uses every core for the network; "2 processes" is
-`torchrun --nproc_per_node 2` with one thread each (torchrun's OMP_NUM_THREADS=1).
+whole, the 2048x1024 ones by 713x713 sliding windows (6 windows each). "1 process" uses
+every core for the network; "2 processes" is `torchrun --nproc_per_node 2` with one thread
+each (torchrun's OMP_NUM_THREADS=1).
 """
 
 from __future__ import annotations
