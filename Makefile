@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench browser
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,5 +20,14 @@ lint: install
 	$(PY) -m ruff check pspnet tests benchmarks
 	$(PY) -m ruff format --check pspnet tests benchmarks
 
-test: install lint
+# The page test (tests/serve/test_page.py) drives Debian's Chromium; CI runs as root with apt.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq chromium; \
+	elif [ ! -x /usr/bin/chromium ]; then \
+		echo "no /usr/bin/chromium: the browser test will be skipped (as root: apt-get install chromium)"; \
+	fi
+
+test: install lint browser
 	$(PY) -m pytest -q
