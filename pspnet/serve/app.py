@@ -18,6 +18,7 @@ timed out.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -94,16 +95,7 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
     static = resources.files("pspnet.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        start = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:
-            metrics.observe(request.url.path, 500, time.perf_counter() - start)
-            raise
-        metrics.observe(request.url.path, response.status_code, time.perf_counter() - start)
-        return response
+    app.add_middleware(CountRequests, metrics=metrics)
 
     @app.exception_handler(HTTPProblem)
     async def problem(request: Request, err: HTTPProblem):
@@ -151,7 +143,8 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
             data, name = await read_image_body(request, settings.max_upload_bytes)
         finally:
             state["reading"] -= 1
-        image = decode_upload(data, name, settings.max_pixels)
+        # Decoding and encoding run on threads: the event loop keeps answering meanwhile.
+        image = await asyncio.to_thread(decode_upload, data, name, settings.max_pixels)
         try:
             result = await worker.segment(
                 image, request.is_disconnected, settings.timeout, scores=format == "masks"
@@ -162,9 +155,37 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
             return Response(status_code=499)  # nobody reads it; nginx's "client closed"
         except TimedOut:
             raise HTTPProblem(504, f"no result within {settings.timeout:g} s") from None
-        return respond(format, image, result, segmenter)
+        return await asyncio.to_thread(respond, format, image, result, segmenter)
 
     return app
+
+
+class CountRequests:
+    """ASGI middleware counting every response by route and status, with its latency.
+
+    Plain ASGI rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware``
+    wraps ``receive`` so that ``request.is_disconnected()`` never sees a client leave, and a
+    queued request could not be dropped.
+    """
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self.metrics.observe(scope["path"], status[0], time.perf_counter() - start)
 
 
 def ready_segmenter(worker: InferenceWorker) -> Segmenter:
