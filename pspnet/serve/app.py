@@ -18,7 +18,6 @@ timed out.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -133,7 +132,7 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
         if format not in FORMATS:
             raise HTTPProblem(400, f"format must be one of {', '.join(FORMATS)}, got {format!r}")
         worker: InferenceWorker = request.app.state.worker
-        segmenter = ready_segmenter(worker)
+        ready_segmenter(worker)
         try:  # refused before the body is read: a flood of uploads is never held in memory
             worker.admit(reserved=state["reading"])
         except QueueFull:
@@ -143,19 +142,20 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
             data, name = await read_image_body(request, settings.max_upload_bytes)
         finally:
             state["reading"] -= 1
-        # Decoding and encoding run on threads: the event loop keeps answering meanwhile.
-        image = await asyncio.to_thread(decode_upload, data, name, settings.max_pixels)
+
+        def work(segmenter: Segmenter) -> Response:  # on the worker thread, start to finish
+            image = decode_upload(data, name, settings.max_pixels)
+            result = worker.segment(image, scores=format == "masks")
+            return respond(format, image, result, segmenter)
+
         try:
-            result = await worker.segment(
-                image, request.is_disconnected, settings.timeout, scores=format == "masks"
-            )
+            return await worker.run(work, request.is_disconnected, settings.timeout)
         except QueueFull:
             raise queue_full(settings) from None
         except ClientGone:
             return Response(status_code=499)  # nobody reads it; nginx's "client closed"
         except TimedOut:
             raise HTTPProblem(504, f"no result within {settings.timeout:g} s") from None
-        return await asyncio.to_thread(respond, format, image, result, segmenter)
 
     return app
 

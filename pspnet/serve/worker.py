@@ -16,11 +16,14 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from pspnet.segmenter import Segmenter
 from pspnet.serve.metrics import Metrics
+
+T = TypeVar("T")
 
 # How often a waiting request checks whether its client is still there.
 POLL_SECONDS = 0.05
@@ -96,23 +99,23 @@ class InferenceWorker:
             if self._pending + reserved >= self.max_queue + 1:  # one runs, max_queue wait
                 raise QueueFull
 
-    async def segment(
+    async def run(
         self,
-        image: np.ndarray,
+        work: Callable[[Segmenter], T],
         disconnected: Callable[[], Awaitable[bool]],
         timeout: float,
-        scores: bool = False,
-    ) -> Segmentation:
-        """Segment ``image`` (H, W, 3) uint8 on the worker, waiting without blocking the loop.
+    ) -> T:
+        """``work(segmenter)`` on the worker thread, awaited without blocking the event loop.
 
-        ``scores`` also computes each present class's mean probability (``masks`` format).
+        The whole request runs there, decoding, the network and encoding the answer, so one
+        thread hop separates it from the loop and a queued request holds only its bytes.
 
         Raises:
             QueueFull: the queue is full.
             ClientGone: ``disconnected()`` became true first (the queued work is cancelled).
             TimedOut: no result within ``timeout`` seconds (cancelled if it had not started).
         """
-        future = self._submit(image, scores)
+        future = self._submit(work)
         started = time.perf_counter()
         while True:
             done, _ = await asyncio.wait({asyncio.wrap_future(future)}, timeout=POLL_SECONDS)
@@ -126,15 +129,29 @@ class InferenceWorker:
                 future.cancel()
                 raise TimedOut
 
+    def segment(self, image: np.ndarray, scores: bool = False) -> Segmentation:
+        """Segment ``image`` (H, W, 3) uint8; call from work given to :meth:`run`.
+
+        ``scores`` also computes each present class's mean probability (``masks`` format).
+        """
+        start = time.perf_counter()
+        probs = self.segmenter.probs(image)  # (C, H, W)
+        labels = probs.argmax(0)  # (H, W)
+        present = np.unique(labels).tolist()
+        score = {int(c): float(probs[c][labels == c].mean()) if scores else math.nan
+                 for c in present}  # fmt: skip
+        self.metrics.segmented.inc()
+        return Segmentation(labels, score, time.perf_counter() - start)
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    def _submit(self, image: np.ndarray, scores: bool) -> Future:
+    def _submit(self, work: Callable[[Segmenter], T]) -> Future:
         with self._lock:
             if self._pending >= self.max_queue + 1:
                 raise QueueFull
             self._pending += 1
-        future = self._executor.submit(self._run, image, scores)
+        future = self._executor.submit(self._run, work)
         future.add_done_callback(self._finished)
         return future
 
@@ -142,19 +159,11 @@ class InferenceWorker:
         with self._lock:
             self._pending -= 1
 
-    def _run(self, image: np.ndarray, scores: bool) -> Segmentation:
+    def _run(self, work: Callable[[Segmenter], T]) -> T:
         with self._lock:
             self._running += 1
         try:
-            start = time.perf_counter()
-            probs = self.segmenter.probs(image)  # (C, H, W)
-            labels = probs.argmax(0)  # (H, W)
-            present = np.unique(labels).tolist()
-            # Mean probability over each class's pixels, only for the formats that report it.
-            score = {int(c): float(probs[c][labels == c].mean()) if scores else math.nan
-                     for c in present}  # fmt: skip
-            self.metrics.segmented.inc()
-            return Segmentation(labels, score, time.perf_counter() - start)
+            return work(self.segmenter)
         finally:
             with self._lock:
                 self._running -= 1
