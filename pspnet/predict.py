@@ -1,20 +1,23 @@
 """Writing predictions people can use and look at: label, colour and overlay PNGs per image.
 
 Built for large collections: the next images are read and decoded, and the finished ones
-encoded and written, on threads while the network runs; every file is written atomically,
+encoded and written, on threads while the network runs (where a core is spare for them, see
+:func:`io_threads`); every file is written atomically,
 so a killed run leaves no half-written PNG, and a rerun skips images whose outputs are all
 there. Under torchrun each rank is given its own shard of the inputs (see the CLI).
 """
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from pspnet.data.images import to_rgb
@@ -92,7 +95,7 @@ def predict_files(
             yield PredictionResult(path, outputs, done_before=True)
         else:
             todo.append((path, outputs))
-    with ThreadPoolExecutor(2, thread_name_prefix="pspnet-io") as io:
+    with io_executor(segmenter) as io:
         reads = deque(io.submit(_read, path) for path, _ in todo[:PREFETCH])
         writes: deque[Future] = deque()
         for index, (path, outputs) in enumerate(todo):
@@ -108,6 +111,37 @@ def predict_files(
                 yield writes.popleft().result()
         while writes:
             yield writes.popleft().result()
+
+
+def io_threads(segmenter: Segmenter) -> int:
+    """Threads for reading and writing beside the network: 2 where a core is spare, else 0.
+
+    On a CPU whose every core already runs the network's threads, I/O threads only take
+    cores from it (measured slower, docs/benchmarks.md); on a GPU, or with cores to spare,
+    they hide the I/O. ``$PSPNET_IO_THREADS`` overrides.
+    """
+    if "PSPNET_IO_THREADS" in os.environ:
+        return max(0, int(os.environ["PSPNET_IO_THREADS"]))
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    busy = torch.get_num_threads() * processes
+    return 2 if segmenter.device.type != "cpu" or busy < (os.cpu_count() or 1) else 0
+
+
+def io_executor(segmenter: Segmenter) -> Executor:
+    threads = io_threads(segmenter)
+    return ThreadPoolExecutor(threads, "pspnet-io") if threads else InlineExecutor()
+
+
+class InlineExecutor(Executor):
+    """Runs each submitted call at once, in the caller's thread (no I/O threads)."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as err:
+            future.set_exception(err)
+        return future
 
 
 def _read(path: Path) -> np.ndarray | str:
