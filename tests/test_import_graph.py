@@ -33,6 +33,7 @@ ALLOWED = {
         "predict",
         "weights",
     },
+    "reproduce": {"models", "data", "checkpoints", "config", "engine"},
     "serve": {
         "models",
         "data",

@@ -31,6 +31,7 @@ from pspnet.cli.commands import (
     cmd_info,
     cmd_models,
     cmd_predict,
+    cmd_reproduce,
     cmd_serve,
     cmd_train,
 )
@@ -167,6 +168,25 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     add_inference_options(serve)
     serve.set_defaults(run=cmd_serve)
+
+    reproduce = commands.add_parser(
+        "reproduce", help="the paper's ablations (tables 1 and 2) as a resumable grid of runs"
+    )
+    what = reproduce.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    ablation = what.add_parser("ablation", help="pyramid settings and auxiliary loss weight")
+    ablation.add_argument("--dataset", default="camvid", help="dataset preset")
+    ablation.add_argument("--root", type=Path, help="dataset root")
+    ablation.add_argument(
+        "--budget", default="cpu", choices=["cpu", "gpu", "tiny"],
+        help="run size: cpu (~4 h for 2 seeds on 2 cores), gpu (one GPU), tiny (tests)",
+    )  # fmt: skip
+    ablation.add_argument("--out", type=Path, required=True, help="grid folder (resumable)")
+    ablation.add_argument("--seeds", type=positive_int, default=2)
+    ablation.add_argument("--test-split", help="also score this split (e.g. test)")
+    ablation.add_argument(
+        "--report-only", action="store_true", help="rebuild the report from finished runs"
+    )
+    ablation.set_defaults(run=cmd_reproduce)
 
     models = commands.add_parser(
         "models", help="published weights to use by name: dataset, mIoU, size, cached or not"

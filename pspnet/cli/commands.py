@@ -447,3 +447,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _say(f"pspnet serve: loading {args.checkpoint} (health at {url}healthz)")
     serve(lambda: _segmenter(args), settings, args.host, args.port, ready)
     return 0
+
+
+# --- reproduce --------------------------------------------------------------------------------
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from pspnet.reproduce import reproduce_ablation
+
+    if not args.report_only and args.root is None:
+        raise ConfigError("--root is needed to train the grid (or --report-only)")
+    bar = ProgressBar(unit="it")
+
+    def progress(event: dict) -> None:
+        eta = event["eta_seconds"]
+        left = "" if eta is None else f", grid done in ~{eta / 60:.0f} min"
+        bar.update_to(event["iteration"], event["iterations"])
+        if bar.bar is not None:
+            bar.bar.set_description(
+                f"run {event['index'] + 1}/{event['total']} {event['run']}{left}", refresh=False
+            )
+            if event["iteration"] == event["iterations"]:
+                bar.close()
+
+    report, chart = reproduce_ablation(
+        args.dataset, args.root, args.budget, str(args.out), args.seeds, args.test_split,
+        args.report_only, progress,
+    )  # fmt: skip
+    bar.close()
+    _say(f"wrote {report} and {chart}")
+    return 0
