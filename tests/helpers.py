@@ -6,6 +6,9 @@ tests/conftest.py, for the test files in every sub-folder too.
 
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 
 def tiny_overrides(root: Path, **extra) -> list[str]:
     """``--set`` overrides for a seconds-long CPU run of a tiny PSPNet on ``root``."""
@@ -25,3 +28,22 @@ def tiny_overrides(root: Path, **extra) -> list[str]:
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
+
+
+def write_tiny_camvid(root: Path, num_train: int = 8, num_val: int = 3, size=(40, 48)) -> Path:
+    """CamVid's layout (train/, trainannot/, train.txt ...) with blocky random scenes."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", num_train), ("val", num_val)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        (root / f"{split}annot").mkdir(exist_ok=True)
+        lines = []
+        for i in range(count):
+            label = rng.integers(0, 12, size=(size[0] // 8, size[1] // 8), dtype=np.uint8)
+            label = label.repeat(8, 0).repeat(8, 1)  # (H, W), 11 is CamVid's void
+            image = (label[..., None] * 20 + rng.integers(0, 30, (*size, 3))).astype(np.uint8)
+            name = f"{split}_{i:03d}.png"
+            Image.fromarray(image).save(root / split / name)
+            Image.fromarray(label).save(root / f"{split}annot" / name)
+            lines.append(f"{split}/{name} {split}annot/{name}")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import write_tiny_camvid
 from PIL import Image
 
 import pspnet
@@ -58,6 +59,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
     made["bomb"] = png_header_only(root / "bomb.png", 100_000, 100_000)
     made["yaml"] = root / "bad.yaml"
     made["yaml"].write_text("optim: [unclosed\n")
+    made["camvid"] = write_tiny_camvid(root / "camvid")
     return made
 
 
@@ -123,7 +125,8 @@ CLI_CASES = [
     ("unknown config key", "train --out {root}/r --set optim.learning_rate=0.1", 2,
      "learning_rate"),
     ("override without =", "train --out {root}/r --set optim.lr", 2, "optim.lr"),
-    ("run folder is a file", "train --out {file} --set iterations=1", 2, "{file}"),
+    ("run folder is a file", "train --out {file} --set iterations=1 data.root={camvid}", 2,
+     "{file}"),
 ]  # fmt: skip
 
 
