@@ -1,7 +1,8 @@
 """The ``pspnet`` command: each subcommand parses its arguments and calls one library function.
 
 ``build_parser`` lays out the subcommands, :mod:`pspnet.cli.arguments` says what each option
-accepts, :mod:`pspnet.cli.commands` runs them; ``main`` turns every error into one line.
+accepts, :mod:`pspnet.cli.commands` and :mod:`pspnet.cli.inference` run them,
+:mod:`pspnet.cli.output` shows their progress; ``main`` turns every error into one line.
 """
 
 from __future__ import annotations
@@ -26,15 +27,12 @@ from pspnet.cli.commands import (
     cmd_convert,
     cmd_data_check,
     cmd_demo,
-    cmd_eval,
-    cmd_export,
     cmd_info,
     cmd_models,
-    cmd_predict,
     cmd_reproduce,
-    cmd_serve,
     cmd_train,
 )
+from pspnet.cli.inference import cmd_eval, cmd_export, cmd_predict, cmd_serve
 from pspnet.engine.metrics import AbsentPolicy
 from pspnet.errors import PSPNetError
 from pspnet.models.resnet import BackboneName, OutputStride, Stem
