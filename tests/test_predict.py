@@ -135,3 +135,22 @@ def test_two_torchrun_processes_score_what_one_process_scores(tmp_path, checkpoi
         tmp_path / "one" / "confusion.csv"
     ).read_text()
     assert done.stdout.count("| mIoU | mAcc | pixel acc |") == 1
+
+
+def test_a_failing_image_stops_the_run_naming_it_and_the_rank(tmp_path, checkpoint, monkeypatch):
+    from pspnet.cli import _rank
+    from pspnet.errors import InferenceError
+
+    inputs = sorted(images(tmp_path / "in", 2).iterdir())
+    segmenter = Segmenter.from_checkpoint(checkpoint, mode="whole")
+
+    def out_of_memory(image):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory")
+
+    monkeypatch.setattr(segmenter, "probs", out_of_memory)
+    with pytest.raises(InferenceError, match="img_000.png: inference failed .*not enough memory"):
+        list(predict_files(segmenter, inputs, tmp_path / "out"))
+    assert _rank() == ""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert _rank() == "rank 1: "  # how `pspnet CMD: error:` names the rank under torchrun
