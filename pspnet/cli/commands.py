@@ -90,9 +90,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar = ProgressBar(unit="it")
     val_bar = ProgressBar(desc="validating", leave=False)
 
+    download = download_bar()
+
     def on_event(event: dict) -> None:
         kind = event["kind"]
-        if kind == "start":
+        if kind == "download":
+            download.update_to(event["done"], event["total"])
+        elif kind == "start":
+            download.close()
             bar.update_to(event["iteration"], config.iterations)
             if event["iteration"] and main:
                 tqdm.write(f"resuming {args.out} at iteration {event['iteration']}")

@@ -70,11 +70,23 @@ def build_datasets(config: TrainConfig) -> tuple[DatasetPreset, Any, Any]:
 
 
 def build_state(
-    config: TrainConfig, preset: DatasetPreset, process: Process
+    config: TrainConfig,
+    preset: DatasetPreset,
+    process: Process,
+    emit: Callable[[Event], None] | None = None,
 ) -> tuple[TrainingState, nn.Module]:
-    """A fresh training state and the module to train with (DDP-wrapped under torchrun)."""
+    """A fresh training state and the module to train with (DDP-wrapped under torchrun).
+
+    Backbone weights named by registry name or URL are downloaded first, reported to ``emit``
+    as ``download`` events (``done`` and ``total`` bytes).
+    """
     torch.manual_seed(config.seed)
-    model = build_model(config.model, config.backbone_weights)
+
+    def progress(done: int, total: int | None) -> None:
+        if emit is not None:
+            emit({"kind": "download", "done": done, "total": total})
+
+    model = build_model(config.model, config.backbone_weights, progress)
     if process.device.type == "cuda" and process.world_size > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the paper's synchronised BN
     model.to(process.device)
@@ -145,8 +157,9 @@ def train(
         run_dir: folder for ``config.yaml``, ``last.pt``, ``best.safetensors``,
             ``metrics.jsonl`` and TensorBoard events.
         resume: continue from ``run_dir/last.pt`` when present.
-        callback: receives events: ``start``, ``step``, ``val_progress``, ``val``,
-            ``checkpoint``, ``end`` (dicts with a ``kind`` key); on every rank.
+        callback: receives events: ``download`` (backbone weights by name or URL), ``start``,
+            ``step``, ``val_progress``, ``val``, ``checkpoint``, ``end`` (dicts with a
+            ``kind`` key); on every rank.
 
     Raises:
         TrainingError: on a non-finite loss (the last good checkpoint is kept) or a run
@@ -155,7 +168,7 @@ def train(
     run = Run(Path(run_dir), setup_process(config.device), callback or (lambda event: None))
     preset, train_set, val_set = build_datasets(config)
     check_fits(config, preset, run.process)
-    state, trainer = build_state(config, preset, run.process)
+    state, trainer = build_state(config, preset, run.process, run.emit)
     saved_rng = state.load(run.state_path) if resume and run.state_path.is_file() else None
     if run.process.is_main:
         make_folder(run.dir)

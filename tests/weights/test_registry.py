@@ -182,3 +182,22 @@ def test_training_from_imagenet_by_name(local_registry):
     expected = local_registry.backbone.state_dict()
     for key, value in model.backbone.state_dict().items():
         assert torch.equal(value, expected[key]), key
+
+
+def test_training_downloads_its_backbone_by_name_with_progress(
+    local_registry, tiny_camvid, tmp_path
+):
+    from helpers import tiny_overrides
+
+    from pspnet.config import load_train_config
+    from pspnet.engine.train import train
+
+    overrides = [*tiny_overrides(tiny_camvid, iterations=1), "model.stem=deep_narrow",
+                 "backbone_weights=tiny_resnet18_v1c"]  # fmt: skip
+    events = []
+    train(load_train_config(None, overrides), tmp_path / "run", callback=events.append)
+    downloads = [e for e in events if e["kind"] == "download"]
+    assert downloads and downloads[-1]["done"] == downloads[-1]["total"] > 0
+    assert events.index(downloads[-1]) < next(
+        i for i, e in enumerate(events) if e["kind"] == "start"
+    )
