@@ -125,6 +125,21 @@ CLI_CASES = [
     ("unknown config key", "train --out {root}/r --set optim.learning_rate=0.1", 2,
      "learning_rate"),
     ("override without =", "train --out {root}/r --set optim.lr", 2, "optim.lr"),
+    ("serve port out of range", "serve --checkpoint {model} --port 70000", 2, "--port"),
+    ("serve negative queue", "serve --checkpoint {model} --max-queue -1", 2, "--max-queue"),
+    ("serve zero upload limit", "serve --checkpoint {model} --max-upload-mb 0", 2,
+     "--max-upload-mb"),
+    ("serve missing checkpoint", "serve --checkpoint {root}/nope.safetensors", 2, "nope"),
+    ("models of an unknown dataset", "models --dataset kitti", 2, "kitti"),
+    ("reproduce without a root", "reproduce ablation --out {root}/grid", 2, "--root"),
+    ("reproduce zero seeds", "reproduce ablation --root {root} --out {root}/g --seeds 0", 2,
+     "--seeds"),
+    ("reproduce unknown budget", "reproduce ablation --out {root}/g --budget huge", 2,
+     "--budget"),
+    ("missing list of inputs", "predict @{root}/nolist.txt --checkpoint {model} --out {root}/o",
+     2, "nolist.txt"),
+    ("zero fit-within", "predict {image} --checkpoint {model} --out {root}/o --fit-within 0 5",
+     2, "--fit-within"),
     ("run folder is a file", "train --out {file} --set iterations=1 data.root={camvid}", 2,
      "{file}"),
 ]  # fmt: skip
@@ -149,7 +164,10 @@ def test_cli_bad_input_is_one_clear_line(argv, status, named, files, capsys):
 
 def test_the_table_covers_every_subcommand():
     commands = {argv.split()[0] for _, argv, _, _ in CLI_CASES}
-    assert commands == {"predict", "export", "convert", "eval", "info", "demo", "data", "train"}
+    assert commands == {
+        "predict", "export", "convert", "eval", "info", "demo", "data", "train", "serve",
+        "models", "reproduce",
+    }  # fmt: skip
 
 
 def test_segmenter_refuses_an_empty_image(files):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from pspnet.cli.arguments import inference_options
 from pspnet.cli.output import ProgressBar, download_bar, is_main_rank, say
@@ -206,6 +207,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"pspnet serve needs the serve extra ({err.name} is missing): "
             "pip install 'pspnet[serve]'"
         ) from err
+    from pspnet.errors import CheckpointError
+    from pspnet.weights import find
+    from pspnet.weights.download import is_url
+
+    local = not (is_url(args.checkpoint) or find(args.checkpoint))  # names load in the background
+    if local and not Path(args.checkpoint).is_file():  # a typo fails now, not at /readyz
+        raise CheckpointError(f"{args.checkpoint}: no such checkpoint file")
     settings = ServeSettings(
         max_queue=args.max_queue,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
