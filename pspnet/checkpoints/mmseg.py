@@ -11,10 +11,9 @@ from __future__ import annotations
 import torch
 
 from pspnet.checkpoints.native import Rule, foreign_state, rename_strict
-from pspnet.checkpoints.torchvision import BLOCK_KEY, resnet_depth
+from pspnet.checkpoints.torchvision import BLOCK_KEY, rename_backbone, resnet_depth
 from pspnet.errors import CheckpointError
 from pspnet.models.pspnet import ModelConfig, PSPNet
-from pspnet.models.resnet import ResNet
 
 NAME = "mmseg"
 
@@ -49,15 +48,10 @@ RULES: list[Rule] = [
 # open-mmlab's ImageNet ResNetV1c (open-mmlab://resnet50_v1c): the backbone's own keys, the
 # same layout as a PSPNet's ``backbone.*`` without the prefix, plus the ImageNet classifier.
 IMAGENET_RULES: list[Rule] = [
-    (r"stem\.0\.weight", "stem.0.conv.weight"),
-    (r"stem\.1\.(\w+)", r"stem.0.bn.\1"),
-    (r"stem\.3\.weight", "stem.1.conv.weight"),
-    (r"stem\.4\.(\w+)", r"stem.1.bn.\1"),
-    (r"stem\.6\.weight", "stem.2.conv.weight"),
-    (r"stem\.7\.(\w+)", r"stem.2.bn.\1"),
-    (rf"({BLOCK_KEY})", r"\1"),
-    (r"fc\.(weight|bias)", None),  # the ImageNet classifier: PSPNet has its own head
-]
+    (pattern.removeprefix(r"backbone\."), target.removeprefix("backbone."))
+    for pattern, target in RULES
+    if pattern.startswith(r"backbone\.stem") or pattern == rf"backbone\.({BLOCK_KEY})"
+] + [(r"fc\.(weight|bias)", None)]  # the ImageNet classifier: PSPNet has its own head
 
 
 def matches_imagenet(obj: dict) -> bool:
@@ -72,12 +66,7 @@ def convert_imagenet(obj: dict, source: str) -> dict[str, torch.Tensor]:
         obj: the loaded file's state dict.
         source: the file's path, named in errors.
     """
-    state = foreign_state(obj, source)
-    depth = resnet_depth(state, source)
-    base_width = state["layer1.0.conv1.weight"].shape[0]
-    with torch.device("meta"):
-        expected = ResNet(depth, "deep_narrow", base_width=base_width).state_dict()
-    return rename_strict(state, IMAGENET_RULES, expected, source)
+    return rename_backbone(obj, source, IMAGENET_RULES, "deep_narrow")
 
 
 def matches(obj: dict) -> bool:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import torch
 
 from pspnet.checkpoints.native import Rule, foreign_state, rename_strict
-from pspnet.checkpoints.torchvision import BLOCK_KEY, resnet_depth
+from pspnet.checkpoints.torchvision import BLOCK_KEY, rename_backbone, resnet_depth
 from pspnet.errors import CheckpointError
 from pspnet.models.pspnet import ModelConfig, PSPNet
-from pspnet.models.resnet import ResNet
 
 NAME = "semseg"
 
@@ -124,9 +123,4 @@ def convert_imagenet(obj: dict, source: str) -> dict[str, torch.Tensor]:
     Returns:
         The state dict of ``ResNet(depth, stem="deep", base_width=...)``, ``fc`` dropped.
     """
-    state = foreign_state(obj, source)
-    depth = resnet_depth(state, source)
-    base_width = state["layer1.0.conv1.weight"].shape[0]
-    with torch.device("meta"):
-        expected = ResNet(depth, "deep", base_width=base_width).state_dict()
-    return rename_strict(state, IMAGENET_RULES, expected, source)
+    return rename_backbone(obj, source, IMAGENET_RULES, "deep")

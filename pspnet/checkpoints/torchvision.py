@@ -10,7 +10,7 @@ import torch
 
 from pspnet.checkpoints.native import Rule, foreign_state, rename_strict
 from pspnet.errors import CheckpointError
-from pspnet.models.resnet import DEPTHS, BackboneName, ResNet
+from pspnet.models.resnet import DEPTHS, BackboneName, ResNet, Stem
 
 # Any parameter or buffer of a residual block, in torchvision's (and our) naming.
 BLOCK_KEY = r"layer[1-4]\.\d+\.(?:conv[1-3]|bn[1-3]|downsample\.[01])\.\w+"
@@ -45,12 +45,23 @@ def convert(obj: dict, source: str) -> dict[str, torch.Tensor]:
         The state dict of ``ResNet(depth, stem="torchvision", base_width=...)``, ``fc``
         dropped; depth and width are read from the file.
     """
+    return rename_backbone(obj, source, RULES, "torchvision")
+
+
+def rename_backbone(
+    obj: dict, source: str, rules: list[Rule], stem: Stem
+) -> dict[str, torch.Tensor]:
+    """An ImageNet ResNet file renamed onto :class:`ResNet` with ``stem``, strictly.
+
+    The depth and width are read from the file's blocks; the shared step of the torchvision,
+    semseg and open-mmlab ImageNet converters.
+    """
     state = foreign_state(obj, source)
     depth = resnet_depth(state, source)
     base_width = state["layer1.0.conv1.weight"].shape[0]
     with torch.device("meta"):  # only names and shapes are needed
-        expected = ResNet(depth, "torchvision", base_width=base_width).state_dict()
-    return rename_strict(state, RULES, expected, source)
+        expected = ResNet(depth, stem, base_width=base_width).state_dict()
+    return rename_strict(state, rules, expected, source)
 
 
 def resnet_depth(state: dict[str, torch.Tensor], source: str, prefix: str = "") -> BackboneName:
