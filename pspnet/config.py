@@ -94,6 +94,8 @@ class OptimConfig:
         weight_decay: L2 penalty.
         power: exponent of the poly schedule.
         head_lr_mult: multiplier of the new layers' (pyramid, head, aux) learning rate.
+        fused: one fused kernel per step for every parameter (same update; fewer launches,
+            which counts on a GPU).
     """
 
     lr: float = 0.01
@@ -101,6 +103,7 @@ class OptimConfig:
     weight_decay: float = 1e-4
     power: float = 0.9
     head_lr_mult: float = 10.0
+    fused: bool = False
 
     def __post_init__(self) -> None:
         _number(self, "lr", 0, low_inclusive=False)
@@ -181,6 +184,8 @@ class TrainConfig:
         backbone_weights: ImageNet ResNet file (torchvision or semseg layout), or None.
         precision: fp32, or bf16/fp16 autocast (fp16 with a gradient scaler, CUDA only).
         channels_last: NHWC memory format (faster convolutions on recent CPUs and GPUs).
+        compile: train the ``torch.compile``-d model (the first steps compile it; pays on long
+            runs on a GPU).
         device: auto (CUDA when present), cpu or cuda.
         val_limit: validate on at most this many images (0: all).
     """
@@ -200,6 +205,7 @@ class TrainConfig:
     backbone_weights: str | None = None
     precision: Precision = "fp32"
     channels_last: bool = False
+    compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
     val_limit: int = 0
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pspnet.checkpoints import save_model
+from pspnet.checkpoints import load_model, save_model
 from pspnet.config import DataConfig, InferenceConfig, OptimConfig, TrainConfig
 from pspnet.data.datasets import SegmentationDataset
 from pspnet.data.presets import get_preset
@@ -162,9 +162,9 @@ def run_demo(
             callback=None if callback is None else (lambda event, t=title: callback(t, event)),
         )
         seconds[title] = time.perf_counter() - tick
-        segmenters[title] = Segmenter.from_checkpoint(out_dir / name / "last.pt")
-        model = segmenters[title].model  # saved for `pspnet serve` and `pspnet predict`
+        model = load_model(out_dir / name / "last.pt")  # saved for `pspnet serve` and `predict`
         save_model(model, out_dir / f"{name}.safetensors", model.metadata)
+        segmenters[title] = Segmenter.from_checkpoint(out_dir / f"{name}.safetensors")
         val_set = SegmentationDataset(data_root, "val", preset)
         matrix = evaluate(segmenters[title].model, val_set, preset.num_classes, config.evaluation)
         metrics[title] = matrix.compute()

@@ -17,7 +17,7 @@ from pspnet.data.images import ImageInput, to_rgb
 from pspnet.data.presets import PRESETS
 from pspnet.data.transforms import normalize
 from pspnet.engine.devices import resolve_device
-from pspnet.engine.inference import Progress, predict_probs
+from pspnet.engine.inference import Progress, fit_window_batch, predict_probs
 from pspnet.errors import ConfigError
 from pspnet.models.pspnet import PSPNet
 from pspnet.weights.download import Progress as DownloadProgress
@@ -71,10 +71,11 @@ class Segmenter:
         cls,
         path: str | Path,
         device: str | torch.device = "cpu",
-        precision: str | None = None,
-        backend: str | None = None,
+        precision: str = "auto",
+        backend: str = "auto",
         calibration: Sequence[ImageInput] | None = None,
         progress: DownloadProgress | None = None,
+        amortized: bool = False,
         **inference: Any,
     ) -> Segmenter:
         """Load any supported checkpoint; inference settings default to what it was validated with.
@@ -83,23 +84,27 @@ class Segmenter:
             path: native, training-state, semseg or mmseg checkpoint, a registry name
                 (``pspnet models``; its publisher's test settings become the defaults) or a URL.
             device: "cpu", "cuda", ...
-            precision: CPU fast path: "auto", "fp32", "bf16" or "int8" (see
-                :func:`pspnet.optimized.optimize`); None runs the plain eager model.
-            backend: "auto", "eager", "compile" or "onnx"; None with precision None is eager.
+            precision: "auto" (the exact fp32 rewrites, or what was measured fastest on this
+                kind of device), "none" (the model as trained), "fp32", "bf16", "fp16" (CUDA)
+                or "int8" (CPU); see :func:`pspnet.optimized.optimize`.
+            backend: "auto", "eager", "compile", "cudagraphs" (CUDA) or "onnx" (CPU).
             calibration: images (paths, arrays, PIL images) that set int8's activation ranges:
                 a few hundred from the training set; see
                 :func:`pspnet.optimized.int8.calibration_batches`.
             progress: download progress of a name or URL, ``progress(bytes_done, total)``.
+            amortized: the work repays a compile warm-up (many images, a service), so
+                ``auto`` may pick compile where it was measured fastest.
             **inference: :class:`InferenceConfig` fields to override (mode="slide",
                 crop_size=(473, 473), scales=(0.5, ..., 1.75), flip=True, base_size=512 ...).
+                On CUDA, a sliding window's ``window_batch`` not given here or by the
+                checkpoint is sized to the free GPU memory.
         """
-        fast = precision is not None or backend is not None
-        if fast and str(device).partition(":")[0] != "cpu":
-            raise ConfigError(
-                f"--precision/--backend choose the CPU fast path; on {device} leave them out "
-                "(the model runs as trained)"
-            )
-        model = load_model(path, resolve_device(device), progress)
+        from pspnet.optimized.int8 import calibration_batches
+        from pspnet.optimized.optimize import choose_path, optimize
+
+        device = resolve_device(device)
+        choose_path(precision, backend, device, amortized)  # refuse before loading anything
+        model = load_model(path, device, progress)
         recorded = json.loads(getattr(model, "metadata", {}).get("inference", "{}"))
         fields = {f.name for f in dataclasses.fields(InferenceConfig)}
         unknown = sorted(set(inference) - fields)
@@ -107,12 +112,15 @@ class Segmenter:
             raise ConfigError(f"unknown inference options {unknown}; valid: {sorted(fields)}")
         config = InferenceConfig(**{**recorded, **inference})
         names, palette = class_info(model)
-        if fast:
-            from pspnet.optimized.int8 import calibration_batches
-            from pspnet.optimized.optimize import optimize
-
-            batches = None if calibration is None else calibration_batches(calibration, config)
-            model = optimize(model, precision or "auto", backend or "auto", batches)
+        batches = None if calibration is None else calibration_batches(calibration, config)
+        model = optimize(model, precision, backend, batches, amortized=amortized)
+        if (
+            device.type == "cuda"
+            and config.mode == "slide"
+            and "window_batch" not in {**recorded, **inference}
+        ):
+            batch = fit_window_batch(model, config, model.config.num_classes, device)
+            config = dataclasses.replace(config, window_batch=batch)
         return cls(model, config, names, palette)
 
     def probs(self, image: ImageInput, progress: Progress | None = None) -> np.ndarray:

@@ -57,3 +57,28 @@ def test_winograd_prototype_is_a_3x3_convolution(size):
 def test_winograd_probe_reports_each_shape(monkeypatch, capsys):
     run(winograd, ["--shapes", "8x12", "16x9", "--runs", "1"], monkeypatch)
     assert len(table_rows(capsys.readouterr().out, "| 8->8 @12x12")) == 2  # row + table
+
+
+def test_gpu_inference_script_runs_its_paths_on_the_cpu(monkeypatch, capsys):
+    from benchmarks import gpu_inference
+
+    paths = ["reference", "exact eager", "fp16"]
+    run(gpu_inference, ["--smoke", "--device", "cpu", "--runs", "1", "--paths", *paths],
+        monkeypatch)  # fmt: skip
+    out = capsys.readouterr().out
+    exact = table_rows(out, "| exact eager fp32")
+    assert len(exact) == 2  # both scenarios
+    assert all(float(row[6]) <= 1e-5 and row[7].strip() == "100.000%" for row in exact)
+    assert out.count("| fp16 eager (same parts fp32) | not offered here: fp16 runs on CUDA") == 2
+
+
+def test_gpu_training_script_times_the_real_loop(tiny_camvid, monkeypatch, capsys):
+    from benchmarks import gpu_training
+
+    options = ["--smoke", "--device", "cpu", "--root", str(tiny_camvid), "--crop", "32",
+               "--batch", "2", "--workers", "0", "--warmup", "1", "--steps", "2"]  # fmt: skip
+    run(gpu_training, ["speed", *options, "--settings", "fp32", "bf16"], monkeypatch)
+    rows = table_rows(capsys.readouterr().out, "| ")
+    speeds = [float(row[1]) for row in rows if row[1].strip()[0].isdigit()]
+    assert len(speeds) == 4 and speeds[:2] == speeds[2:]  # as measured, then in the table
+    assert min(speeds) > 0

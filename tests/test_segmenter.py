@@ -116,6 +116,19 @@ def test_calibration_batches_are_scale_one_views_within_the_crop(tmp_path):
         calibration_batches([tmp_path / "missing.png"], slide)
 
 
-def test_fast_path_refuses_a_non_cpu_device(checkpoint):
-    with pytest.raises(ConfigError, match="CPU fast path"):
-        Segmenter.from_checkpoint(checkpoint[0], device="cuda", precision="fp32")
+def test_the_default_is_the_exact_rewrite_and_none_the_plain_model(checkpoint):
+    from pspnet.optimized.optimize import OptimizedModel
+
+    default = Segmenter.from_checkpoint(checkpoint[0])
+    plain = Segmenter.from_checkpoint(checkpoint[0], precision="none")
+    assert isinstance(default.model, OptimizedModel) and default.model.precision == "fp32"
+    assert isinstance(plain.model, PSPNet)
+    image = np.random.default_rng(2).integers(0, 256, (26, 33, 3), dtype=np.uint8)
+    np.testing.assert_allclose(default.probs(image), plain.probs(image), atol=1e-5)
+
+
+def test_a_path_the_device_cannot_run_is_refused_before_loading(tmp_path):
+    with pytest.raises(ConfigError, match="fp16 runs on CUDA"):
+        Segmenter.from_checkpoint(tmp_path / "missing.safetensors", precision="fp16")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        Segmenter.from_checkpoint(tmp_path / "missing.safetensors", device="cuda")

@@ -27,8 +27,17 @@ def save_model(model: PSPNet, path: str | Path, metadata: dict[str, str] | None 
         model: the network; a DDP or ``torch.compile`` wrapper is unwrapped first.
         path: destination, conventionally ``*.safetensors``.
         metadata: extra string entries stored beside the config (class names, dataset ...).
+
+    Raises:
+        CheckpointError: ``model`` is not a PSPNet (an optimised model's weights are folded
+            and cast for inference: save the model it was made from).
     """
     model = unwrap(model)
+    if not isinstance(model, PSPNet):
+        raise CheckpointError(
+            f"{path}: save_model saves a PSPNet, got {type(model).__name__} (an optimised model "
+            "is for inference only: save the model it was made from)"
+        )
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_json()}
     meta.update(metadata or {})

@@ -17,10 +17,11 @@ from pspnet.errors import ConfigError
 # --- eval -------------------------------------------------------------------------------------
 
 
-def _segmenter(args: argparse.Namespace, device: str | None = None):
+def _segmenter(args: argparse.Namespace, device: str | None = None, amortized: bool = False):
     """The checkpoint as a Segmenter with the command line's inference and fast-path options.
 
-    ``device`` overrides ``--device`` (a torchrun rank's own CUDA device).
+    ``device`` overrides ``--device`` (a torchrun rank's own CUDA device); ``amortized``: the
+    work repays a compile warm-up (see :data:`pspnet.optimized.optimize.AMORTIZED_AFTER`).
     """
     from pspnet.data.images import expand_inputs
     from pspnet.segmenter import Segmenter
@@ -46,6 +47,7 @@ def _segmenter(args: argparse.Namespace, device: str | None = None):
         args.backend,
         calibration=calibration,
         progress=download.update_to,
+        amortized=amortized,
         **inference_options(args),
     )
     download.close()
@@ -145,12 +147,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from pspnet.data.images import expand_inputs
     from pspnet.engine.distributed import setup_process, shard, sum_over_ranks
+    from pspnet.optimized.optimize import AMORTIZED_AFTER
     from pspnet.predict import predict_files
 
     process = setup_process(args.device)  # under torchrun: this rank's shard of the inputs
     files = expand_inputs(args.inputs)
     mine = shard(files, process)
-    segmenter = _segmenter(args, str(process.device))
+    segmenter = _segmenter(args, str(process.device), len(mine) >= AMORTIZED_AFTER)
     written = done_before = failures = 0
     talk = process.world_size == 1
     with tqdm(total=len(mine), unit="image", desc="predicting", disable=not process.is_main) as bar:
@@ -230,5 +233,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
 
     say(f"pspnet serve: loading {args.checkpoint} (health at {url}healthz)")
-    serve(lambda: _segmenter(args), settings, args.host, args.port, ready)
+    serve(lambda: _segmenter(args, amortized=True), settings, args.host, args.port, ready)
     return 0

@@ -13,6 +13,7 @@ def build_optimizer(
     momentum: float = 0.9,
     weight_decay: float = 1e-4,
     head_lr_mult: float = 10.0,
+    fused: bool = False,
 ) -> torch.optim.SGD:
     """SGD over two named groups: ``backbone`` at ``lr``, ``head`` (new layers) at 10x.
 
@@ -22,6 +23,7 @@ def build_optimizer(
         momentum: SGD momentum.
         weight_decay: L2 penalty applied to every parameter, as the official code does.
         head_lr_mult: learning-rate multiplier of pyramid, head and aux head.
+        fused: update every parameter in one fused kernel (CPU or CUDA).
     """
     groups = model.parameter_groups()
     return torch.optim.SGD(
@@ -32,6 +34,7 @@ def build_optimizer(
         lr=lr,
         momentum=momentum,
         weight_decay=weight_decay,
+        fused=fused or None,
     )
 
 

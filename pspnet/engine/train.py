@@ -94,7 +94,7 @@ def build_state(
         model.to(memory_format=torch.channels_last)
     optim = config.optim
     optimizer = build_optimizer(
-        model, optim.lr, optim.momentum, optim.weight_decay, optim.head_lr_mult
+        model, optim.lr, optim.momentum, optim.weight_decay, optim.head_lr_mult, optim.fused
     )
     metadata = {
         "dataset": preset.name,
@@ -104,10 +104,11 @@ def build_state(
     }
     scaler = torch.amp.GradScaler(enabled=config.precision == "fp16")
     state = TrainingState(model, optimizer, scaler, config, metadata)
-    if process.world_size == 1:
-        return state, model
-    device_ids = [process.device.index] if process.device.type == "cuda" else None
-    return state, DistributedDataParallel(model, device_ids=device_ids)
+    trainer = model
+    if process.world_size > 1:
+        device_ids = [process.device.index] if process.device.type == "cuda" else None
+        trainer = DistributedDataParallel(model, device_ids=device_ids)
+    return state, torch.compile(trainer) if config.compile else trainer
 
 
 def build_loader(

@@ -1,10 +1,16 @@
-"""One entry to fast inference: ``optimize(model, precision, backend)``.
+"""One entry to fast inference: ``optimize(model, precision, backend)``, on any device.
 
-Every path starts from the exact rewrites (BatchNorm folded into the convolutions, the
-factorised pyramid head) and then runs in eager PyTorch, ``torch.compile`` (inductor) or ONNX
-Runtime, in fp32 (exact to float rounding), bf16 (only fast where the CPU has native bf16) or
-int8 (ONNX Runtime static quantisation). The result is called like the eval model,
-so ``predict_probs``, ``evaluate``, ``Segmenter`` and the CLI use it unchanged.
+Every path but ``none`` starts from the exact rewrites (BatchNorm folded into the
+convolutions, the factorised pyramid head, channels_last) and then runs in eager PyTorch,
+``torch.compile`` (inductor), ``torch.compile`` with CUDA graphs, or ONNX Runtime (CPU), in
+fp32 (exact to float rounding), bf16 (CPU where it is native, CUDA), fp16 (CUDA) or int8
+(CPU, ONNX Runtime static quantisation). The result is called like the eval model, so
+``predict_probs``, ``evaluate``, ``Segmenter`` and the CLI use it unchanged.
+
+``auto`` is what every command runs unless told otherwise: the exact rewrites, eager, which
+never lose to the plain model (they only remove work), or what was measured fastest on this
+kind of device (:data:`MEASURED_FASTEST`), with compile only where the work amortises its
+warm-up.
 """
 
 from __future__ import annotations
@@ -20,18 +26,25 @@ from torch import nn
 
 from pspnet.errors import ConfigError
 from pspnet.models.pspnet import PSPNet
-from pspnet.optimized.bf16 import BF16_FP32_STAGES, bf16_model
 from pspnet.optimized.factorized import factorize_head
 from pspnet.optimized.fold import fold_batchnorm
+from pspnet.optimized.reduced import BF16_FP32_STAGES, reduced_precision
 
-Precision = Literal["auto", "fp32", "bf16", "int8"]
-Backend = Literal["auto", "eager", "compile", "onnx"]
+Precision = Literal["auto", "none", "fp32", "bf16", "fp16", "int8"]
+Backend = Literal["auto", "eager", "compile", "cudagraphs", "onnx"]
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
-# The fastest exact (fp32) backend measured per CPU capability by benchmarks/inference.py;
-# the figures and the CPUs they were measured on are in docs/benchmarks.md. Capabilities not
-# measured yet use the eager path, which never loses to the reference (the rewrites only
-# remove work).
-MEASURED_FASTEST: dict[str, Backend] = {"AVX2": "compile"}
+# What benchmarks measured fastest per device kind (:func:`device_kind`), as (precision,
+# backend); the figures and the machines are in docs/benchmarks.md. A reduced precision is
+# listed only where it met both targets there: at least 3x eager fp32 and at least 99.9% argmax
+# agreement with fp32 on CamVid val. Kinds not listed run the exact rewrites in eager mode.
+# (A 2-core AVX-512 BF16 EPYC: bf16 eager 2.49x, short of 3x, so not listed.)
+MEASURED_FASTEST: dict[str, tuple[Precision, Backend]] = {"cpu AVX2": ("fp32", "compile")}
+
+# Images of one size after which compile's warm-up has paid for itself: 72 s of warm-up
+# against 0.31 s saved per image over the eager rewrite (PSPNet-R50 at 473, 2 AVX2 threads,
+# docs/benchmarks.md "Inference paths on the CPU"). Below it, ``auto`` stays eager.
+AMORTIZED_AFTER = 250
 
 
 def native_bf16() -> bool:
@@ -48,15 +61,74 @@ def cpu_capability() -> str:
     return torch.backends.cpu.get_cpu_capability()
 
 
-def choose_backend(precision: Precision, backend: Backend) -> tuple[str, str]:
-    """Resolve ``auto``: fp32 unless bf16 is native; the fastest backend measured here."""
+def device_kind(device: str | torch.device = "cpu") -> str:
+    """The key of :data:`MEASURED_FASTEST`: "cpu AVX2", "cpu AVX512 bf16", "cuda NVIDIA H200"."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda {torch.cuda.get_device_name(device)}"
+    return f"cpu {cpu_capability()}" + (" bf16" if native_bf16() else "")
+
+
+def choose_path(
+    precision: Precision,
+    backend: Backend,
+    device: str | torch.device = "cpu",
+    amortized: bool = False,
+) -> tuple[str, str]:
+    """Resolve ``auto`` and refuse what ``device`` cannot run; returns (precision, backend).
+
+    Args:
+        precision: as asked; ``auto`` takes the measured fastest of this device kind, else
+            fp32.
+        backend: as asked; ``auto`` is eager, onnx for int8, or the measured fastest of this
+            device kind when ``amortized`` and the precision is the measured one.
+        device: where the model runs.
+        amortized: the work is long enough to repay a compile warm-up (many images of one
+            size, a service).
+    """
+    device = torch.device(device)
+    measured = MEASURED_FASTEST.get(device_kind(device))
     if precision == "auto":
-        precision = "fp32"
+        precision = measured[0] if measured else "fp32"
+    if precision == "none":
+        if backend not in ("auto", "eager"):
+            raise ConfigError(f"precision none is the plain eager model; backend {backend!r} "
+                              "needs a precision (fp32 is exact)")  # fmt: skip
+        return "none", "eager"
     if backend == "auto":
-        backend = "onnx" if precision == "int8" else MEASURED_FASTEST.get(cpu_capability(), "eager")
-        if precision == "bf16" and backend == "onnx":
+        if precision == "int8":
+            backend = "onnx"
+        elif amortized and measured and measured[0] == precision:
+            backend = measured[1]
+        else:
             backend = "eager"
+    _check_path(precision, backend, device)
     return precision, backend
+
+
+def _check_path(precision: str, backend: str, device: torch.device) -> None:
+    cuda = device.type == "cuda"
+    if precision not in ("fp32", "bf16", "fp16", "int8"):
+        raise ConfigError(
+            f"precision must be auto, none, fp32, bf16, fp16 or int8, got {precision!r}"
+        )
+    if backend not in ("eager", "compile", "cudagraphs", "onnx"):
+        raise ConfigError(
+            f"backend must be auto, eager, compile, cudagraphs or onnx, got {backend!r}"
+        )
+    if precision == "fp16" and not cuda:
+        raise ConfigError("fp16 runs on CUDA; on the CPU use fp32, or bf16 where it is native")
+    if backend == "cudagraphs" and not cuda:
+        raise ConfigError("backend cudagraphs needs CUDA; on the CPU use eager or compile")
+    if cuda and (precision == "int8" or backend == "onnx"):
+        raise ConfigError("int8 and onnx run through ONNX Runtime on the CPU; on CUDA use "
+                          "fp32, bf16 or fp16 with eager, compile or cudagraphs")  # fmt: skip
+    if precision == "int8" and backend != "onnx":
+        raise ConfigError("int8 runs through ONNX Runtime: use backend 'onnx' or 'auto'")
+    if backend == "onnx" and precision in DTYPES:
+        raise ConfigError(
+            f"{precision} is not offered through ONNX Runtime: use backend 'eager' or 'compile'"
+        )
 
 
 class OptimizedModel(nn.Module):
@@ -66,14 +138,21 @@ class OptimizedModel(nn.Module):
     """
 
     def __init__(
-        self, inner: nn.Module, source: PSPNet, precision: str, backend: str, channels_last: bool
+        self,
+        inner: nn.Module,
+        source: PSPNet,
+        precision: str,
+        backend: str,
+        channels_last: bool,
+        device: torch.device | None = None,
     ):
         super().__init__()
         self.inner = inner
         self.config = source.config
         self.metadata = dict(getattr(source, "metadata", {}))
         self.precision, self.backend, self.channels_last = precision, backend, channels_last
-        self.anchor = nn.Parameter(torch.empty(0), requires_grad=False)  # device of the runner
+        # The runner's device, for callers that read next(model.parameters()).device.
+        self.anchor = nn.Parameter(torch.empty(0, device=device), requires_grad=False)
         self.eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -113,53 +192,53 @@ def optimize(
     calibration: Iterable[torch.Tensor] | None = None,
     work_dir: str | Path | None = None,
     fp32_stages: Iterable[str] = BF16_FP32_STAGES,
-) -> OptimizedModel:
-    """The fastest path for ``model`` at the asked precision, called like the eval model.
+    amortized: bool = False,
+) -> nn.Module:
+    """The fastest path for ``model`` at the asked precision, on the model's device.
 
     Args:
-        model: a PSPNet (CPU).
-        precision: "fp32" (exact), "bf16" (see :func:`pspnet.optimized.bf16.bf16_model`; warns
-            where the CPU lacks native bf16), "int8" (ONNX Runtime static quantisation, needs
-            ``calibration``) or "auto" (fp32).
-        backend: "eager", "compile" (torch.compile with inductor), "onnx" (ONNX Runtime) or
-            "auto" (the fastest measured on this kind of CPU).
+        model: a PSPNet on the CPU or a CUDA device (the path runs there).
+        precision: "fp32" (exact), "bf16" (see :func:`pspnet.optimized.reduced.reduced_precision`;
+            warns on a CPU without native bf16), "fp16" (CUDA), "int8" (CPU, ONNX Runtime
+            static quantisation, needs ``calibration``), "none" (the plain eager model,
+            returned as it is) or "auto" (see :func:`choose_path`).
+        backend: "eager", "compile" (torch.compile with inductor), "cudagraphs" (compile with
+            CUDA graphs: for shapes that repeat, as sliding windows do), "onnx" (ONNX Runtime,
+            CPU) or "auto".
         calibration: normalised images (N, 3, H, W) for int8 calibration.
         work_dir: where ONNX files go (a temporary folder by default).
-        fp32_stages: backbone stages that bf16 keeps in fp32 (see :data:`BF16_FP32_STAGES`).
+        fp32_stages: backbone stages that bf16/fp16 keep in fp32 (see :data:`BF16_FP32_STAGES`).
+        amortized: the work repays a compile warm-up (many images of one size, a service).
     """
-    precision, backend = choose_backend(precision, backend)
-    if precision not in ("fp32", "bf16", "int8"):
-        raise ConfigError(f"precision must be auto, fp32, bf16 or int8, got {precision!r}")
-    if precision == "bf16" and not native_bf16():
+    device = next(model.parameters()).device
+    precision, backend = choose_path(precision, backend, device, amortized)
+    model = model.eval()
+    if precision == "none":
+        return model
+    if precision == "bf16" and device.type == "cpu" and not native_bf16():
         warnings.warn(
             f"this CPU ({cpu_capability()}) has no native bf16: bf16 is emulated and many times "
             "slower than fp32 here; use --precision fp32",
             RuntimeWarning,
             stacklevel=2,
         )
-    if precision == "int8" and backend != "onnx":
-        raise ConfigError("int8 runs through ONNX Runtime: use backend 'onnx' or 'auto'")
-    if backend == "onnx" and precision == "bf16":
-        raise ConfigError(
-            "bf16 is not offered through ONNX Runtime: use backend 'eager' or 'compile'"
-        )
-    model = model.cpu().eval()
     if backend == "onnx":
         return OptimizedModel(
             _onnx_runner(model, precision, calibration, work_dir), model, precision, backend, False
         )
     rewritten = exact_rewrite(model)
-    if precision == "bf16":
-        bf16_model(rewritten, fp32_stages)
+    if precision in DTYPES:
+        reduced_precision(rewritten, DTYPES[precision], fp32_stages)
     rewritten.to(memory_format=torch.channels_last)
-    if backend == "compile":
+    if backend in ("compile", "cudagraphs"):
         import torch._inductor.config as inductor_config
 
         inductor_config.freezing = True  # constant-fold the (frozen) weights into the graph
-        rewritten = torch.compile(rewritten, dynamic=True)
-    elif backend != "eager":
-        raise ConfigError(f"backend must be auto, eager, compile or onnx, got {backend!r}")
-    return OptimizedModel(rewritten, model, precision, backend, True)
+        if backend == "cudagraphs":  # one graph per input shape, replayed
+            rewritten = torch.compile(rewritten, mode="reduce-overhead", dynamic=False)
+        else:
+            rewritten = torch.compile(rewritten, dynamic=device.type == "cpu" or None)
+    return OptimizedModel(rewritten, model, precision, backend, True, device)
 
 
 def _onnx_runner(

@@ -287,7 +287,7 @@ def describe(segmenter: Segmenter) -> dict:
         "classes": list(segmenter.class_names),
         "palette": [list(c) for c in segmenter.palette],
         "inference": {k: getattr(segmenter.inference, k) for k in segmenter.inference.__dict__},
-        "precision": getattr(model, "precision", "fp32 (eager)"),
+        "precision": getattr(model, "precision", "none"),
         "backend": getattr(model, "backend", "eager"),
         "published_name": getattr(model, "metadata", {}).get("published_name"),
     }

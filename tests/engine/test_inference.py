@@ -281,3 +281,21 @@ def test_training_mode_and_wrong_class_count_raise():
 def test_invalid_config_raises(options):
     with pytest.raises(ValueError):
         InferenceConfig(**options)
+
+
+def test_windows_that_fit_the_free_memory():
+    from pspnet.engine.inference import windows_that_fit
+
+    gib = 2**30
+    assert windows_that_fit(10 * gib, 1 * gib) == 8  # 80% of 10 GiB
+    assert windows_that_fit(100 * gib, 1 * gib) == 16  # capped
+    assert windows_that_fit(1 * gib, 3 * gib) == 1  # never none
+    assert windows_that_fit(10 * gib, 0) == 16
+
+
+def test_window_batch_is_the_config_s_off_cuda():
+    from pspnet.engine.inference import fit_window_batch
+
+    config = InferenceConfig(mode="slide", crop_size=(16, 16), window_batch=3)
+    model = PSPNet(3, backbone="resnet18", base_width=4).eval()
+    assert fit_window_batch(model, config, 3, torch.device("cpu")) == 3

@@ -170,3 +170,23 @@ def test_two_cpu_processes_hold_identical_weights_after_every_step(tiny_camvid, 
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [True] * 4
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iteration"] == 4
+
+
+def test_fused_optimizer_makes_the_same_updates(tiny_camvid, tmp_path):
+    train(config_for(tiny_camvid, iterations=3), tmp_path / "plain")
+    train(config_for(tiny_camvid, iterations=3, **{"optim.fused": "true"}), tmp_path / "fused")
+    plain_model = load_model(tmp_path / "plain" / "last.pt")
+    fused_model = load_model(tmp_path / "fused" / "last.pt")
+    saved = torch.load(tmp_path / "fused" / "last.pt", weights_only=False)["optimizer"]
+    assert all(group["fused"] for group in saved["param_groups"])
+    for (name, a), b in zip(plain_model.state_dict().items(), fused_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_compiled_training_runs_saves_and_resumes(tiny_camvid, tmp_path):
+    config = config_for(tiny_camvid, iterations=2, checkpoint_every=1, compile="true")
+    assert config.compile
+    result = train(config, tmp_path / "run")
+    assert result.iteration == 2 and (tmp_path / "run" / "last.pt").is_file()
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert not any("_orig_mod" in key for key in state["model"])  # the plain model is saved

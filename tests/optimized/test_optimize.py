@@ -6,9 +6,11 @@ import torch
 
 from pspnet.config import InferenceConfig
 from pspnet.engine.inference import predict_probs
+from pspnet.errors import ConfigError
 from pspnet.models import PSPNet
 from pspnet.optimized.int8 import quantize_int8
-from pspnet.optimized.optimize import choose_backend, optimize
+from pspnet.optimized.optimize import choose_path, optimize
+from pspnet.optimized.reduced import reduced_precision
 
 # The module, not the function of the same name that pspnet.optimized exports.
 optimize_module = importlib.import_module("pspnet.optimized.optimize")
@@ -109,13 +111,72 @@ def test_int8_runs_and_agrees_within_its_tolerance(model, tmp_path):
         optimize(model, "int8", "onnx", work_dir=tmp_path / "again")
 
 
-def test_auto_never_picks_bf16_and_uses_the_measured_backend(monkeypatch):
+def test_auto_is_the_exact_rewrite_and_compiles_only_when_it_pays(monkeypatch):
     monkeypatch.setattr(optimize_module, "cpu_capability", lambda: "AVX2")
-    monkeypatch.setattr(optimize_module, "MEASURED_FASTEST", {"AVX2": "compile"})
-    assert choose_backend("auto", "auto") == ("fp32", "compile")
+    monkeypatch.setattr(optimize_module, "native_bf16", lambda: False)
+    monkeypatch.setattr(optimize_module, "MEASURED_FASTEST", {"cpu AVX2": ("fp32", "compile")})
+    assert choose_path("auto", "auto") == ("fp32", "eager")  # one image: no warm-up to repay
+    assert choose_path("auto", "auto", amortized=True) == ("fp32", "compile")
+    assert choose_path("bf16", "auto", amortized=True) == ("bf16", "eager")  # not what was timed
+    assert choose_path("int8", "auto") == ("int8", "onnx")
     monkeypatch.setattr(optimize_module, "cpu_capability", lambda: "UNMEASURED")
-    assert choose_backend("auto", "auto") == ("fp32", "eager")
-    assert choose_backend("int8", "auto") == ("int8", "onnx")
+    assert choose_path("auto", "auto", amortized=True) == ("fp32", "eager")
+
+
+def test_auto_takes_a_reduced_precision_only_where_it_was_measured(monkeypatch):
+    monkeypatch.setattr(optimize_module, "cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(optimize_module, "native_bf16", lambda: True)
+    assert optimize_module.device_kind("cpu") == "cpu AVX512 bf16"
+    monkeypatch.setattr(optimize_module, "MEASURED_FASTEST", {})
+    assert choose_path("auto", "auto") == ("fp32", "eager")
+    measured = {"cpu AVX512 bf16": ("bf16", "compile")}
+    monkeypatch.setattr(optimize_module, "MEASURED_FASTEST", measured)
+    assert choose_path("auto", "auto", amortized=True) == ("bf16", "compile")
+
+
+@pytest.mark.parametrize(
+    ("precision", "backend", "message"),
+    [
+        ("fp16", "eager", "fp16 runs on CUDA"),
+        ("fp32", "cudagraphs", "cudagraphs needs CUDA"),
+        ("none", "compile", "plain eager model"),
+        ("int8", "eager", "ONNX Runtime"),
+        ("bf16", "onnx", "not offered through ONNX Runtime"),
+        ("fp64", "eager", "precision must be"),
+        ("fp32", "tvm", "backend must be"),
+    ],
+)
+def test_paths_this_device_cannot_run_are_refused(model, precision, backend, message):
+    with pytest.raises(ConfigError, match=message):
+        optimize(model, precision, backend)
+
+
+def test_cuda_refuses_the_onnx_paths(monkeypatch):
+    monkeypatch.setattr(optimize_module, "device_kind", lambda device: "cuda TEST GPU")
+    for precision, backend in [("int8", "auto"), ("fp32", "onnx")]:
+        with pytest.raises(ConfigError, match="on the CPU"):
+            choose_path(precision, backend, torch.device("cuda"))
+    assert choose_path("fp16", "cudagraphs", torch.device("cuda")) == ("fp16", "cudagraphs")
+    assert choose_path("auto", "auto", torch.device("cuda")) == ("fp32", "eager")
+
+
+def test_precision_none_is_the_plain_model(model):
+    assert optimize(model, "none", "auto") is model
+
+
+def test_fp16_keeps_the_sums_and_classifier_in_fp32(model):
+    """The CUDA fp16 path's casting, checked on the CPU: fp32 logits close to the exact ones."""
+    exact = optimize_module.exact_rewrite(model)
+    half = reduced_precision(optimize_module.exact_rewrite(model), torch.float16)
+    assert half.head.classifier.module.weight.dtype == torch.float32
+    assert half.backbone.layer3.module[0].conv1.weight.dtype == torch.float16
+    assert half.backbone.layer1.module[0].conv1.weight.dtype == torch.float32  # kept, by default
+    image = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        reference, logits = exact(image), half(image)
+    assert logits.dtype == torch.float32
+    assert relative_error(logits, reference) < 0.05
+    assert (logits.argmax(1) == reference.argmax(1)).float().mean() > 0.95
 
 
 def test_optimised_model_is_inference_only(model):
@@ -154,7 +215,5 @@ def test_int8_calibration_reads_every_image(model, tmp_path):
 
 
 def test_unknown_precision_is_a_clear_error(model):
-    from pspnet.errors import ConfigError
-
     with pytest.raises(ConfigError, match="precision must be"):
-        optimize(model, "fp16", "eager")
+        optimize(model, "fp8", "eager")

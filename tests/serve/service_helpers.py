@@ -260,6 +260,7 @@ def start_service(checkpoint: Path, log: Path, *options: str) -> Service:
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     command = [sys.executable, "-m", "pspnet", "serve", "--checkpoint", str(checkpoint)]
+    command += ["--backend", "eager"]  # auto compiles for a service on AVX2: minutes here
     command += ["--host", "127.0.0.1", "--port", str(port), *options]
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)

@@ -68,7 +68,7 @@ def server(checkpoint, tmp_path_factory) -> Iterator[str]:
         port = probe.getsockname()[1]
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     command = [sys.executable, "-m", "pspnet", "serve", "--checkpoint", str(checkpoint),
-               "--port", str(port)]  # fmt: skip
+               "--port", str(port), "--backend", "eager"]  # fmt: skip
     with log.open("w") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

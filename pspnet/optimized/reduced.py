@@ -1,9 +1,9 @@
-"""bf16 inference: weights cast once, with the precision-sensitive parts kept in fp32.
+"""bf16 and fp16 inference: weights cast once, with the precision-sensitive parts kept in fp32.
 
 Autocast would cast every weight on every call (inference weights do not require grad, so
-its cast cache never applies) and round the logits to bf16. Here the early backbone stages,
-the factorised head's pyramid sums (see :mod:`pspnet.optimized.factorized`) and the classifier
-stay fp32; everything else runs in bf16.
+its cast cache never applies) and round the logits to 16 bits. Here the early backbone
+stages, the factorised head's pyramid sums (see :mod:`pspnet.optimized.factorized`) and the
+classifier stay fp32; everything else runs in bf16 (CPU or CUDA) or fp16 (CUDA).
 """
 
 from __future__ import annotations
@@ -41,8 +41,12 @@ class AtPrecision(nn.Module):
         return str(self.dtype)
 
 
-def bf16_model(model: PSPNet, fp32_stages: Iterable[str] = BF16_FP32_STAGES) -> PSPNet:
-    """``model`` (modified) in bf16, but for ``fp32_stages``, the pyramid sums and classifier.
+def reduced_precision(
+    model: PSPNet,
+    dtype: torch.dtype = torch.bfloat16,
+    fp32_stages: Iterable[str] = BF16_FP32_STAGES,
+) -> PSPNet:
+    """``model`` (modified) in ``dtype``, but for ``fp32_stages``, the pyramid sums and classifier.
 
     Weights are cast once here, not on every call as autocast does. The factorised head adds
     its pyramid part in fp32 and the classifier stays fp32, so the logits are not rounded to
@@ -50,6 +54,7 @@ def bf16_model(model: PSPNet, fp32_stages: Iterable[str] = BF16_FP32_STAGES) -> 
 
     Args:
         model: an exact rewrite (:func:`exact_rewrite`), changed in place.
+        dtype: torch.bfloat16 or torch.float16.
         fp32_stages: backbone stages ("stem", "layer1" ... "layer4") kept in fp32.
     """
     fp32_stages = set(fp32_stages)
@@ -57,11 +62,11 @@ def bf16_model(model: PSPNet, fp32_stages: Iterable[str] = BF16_FP32_STAGES) -> 
         unknown = ", ".join(sorted(fp32_stages - set(STAGES)))
         raise ConfigError(f"fp32 stages are among {', '.join(STAGES)}; unknown: {unknown}")
     for name in STAGES:
-        dtype = torch.float32 if name in fp32_stages else torch.bfloat16
-        setattr(model.backbone, name, AtPrecision(getattr(model.backbone, name), dtype))
+        stage_dtype = torch.float32 if name in fp32_stages else dtype
+        setattr(model.backbone, name, AtPrecision(getattr(model.backbone, name), stage_dtype))
     classifier = model.head.classifier
     model.head.classifier = nn.Identity()
-    model.head.to(torch.bfloat16)
+    model.head.to(dtype)
     model.head.classifier = AtPrecision(classifier, torch.float32)  # weights never rounded
-    model.ppm = AtPrecision(model.ppm, torch.bfloat16)  # the head's input in bf16
+    model.ppm = AtPrecision(model.ppm, dtype)  # the head's input at the reduced precision
     return model

@@ -1,0 +1,289 @@
+"""Every inference path on one GPU against eager fp32, in one run: speed, error, agreement.
+
+    python -m benchmarks.gpu_inference                          # both scenarios, every path
+    python -m benchmarks.gpu_inference --checkpoint RUN/last.pt --camvid .gpu/camvid
+    python -m benchmarks.gpu_inference --smoke --device cpu --no-write   # tiny, a check
+
+Scenarios (PSPNet-ResNet50, 19 classes, random weights with trained-like BatchNorm
+statistics): a 512x1024 image whole, and a 1024x2048 Cityscapes image by sliding 713 windows
+(stride 2/3, single scale, no flip: semseg's Cityscapes test), through ``predict_probs`` as
+``pspnet eval`` runs it, windows batched to the GPU's memory (``fit_window_batch``). Paths
+are :func:`pspnet.optimized.optimize`'s; the reference is the plain model in eager fp32 with
+TF32 off (true fp32); PyTorch's default (TF32 convolutions, what semseg and mmsegmentation
+get) is a row of its own. Reported per path: images/s (median of ``--runs`` after warm-up),
+speed-up over the reference, TFLOP/s (the path's FLOPs: the exact rewrite's for rewritten
+paths), the fraction of the GPU's dense bf16 peak (:data:`PEAK_BF16`), warm-up seconds,
+max relative error of the logits against the reference, argmax agreement of the scenario's
+labels, peak GPU memory; with ``--checkpoint`` and ``--camvid``, argmax agreement with the
+exact fp32 path over CamVid val (whole images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import statistics
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.report import command_line, write_section
+from pspnet.config import InferenceConfig
+from pspnet.engine.inference import fit_window_batch, predict_probs
+from pspnet.errors import ConfigError
+from pspnet.models import PSPNet
+from pspnet.optimized.optimize import exact_rewrite, optimize
+
+# Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from NVIDIA's data sheets (the sheets
+# quote 2x these "with sparsity"): H200 SXM 1,979 TFLOPS sparse, H200 NVL 1,671, H100 SXM
+# 1,979, H100 PCIe 1,513, A100 312 dense. Matched against torch.cuda.get_device_name.
+PEAK_BF16 = {
+    "H200 NVL": 835.5e12,
+    "H200": 989.5e12,
+    "H100 PCIe": 756.5e12,
+    "H100": 989.5e12,
+    "A100": 312e12,
+}
+# title: (precision, backend, TF32 allowed); eager paths first, so that a budget cut drops
+# the compiled ones (their warm-up is the long part).
+PATHS = {
+    "eager fp32 (reference, TF32 off)": ("none", "eager", False),
+    "eager fp32, PyTorch defaults (TF32 convolutions)": ("none", "eager", True),
+    "exact eager fp32 (BN folded, factorised head, channels_last)": ("fp32", "eager", False),
+    "bf16 eager (stem, layer1, pyramid sums, classifier fp32)": ("bf16", "eager", False),
+    "fp16 eager (same parts fp32)": ("fp16", "eager", False),
+    "bf16, torch.compile": ("bf16", "compile", False),
+    "bf16, torch.compile + CUDA graphs": ("bf16", "cudagraphs", False),
+    "exact fp32, torch.compile": ("fp32", "compile", False),
+}
+
+
+@contextmanager
+def tf32(allowed: bool):
+    """TF32 for convolutions and matrix products on or off, restored afterwards."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = allowed
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def scenarios(smoke: bool) -> dict[str, tuple[tuple[int, int], InferenceConfig]]:
+    """title: (image size, inference settings)."""
+    if smoke:
+        return {
+            "whole 64x128": ((64, 128), InferenceConfig(mode="whole", flip=False)),
+            "slide 96x192": ((96, 192), InferenceConfig(crop_size=(65, 65), flip=False)),
+        }
+    return {
+        "PSPNet-resnet50, 19 classes, whole image 512x1024": (
+            (512, 1024), InferenceConfig(mode="whole", flip=False),
+        ),
+        "PSPNet-resnet50, 19 classes, Cityscapes 1024x2048, slide 713 (stride 2/3)": (
+            (1024, 2048), InferenceConfig(crop_size=(713, 713), flip=False),
+        ),
+    }  # fmt: skip
+
+
+def build(smoke: bool, device: torch.device) -> PSPNet:
+    torch.manual_seed(0)
+    width = {"backbone": "resnet18", "base_width": 8} if smoke else {"backbone": "resnet50"}
+    model = PSPNet(19, **width).eval()
+    with torch.no_grad():  # trained-like BatchNorm statistics, so folding has work to do
+        for bn in model.modules():
+            if isinstance(bn, torch.nn.BatchNorm2d):
+                bn.running_mean.normal_(0, 0.1)
+                bn.running_var.uniform_(0.5, 1.5)
+    return model.to(device)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def flops(model: torch.nn.Module, size: tuple[int, int], config: InferenceConfig) -> float:
+    """FLOPs of one image through ``predict_probs`` (the network's part)."""
+    device = next(model.parameters()).device
+    with FlopCounterMode(display=False) as counter:
+        predict_probs(model, torch.zeros(3, *size, device=device), 19, config)
+    return float(counter.get_total_flops())
+
+
+def measure(
+    base: PSPNet, path: str, size, config: InferenceConfig, runs: int, reference: dict | None
+) -> dict:
+    """One path on one scenario: timings, errors against ``reference`` (None: it is one)."""
+    precision, backend, allow_tf32 = PATHS[path]
+    device = next(base.parameters()).device
+    image = torch.randn(3, *size, generator=torch.Generator().manual_seed(1)).to(device)
+    logit_input = image[None, :, :512, :1024] if size[0] > 512 else image[None]
+    with tf32(allow_tf32):
+        start = time.perf_counter()
+        model = optimize(copy.deepcopy(base), precision, backend)
+        if device.type == "cuda" and config.mode == "slide":
+            batch = fit_window_batch(model, config, 19, device)
+            config = dataclasses.replace(config, window_batch=batch)
+        probs = predict_probs(model, image, 19, config)  # warm-up (compiles)
+        predict_probs(model, image, 19, config)
+        sync(device)
+        warmup = time.perf_counter() - start
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            predict_probs(model, image, 19, config)
+            sync(device)
+            times.append(time.perf_counter() - start)
+        with torch.inference_mode():
+            logits = model(logit_input).float()
+    row = {
+        "path": path,
+        "seconds": statistics.median(times),
+        "warmup": warmup,
+        "window_batch": config.window_batch,
+        "memory_gib": torch.cuda.max_memory_allocated(device) / 2**30
+        if device.type == "cuda"
+        else float("nan"),
+        "labels": probs.argmax(0),
+        "logits": logits,
+        "model": model,
+    }
+    if reference is not None:
+        scale = reference["logits"].abs().max()
+        row["rel_err"] = ((logits - reference["logits"]).abs().max() / scale).item()
+        row["agreement"] = (row["labels"] == reference["labels"]).float().mean().item()
+    else:
+        row["rel_err"], row["agreement"] = 0.0, 1.0
+    return row
+
+
+def camvid_agreement(checkpoint: str, root: str, paths: list[str], device, limit: int) -> dict:
+    """Argmax agreement of each path with the exact fp32 path over CamVid val, whole images."""
+    from pspnet.checkpoints import load_model
+    from pspnet.data.images import read_image
+    from pspnet.data.transforms import normalize
+
+    names = [line.split()[0] for line in Path(root, "val.txt").read_text().split("\n") if line]
+    images = [normalize(read_image(Path(root, name))) for name in names[: limit or None]]
+    config = InferenceConfig(mode="whole", flip=False)
+    plain = load_model(checkpoint, device)
+    num_classes = plain.config.num_classes
+    with tf32(False):
+        exact = optimize(copy.deepcopy(plain), "fp32", "eager")
+        reference = [predict_probs(exact, x.to(device), num_classes, config).argmax(0)
+                     for x in images]  # fmt: skip
+        agreement = {}
+        for path in paths:
+            precision, backend, allow = PATHS[path]
+            with tf32(allow):
+                model = optimize(copy.deepcopy(plain), precision, backend)
+                same = total = 0
+                for image, expected in zip(images, reference, strict=True):
+                    labels = predict_probs(model, image.to(device), num_classes, config).argmax(0)
+                    same += (labels == expected).sum().item()
+                    total += expected.numel()
+            agreement[path] = same / total
+    return agreement
+
+
+def peak_bf16(device: torch.device) -> tuple[str, float | None]:
+    if device.type != "cuda":
+        return "CPU", None
+    name = torch.cuda.get_device_name(device)
+    for key, peak in PEAK_BF16.items():  # "H200 NVL" before "H200"
+        if key in name:
+            return name, peak
+    return name, None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--paths", nargs="+", help="substrings of path titles (default: all)")
+    parser.add_argument("--checkpoint", help="a CamVid-trained checkpoint for CamVid agreement")
+    parser.add_argument("--camvid", help="CamVid root (with val.txt)")
+    parser.add_argument("--camvid-limit", type=int, default=0, help="first N val images (0: all)")
+    parser.add_argument("--budget", type=float, default=0, help="seconds; later paths skipped")
+    parser.add_argument("--rows", type=Path, help="append each row as JSON here as it is done")
+    parser.add_argument("--smoke", action="store_true", help="tiny network and images")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--section", default="GPU inference paths")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    gpu, peak = peak_bf16(device)
+    paths = [p for p in PATHS if args.paths is None or any(s in p for s in args.paths)]
+    started, base = time.perf_counter(), build(args.smoke, device)
+    cases = scenarios(args.smoke)
+    counted = {name: (flops(base, size, config), flops(exact_rewrite(base), size, config))
+               for name, (size, config) in cases.items()}  # fmt: skip
+    references: dict[str, dict] = {}
+    lines: dict[str, list[str]] = {name: [] for name in cases}
+    for path in paths:  # every scenario of a path, then the next path
+        for name, (size, config) in cases.items():
+            if args.budget and time.perf_counter() - started > args.budget:
+                lines[name].append(f"| {path} | not run: past the {args.budget:.0f} s budget |")
+                continue
+            try:
+                row = measure(base, path, size, config, args.runs, references.get(name))
+            except ConfigError as err:  # a path this device does not offer
+                lines[name].append(f"| {path} | not offered here: {err} |")
+                continue
+            reference = references.setdefault(name, row)
+            plain_flops, exact_flops = counted[name]
+            rate = (plain_flops if PATHS[path][0] == "none" else exact_flops) / row["seconds"]
+            share = f"{100 * rate / peak:.1f}%" if peak else "n/a"
+            speedup = reference["seconds"] / row["seconds"]
+            lines[name].append(
+                f"| {path} | {1 / row['seconds']:.2f} | {speedup:.2f}x | {rate / 1e12:.1f} | "
+                f"{share} | {row['warmup']:.1f} | {row['rel_err']:.1e} | "
+                f"{100 * row['agreement']:.3f}% | {row['window_batch']} | "
+                f"{row['memory_gib']:.1f} |"
+            )
+            print(f"{name}: {lines[name][-1]}", flush=True)
+            if args.rows:
+                with args.rows.open("a") as sink:
+                    keep = {k: v for k, v in row.items() if k not in ("labels", "logits", "model")}
+                    sink.write(json.dumps({"scenario": name, **keep}) + "\n")
+            del row
+    tables = [
+        f"**{name}**: {counted[name][0] / 1e9:.0f} GFLOP as written, "
+        f"{counted[name][1] / 1e9:.0f} GFLOP after the exact rewrites\n\n"
+        "| path | images/s | speed-up | TFLOP/s | of bf16 peak | warm-up (s) | max rel err "
+        "(logits) | argmax agreement | windows per pass | peak GPU memory (GiB) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines[name])
+        for name in cases
+    ]
+    if args.checkpoint and args.camvid:
+        reduced = [p for p in paths if PATHS[p][0] in ("bf16", "fp16") and PATHS[p][1] == "eager"]
+        agreement = camvid_agreement(args.checkpoint, args.camvid, reduced, device,
+                                     args.camvid_limit)  # fmt: skip
+        tables.append(
+            f"**CamVid val, argmax agreement with exact fp32** ({args.checkpoint})\n\n"
+            "| path | agreement |\n|---|---|\n"
+            + "\n".join(f"| {p} | {100 * a:.3f}% |" for p, a in agreement.items())
+        )
+    peak_text = f"{peak / 1e12:.1f} TFLOP/s" if peak else "unknown"
+    body = (
+        f"GPU: {gpu}; torch {torch.__version__}, CUDA {torch.version.cuda}. Dense bf16 peak used: "
+        f"{peak_text} (NVIDIA data sheet, half the quoted sparse figure). Batch 1 image; median "
+        f"of {args.runs} runs after two warm-up calls (warm-up includes compile and sizing the "
+        "window batch); reference: the plain model, eager fp32, TF32 off.\n\n"
+        + "\n\n".join(tables)
+        + f"\n\nCommand: `{command_line()}`"
+    )
+    print(body)
+    if not args.no_write:
+        write_section(args.section, body)
+
+
+if __name__ == "__main__":
+    main()
