@@ -40,6 +40,26 @@ PAPER_SOURCE = (
 )
 
 
+# The paper's comparisons, as (claim, better variant, worse variant): each is read off its
+# tables 1 and 2 (the better row scored higher there).
+ORDERINGS: tuple[tuple[str, str, str], ...] = (
+    ("the full pyramid beats the FCN baseline", "b1236-avg-dr", "fcn"),
+    ("one bin beats the baseline (max)", "b1-max", "fcn"),
+    ("one bin beats the baseline (avg)", "b1-avg", "fcn"),
+    ("average beats max pooling (B1)", "b1-avg", "b1-max"),
+    ("average beats max pooling (B1236)", "b1236-avg", "b1236-max"),
+    ("average beats max pooling (B1236+DR)", "b1236-avg-dr", "b1236-max-dr"),
+    ("bins 1,2,3,6 beat one bin (max)", "b1236-max", "b1-max"),
+    ("bins 1,2,3,6 beat one bin (avg)", "b1236-avg", "b1-avg"),
+    ("dimension reduction helps (max)", "b1236-max-dr", "b1236-max"),
+    ("dimension reduction helps (avg)", "b1236-avg-dr", "b1236-avg"),
+    ("the aux loss (α = 0.4) helps", "fcn", "aux-0"),
+    ("α = 0.4 beats 0.3", "fcn", "aux-0.3"),
+    ("α = 0.4 beats 0.6", "fcn", "aux-0.6"),
+    ("α = 0.4 beats 0.9", "fcn", "aux-0.9"),
+)
+
+
 def summarise(results: Sequence[RunResult], split: str = "val") -> dict[str, dict]:
     """Per run prefix (variant name): mean, std and spread of mIoU and pixel accuracy (%)."""
     by_variant: dict[str, list[dict[str, float]]] = {}
@@ -90,9 +110,45 @@ def markdown(results: Sequence[RunResult], title: str, split: str = "val") -> st
         "Percent, mean ± std over seeds. `*`: the mIoU differs from the table's first row by "
         "more than either row's seed-to-seed spread (max - min, at least one std).",
     ]
+    lines += ["", *ordering_table(summary)]
     if PAPER_SOURCE:
         lines += ["", f"Paper figures: {PAPER_SOURCE}"]
     return "\n".join(lines) + "\n"
+
+
+def ordering_table(summary: dict[str, dict]) -> list[str]:
+    """Each of the paper's comparisons (:data:`ORDERINGS`): does it hold here, beyond noise?
+
+    ``holds`` when our mIoU difference is in the paper's direction and larger than the noise
+    (the larger seed-to-seed spread of the two rows, at least one std), ``reversed`` when it is
+    as large the other way, ``within noise`` otherwise.
+    """
+    labels = {v.name: v.label for v in VARIANTS} | {"fcn": "ResNet50-Baseline"}
+    paper_of = {name: PAPER[label][0] for name, label in labels.items()}
+    lines = [
+        "## The paper's orderings at this scale",
+        "",
+        "| the paper's claim | paper: Δ mIoU | ours: Δ mIoU | noise (spread) | here |",
+        "|:---|---:|---:|---:|:---|",
+    ]
+    for claim, better, worse in ORDERINGS:
+        paper = paper_of[better] - paper_of[worse]
+        if better not in summary or worse not in summary:
+            lines.append(f"| {claim} | {paper:+.2f} | not run | | |")
+            continue
+        ours = summary[better]["miou"] - summary[worse]["miou"]
+        noise = _noise(summary[better], summary[worse])
+        verdict = "within noise" if math.isnan(noise) or abs(ours) <= noise else (
+            "holds" if ours > 0 else "reversed")  # fmt: skip
+        shown = "n/a" if math.isnan(noise) else f"{noise:.2f}"
+        lines.append(f"| {claim} | {paper:+.2f} | {ours:+.2f} | {shown} | {verdict} |")
+    lines += [
+        "",
+        "Δ: the first-named variant's mIoU minus the other's (ours: means over seeds). Noise: "
+        "the larger seed-to-seed spread (max - min) or std of the two rows; with one seed "
+        "there is none to compare with, and every difference is called within noise.",
+    ]
+    return lines
 
 
 def bar_chart(results: Sequence[RunResult], path: str | Path, split: str = "val") -> None:
@@ -144,10 +200,17 @@ def _cell(row: dict, key: str) -> str:
 
 
 def _beyond_spread(row: dict, base: dict | None) -> bool:
-    if base is None or row["seeds"] < 2 or base["seeds"] < 2:
-        return False  # one seed has no spread to compare with
-    spread = max(
-        row["miou_spread"], base["miou_spread"],
-        np.nan_to_num(row["miou_std"]), np.nan_to_num(base["miou_std"]),
+    if base is None:
+        return False
+    noise = _noise(row, base)
+    return not math.isnan(noise) and abs(row["miou"] - base["miou"]) > noise
+
+
+def _noise(row: dict, other: dict) -> float:
+    """The larger seed-to-seed spread or std of two rows; NaN when either has one seed."""
+    if row["seeds"] < 2 or other["seeds"] < 2:
+        return math.nan  # one seed has no spread to compare with
+    return max(
+        row["miou_spread"], other["miou_spread"],
+        np.nan_to_num(row["miou_std"]), np.nan_to_num(other["miou_std"]),
     )  # fmt: skip
-    return abs(row["miou"] - base["miou"]) > spread

@@ -72,3 +72,21 @@ def test_differences_beyond_the_seed_spread_are_marked():
     assert "*" not in lines["ResNet50+B1+AVE"].split("|")[2]
     assert "*" not in lines["ResNet50+B1236+AVE"].split("|")[2]
     assert "not run" in lines["ResNet50+B1236+MAX"]
+
+
+def test_the_paper_s_orderings_are_judged_against_the_noise():
+    results = [
+        result("fcn", 0, 0.30), result("fcn", 1, 0.31),
+        result("b1-max", 0, 0.40), result("b1-max", 1, 0.41),  # beats fcn: holds
+        result("b1-avg", 0, 0.36), result("b1-avg", 1, 0.37),  # under b1-max: reversed
+        result("aux-0", 0, 0.305), result("aux-0", 1, 0.32),  # close to fcn: within noise
+        result("b1236-max", 0, 0.50),  # one seed: within noise
+    ]  # fmt: skip
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in markdown(results, "t").splitlines()
+            if line.startswith("| ") and "Δ" not in line}  # fmt: skip
+    assert rows["one bin beats the baseline (max)"] == ["+2.71", "+10.00", "1.00", "holds"]
+    assert rows["average beats max pooling (B1)"][1:] == ["-4.00", "1.00", "reversed"]
+    assert rows["the aux loss (α = 0.4) helps"][1:] == ["-0.75", "1.50", "within noise"]
+    assert rows["bins 1,2,3,6 beat one bin (max)"][1:] == ["+9.50", "n/a", "within noise"]
+    assert rows["dimension reduction helps (avg)"][1] == "not run"
