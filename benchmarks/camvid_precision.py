@@ -70,7 +70,7 @@ def main() -> None:
         if choice is None or args.paths is None or any(s in title for s in args.paths)
     }
 
-    segmenter = Segmenter.from_checkpoint(args.checkpoint)
+    segmenter = Segmenter.from_checkpoint(args.checkpoint, precision="none")
     model, inference = segmenter.model, segmenter.inference
     preset = get_preset("camvid")
     val = SegmentationDataset(args.root, "val", preset)

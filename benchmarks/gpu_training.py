@@ -85,7 +85,8 @@ def timed_run(overrides: dict[str, object], folder: Path, warmup: int) -> dict[s
     }
 
 
-def speed(args: argparse.Namespace, work: Path) -> str:
+def speed(args: argparse.Namespace, work: Path, publish) -> str:
+    """Each setting's row; ``publish(body)`` after every row (a timeout keeps what was done)."""
     rows, reference = [], None
     for name in args.settings:
         title, changes = SETTINGS[name]
@@ -98,6 +99,11 @@ def speed(args: argparse.Namespace, work: Path) -> str:
             f"{row['memory_gib']:.1f} | {row['wall_s']:.0f} |"
         )
         print(rows[-1], flush=True)
+        publish(speed_body(args, rows))
+    return speed_body(args, rows)
+
+
+def speed_body(args: argparse.Namespace, rows: list[str]) -> str:
     network = "PSPNet-resnet18 (width 4)" if args.smoke else "PSPNet-resnet50"
     return (
         f"{device_line(args.device)}. {network}, CamVid, crop {args.crop}, batch {args.batch}, "
@@ -110,7 +116,8 @@ def speed(args: argparse.Namespace, work: Path) -> str:
     )
 
 
-def accuracy(args: argparse.Namespace, work: Path) -> str:
+def accuracy(args: argparse.Namespace, work: Path, publish) -> str:
+    """The fp32 and bf16 runs' rows; ``publish(body)`` after each."""
     rows = []
     for title, precision in (("fp32 (PyTorch defaults)", "fp32"), ("bf16 autocast", "bf16")):
         overrides = {**base_overrides(args, args.iterations), "precision": precision,
@@ -122,6 +129,11 @@ def accuracy(args: argparse.Namespace, work: Path) -> str:
             f"{row['images_per_s']:.1f} | {row['wall_s']:.0f} |"
         )
         print(rows[-1], flush=True)
+        publish(accuracy_body(args, rows))
+    return accuracy_body(args, rows)
+
+
+def accuracy_body(args: argparse.Namespace, rows: list[str]) -> str:
     return (
         f"{device_line(args.device)}. Same network, seed, data order and schedule, trained "
         f"from scratch for {args.iterations} iterations (crop {args.crop}, batch {args.batch}, "
@@ -155,12 +167,15 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny network (a check on CPU)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
+    title = "GPU training throughput" if args.what == "speed" else "GPU training: bf16 accuracy"
+
+    def publish(body: str) -> None:
+        if not args.no_write:
+            write_section(title, body)
+
     with tempfile.TemporaryDirectory() as work:
-        body = (speed if args.what == "speed" else accuracy)(args, Path(work))
+        body = (speed if args.what == "speed" else accuracy)(args, Path(work), publish)
     print(body)
-    if not args.no_write:
-        title = "GPU training throughput" if args.what == "speed" else "GPU training: bf16 accuracy"
-        write_section(title, body)
 
 
 if __name__ == "__main__":

@@ -71,8 +71,8 @@ class Segmenter:
         cls,
         path: str | Path,
         device: str | torch.device = "cpu",
-        precision: str = "auto",
-        backend: str = "auto",
+        precision: str | None = "auto",
+        backend: str | None = "auto",
         calibration: Sequence[ImageInput] | None = None,
         progress: DownloadProgress | None = None,
         amortized: bool = False,
@@ -87,7 +87,9 @@ class Segmenter:
             precision: "auto" (the exact fp32 rewrites, or what was measured fastest on this
                 kind of device), "none" (the model as trained), "fp32", "bf16", "fp16" (CUDA)
                 or "int8" (CPU); see :func:`pspnet.optimized.optimize`.
-            backend: "auto", "eager", "compile", "cudagraphs" (CUDA) or "onnx" (CPU).
+                None means "auto" (it used to mean the plain model, now "none").
+            backend: "auto", "eager", "compile", "cudagraphs" (CUDA) or "onnx" (CPU); None
+                means "auto".
             calibration: images (paths, arrays, PIL images) that set int8's activation ranges:
                 a few hundred from the training set; see
                 :func:`pspnet.optimized.int8.calibration_batches`.
@@ -96,13 +98,14 @@ class Segmenter:
                 ``auto`` may pick compile where it was measured fastest.
             **inference: :class:`InferenceConfig` fields to override (mode="slide",
                 crop_size=(473, 473), scales=(0.5, ..., 1.75), flip=True, base_size=512 ...).
-                On CUDA, a sliding window's ``window_batch`` not given here or by the
-                checkpoint is sized to the free GPU memory.
+                On CUDA, a sliding window's ``window_batch`` not given here is sized to the
+                free GPU memory (the value a checkpoint recorded was for its training device).
         """
         from pspnet.optimized.int8 import calibration_batches
         from pspnet.optimized.optimize import choose_path, optimize
 
         device = resolve_device(device)
+        precision, backend = precision or "auto", backend or "auto"
         choose_path(precision, backend, device, amortized)  # refuse before loading anything
         model = load_model(path, device, progress)
         recorded = json.loads(getattr(model, "metadata", {}).get("inference", "{}"))

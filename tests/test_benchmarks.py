@@ -59,17 +59,25 @@ def test_winograd_probe_reports_each_shape(monkeypatch, capsys):
     assert len(table_rows(capsys.readouterr().out, "| 8->8 @12x12")) == 2  # row + table
 
 
-def test_gpu_inference_script_runs_its_paths_on_the_cpu(monkeypatch, capsys):
+def test_gpu_inference_script_runs_its_paths_on_the_cpu(tiny_camvid, tmp_path, monkeypatch,
+                                                        capsys):  # fmt: skip
     from benchmarks import gpu_inference
+    from pspnet.checkpoints import save_model
+    from pspnet.models import PSPNet
 
-    paths = ["reference", "exact eager", "fp16"]
-    run(gpu_inference, ["--smoke", "--device", "cpu", "--runs", "1", "--paths", *paths],
-        monkeypatch)  # fmt: skip
+    save_model(PSPNet(11, backbone="resnet18", base_width=4), tmp_path / "camvid.safetensors")
+    paths = ["reference", "exact eager", "bf16 eager", "fp16"]
+    run(gpu_inference, ["--smoke", "--device", "cpu", "--runs", "1", "--paths", *paths,
+                        "--checkpoint", str(tmp_path / "camvid.safetensors"),
+                        "--camvid", str(tiny_camvid)], monkeypatch)  # fmt: skip
     out = capsys.readouterr().out
-    exact = table_rows(out, "| exact eager fp32")
-    assert len(exact) == 2  # both scenarios
-    assert all(float(row[6]) <= 1e-5 and row[7].strip() == "100.000%" for row in exact)
-    assert out.count("| fp16 eager (same parts fp32) | not offered here: fp16 runs on CUDA") == 2
+    tables = out[out.rindex("**whole") :].split("CamVid val")[0]  # the final report's
+    whole, slide = table_rows(tables, "| exact eager")
+    assert float(whole[6]) <= 1e-5 and whole[7].strip() == "100.000%"
+    assert slide[6].strip() == "n/a" and float(slide[7].strip(" %")) > 99
+    assert tables.count("| fp16 eager (same parts fp32) | not offered here: fp16 runs on CUDA") == 2
+    (camvid,) = table_rows(out.split("CamVid val")[-1], "| bf16 eager")
+    assert 90 < float(camvid[1].strip(" %")) <= 100
 
 
 def test_gpu_training_script_times_the_real_loop(tiny_camvid, monkeypatch, capsys):

@@ -210,6 +210,10 @@ def optimize(
         fp32_stages: backbone stages that bf16/fp16 keep in fp32 (see :data:`BF16_FP32_STAGES`).
         amortized: the work repays a compile warm-up (many images of one size, a service).
     """
+    if not isinstance(model, PSPNet):
+        raise ConfigError(
+            f"optimize takes a PSPNet, got {type(model).__name__}: optimise the original model"
+        )
     device = next(model.parameters()).device
     precision, backend = choose_path(precision, backend, device, amortized)
     model = model.eval()
