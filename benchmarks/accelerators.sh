@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU and native-bf16 measurement in one call to a lent GPU machine (the device tool
-# allows 600 s per call; these timeouts sum to 470 s, leaving the machine's start-up inside a
+# allows 600 s per call; these timeouts sum to 510 s, leaving the machine's start-up inside a
 # 15-minute budget): training throughput of our loop's best settings against eager fp32, bf16
 # against fp32 CamVid accuracy, every inference path on the GPU (with CamVid agreement), then
 # native bf16 on the host CPU. Each script rewrites its docs section after every row, so a
@@ -43,5 +43,8 @@ if grep -q -E "amx_bf16|avx512_bf16" /proc/cpuinfo; then
   CUDA_VISIBLE_DEVICES= step native_bf16 60 python3 -m benchmarks.inference --configs r50 \
     --runs 3 --paths reference 'exact eager' 'bf16 (eager' \
     --section "Inference with native bf16 on the GPU machine's host CPU"
+  [ -f "$checkpoint" ] && CUDA_VISIBLE_DEVICES= step native_bf16_camvid 40 python3 -m \
+    benchmarks.camvid_precision --checkpoint "$checkpoint" --root "$root" --paths bf16 \
+    --section "CamVid: agreement of native bf16 on the GPU machine's host CPU"
 fi
 cp docs/benchmarks.md "$out/benchmarks.md"
