@@ -135,7 +135,7 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
         choices=choices(Backend),
         default="auto",
         help="auto (default): eager, except torch.compile where it was measured faster on this "
-        "kind of device and the work repays its warm-up (~70 s for R50 at 473 on 2 CPU "
+        "kind of device and the work repays its warm-up (30-100 s for R50 at 473 on 2 CPU "
         f"threads): serve, and predict over {AMORTIZED_AFTER}+ images; compile: torch.compile; "
         "cudagraphs: compile with CUDA graphs (CUDA; shapes that repeat, as sliding windows); "
         "onnx: ONNX Runtime (CPU)",
