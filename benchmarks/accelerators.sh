@@ -8,7 +8,7 @@
 #
 # Before the trip (here):  python -m benchmarks.gpu_camvid pack ../shared/data/camvid .gpu/camvid
 #   and, for CamVid agreement on a well-trained model, a CamVid checkpoint into .gpu/ (e.g. a
-#   finished run of `pspnet reproduce ablation --budget cpu`: b1236-avg-dr-seed0/last.pt).
+#   finished run of `pspnet reproduce ablation --budget cpu`: b1236-avg-dr-seed0/best.safetensors).
 # On the device, carrying .gpu:  bash benchmarks/accelerators.sh "$OUT" .gpu/camvid [CKPT]
 #   (without CKPT the agreement uses the short fp32 GPU run below, a barely trained model).
 # Afterwards, copy $OUT/benchmarks.md's new sections into docs/benchmarks.md.

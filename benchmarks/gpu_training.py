@@ -94,13 +94,19 @@ def speed(args: argparse.Namespace, work: Path, publish) -> str:
                      **changes}  # fmt: skip
         row = timed_run(overrides, work / f"speed{len(rows)}", args.warmup)
         reference = reference or row["images_per_s"]
-        rows.append(
+        line = (
             f"| {title} | {row['images_per_s']:.1f} | {row['images_per_s'] / reference:.2f}x | "
             f"{row['memory_gib']:.1f} | {row['wall_s']:.0f} |"
         )
-        print(rows[-1], flush=True)
-        publish(speed_body(args, rows))
+        add_row(rows, line, lambda: publish(speed_body(args, rows)))
     return speed_body(args, rows)
+
+
+def add_row(rows: list[str], line: str, publish) -> None:
+    """Keep, print and publish a finished row at once."""
+    rows.append(line)
+    print(line, flush=True)
+    publish()
 
 
 def speed_body(args: argparse.Namespace, rows: list[str]) -> str:
@@ -124,12 +130,11 @@ def accuracy(args: argparse.Namespace, work: Path, publish) -> str:
                      "channels_last": "true", "optim.fused": "true"}  # fmt: skip
         folder = Path(args.keep) / precision if args.keep else work / precision
         row = timed_run(overrides, folder, min(args.warmup, args.iterations - 1))
-        rows.append(
+        line = (
             f"| {title} | {args.iterations} | {100 * row['miou']:.2f} | "
             f"{row['images_per_s']:.1f} | {row['wall_s']:.0f} |"
         )
-        print(rows[-1], flush=True)
-        publish(accuracy_body(args, rows))
+        add_row(rows, line, lambda: publish(accuracy_body(args, rows)))
     return accuracy_body(args, rows)
 
 
