@@ -90,3 +90,20 @@ def test_gpu_training_script_times_the_real_loop(tiny_camvid, monkeypatch, capsy
     speeds = [float(row[1]) for row in rows if row[1].strip()[0].isdigit()]
     assert len(speeds) == 4 and speeds[:2] == speeds[2:]  # as measured, then in the table
     assert min(speeds) > 0
+
+
+def test_the_one_call_gpu_grid_script_runs_two_shards_into_one_report(tiny_camvid, tmp_path):
+    """benchmarks/ablation_gpu.sh with the tiny budget on the CPU: both shards, one report."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "BUDGET": "tiny", "GRID": str(tmp_path / "grid"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
+    out = tmp_path / "out"
+    subprocess.run(["bash", "benchmarks/ablation_gpu.sh", str(out), str(tiny_camvid), "300"],
+                   cwd=root, env=env, check=True, capture_output=True, timeout=600)  # fmt: skip
+    assert len(list(out.glob("results/*/result.json"))) == 22
+    assert "not run" not in (out / "ablation.md").read_text()
+    assert "grid: " in (out / "machine.txt").read_text()

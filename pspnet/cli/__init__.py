@@ -22,6 +22,7 @@ from pspnet.cli.arguments import (
     port_number,
     positive_float,
     positive_int,
+    shard_spec,
 )
 from pspnet.cli.commands import (
     cmd_convert,
@@ -176,7 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--root", type=Path, help="dataset root")
     ablation.add_argument(
         "--budget", default="cpu", choices=["cpu", "gpu", "tiny"],
-        help="run size: cpu (~4 h for 2 seeds on 2 cores), gpu (one GPU), tiny (tests)",
+        help="run size: cpu (~2 h for 2 seeds on 2 cores), gpu (one GPU, minutes), tiny (tests)",
+    )  # fmt: skip
+    ablation.add_argument(
+        "--shard", type=shard_spec, metavar="I/K",
+        help="train only every K-th run from the I-th (0-based): K processes or machines "
+        "share one grid folder",
     )  # fmt: skip
     ablation.add_argument("--out", type=Path, required=True, help="grid folder (resumable)")
     ablation.add_argument("--seeds", type=positive_int, default=2)

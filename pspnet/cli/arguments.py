@@ -56,6 +56,18 @@ def device_name(text: str) -> str:
     return text
 
 
+def shard_spec(text: str) -> tuple[int, int]:
+    """``I/K`` with 0 <= I < K, for ``reproduce ablation --shard``."""
+    index, _, count = text.partition("/")
+    try:
+        shard = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/K such as 0/2, got {text!r}") from None
+    if not 0 <= shard[0] < shard[1]:
+        raise argparse.ArgumentTypeError(f"expected I/K with 0 <= I < K, got {text!r}")
+    return shard
+
+
 def choices(literal: object) -> list:
     """The values of a ``Literal[...]`` type, so the CLI offers exactly what the library takes."""
     return list(typing.get_args(literal))

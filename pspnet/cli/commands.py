@@ -217,7 +217,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     report, chart = reproduce_ablation(
         args.dataset, args.root, args.budget, str(args.out), args.seeds, args.test_split,
-        args.report_only, progress,
+        args.report_only, progress, args.shard,
     )  # fmt: skip
     bar.close()
     say(f"wrote {report} and {chart}")

@@ -14,20 +14,23 @@ def reproduce_ablation(
     test_split: str | None = None,
     report_only: bool = False,
     progress=None,
+    shard: tuple[int, int] | None = None,
 ):
     """Run (or resume) the grid, then write ``ablation.md`` and ``ablation.png`` in ``out_dir``.
 
+    ``shard = (I, K)`` trains only every K-th run from the I-th (see
+    :func:`pspnet.reproduce.ablation.shard_runs`); the report covers every finished run.
     Returns the paths of the report and the chart.
     """
     from pathlib import Path
 
     from pspnet.files import make_folder
-    from pspnet.reproduce.ablation import finished_results
+    from pspnet.reproduce.ablation import finished_results, shard_runs
     from pspnet.reproduce.report import bar_chart, markdown
 
     out = make_folder(out_dir)
     if not report_only:
-        runs = grid_configs(dataset, root, budget, seeds)
+        runs = shard_runs(grid_configs(dataset, root, budget, seeds), shard)
         run_grid(out, runs, test_split, progress)
     results = finished_results(out)
     title = f"Ablation on {dataset} ({budget} budget, {seeds} seed(s))"

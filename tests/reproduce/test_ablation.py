@@ -90,3 +90,30 @@ def test_the_paper_s_orderings_are_judged_against_the_noise():
     assert rows["the aux loss (α = 0.4) helps"][1:] == ["-0.75", "1.50", "within noise"]
     assert rows["bins 1,2,3,6 beat one bin (max)"][1:] == ["+9.50", "n/a", "within noise"]
     assert rows["dimension reduction helps (avg)"][1] == "not run"
+
+
+def test_shards_split_the_grid_and_one_report_covers_them(tiny_camvid, tmp_path, capsys):
+    from pspnet.reproduce.ablation import shard_runs
+
+    runs = grid_configs("camvid", tiny_camvid, "tiny", seeds=2)
+    halves = [shard_runs(runs, (i, 2)) for i in range(2)]
+    assert sorted(r[0] for half in halves for r in half) == sorted(r[0] for r in runs)
+    assert not {r[0] for r in halves[0]} & {r[0] for r in halves[1]}
+    out = tmp_path / "grid"
+    argv = ["reproduce", "ablation", "--root", str(tiny_camvid), "--budget", "tiny",
+            "--out", str(out), "--seeds", "1"]  # fmt: skip
+    assert main([*argv, "--shard", "1/3"]) == 0
+    trained = sorted(p.parent.name for p in out.glob("*/result.json"))
+    assert trained == sorted(r[0] for r in shard_runs(runs[::2], (1, 3)))  # seed 0 only
+    assert "not run" in (out / "ablation.md").read_text()
+    with pytest.raises(SystemExit) as stopped:  # argparse's usage error
+        main([*argv, "--shard", "4/3"])
+    assert stopped.value.code == 2 and "0 <= I < K" in capsys.readouterr().err
+
+
+def test_budgets_differ_only_in_size():
+    from pspnet.reproduce.ablation import BUDGETS
+
+    assert BUDGETS["gpu"].device == "cuda" and BUDGETS["cpu"].device == "cpu"
+    cpu = grid_configs("camvid", "root", "cpu", seeds=1)[0][3]
+    assert (cpu.iterations, cpu.batch_size, cpu.data.workers) == (1000, 8, 2)  # as run in docs/
