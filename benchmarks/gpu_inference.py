@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.inference import trained_like
 from benchmarks.report import command_line, write_section
 from pspnet.config import InferenceConfig
 from pspnet.engine.inference import fit_window_batch, predict_probs
@@ -96,13 +97,7 @@ def scenarios(smoke: bool) -> dict[str, tuple[tuple[int, int], InferenceConfig]]
 def build(smoke: bool, device: torch.device) -> PSPNet:
     torch.manual_seed(0)
     width = {"backbone": "resnet18", "base_width": 8} if smoke else {"backbone": "resnet50"}
-    model = PSPNet(19, **width).eval()
-    with torch.no_grad():  # trained-like BatchNorm statistics, so folding has work to do
-        for bn in model.modules():
-            if isinstance(bn, torch.nn.BatchNorm2d):
-                bn.running_mean.normal_(0, 0.1)
-                bn.running_var.uniform_(0.5, 1.5)
-    return model.to(device)
+    return trained_like(PSPNet(19, **width).eval()).to(device)
 
 
 def sync(device: torch.device) -> None:

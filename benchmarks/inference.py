@@ -58,15 +58,20 @@ PATHS = {  # title: the arguments of ``optimize`` (None: the plain eager model)
 }
 
 
-def build(name: str) -> tuple[PSPNet, torch.Tensor]:
-    backbone, classes, size = CONFIGS[name]
-    torch.manual_seed(0)
-    model = PSPNet(classes, backbone=backbone).eval()
-    with torch.no_grad():  # trained-like BatchNorm statistics, so folding has work to do
+def trained_like(model: PSPNet) -> PSPNet:
+    """``model`` (changed) with trained-like BatchNorm statistics, so folding has work to do."""
+    with torch.no_grad():
         for bn in model.modules():
             if isinstance(bn, torch.nn.BatchNorm2d):
                 bn.running_mean.normal_(0, 0.1)
                 bn.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def build(name: str) -> tuple[PSPNet, torch.Tensor]:
+    backbone, classes, size = CONFIGS[name]
+    torch.manual_seed(0)
+    model = trained_like(PSPNet(classes, backbone=backbone).eval())
     images = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     return model, images
 

@@ -15,7 +15,9 @@ warm-up.
 
 from __future__ import annotations
 
+import functools
 import tempfile
+import typing
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -52,6 +54,7 @@ MEASURED_FASTEST: dict[str, tuple[Precision, Backend]] = {
 AMORTIZED_AFTER = 400
 
 
+@functools.cache
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX), from its flags."""
     try:
@@ -113,14 +116,12 @@ def choose_path(
 
 def _check_path(precision: str, backend: str, device: torch.device) -> None:
     cuda = device.type == "cuda"
-    if precision not in ("fp32", "bf16", "fp16", "int8"):
-        raise ConfigError(
-            f"precision must be auto, none, fp32, bf16, fp16 or int8, got {precision!r}"
-        )
-    if backend not in ("eager", "compile", "cudagraphs", "onnx"):
-        raise ConfigError(
-            f"backend must be auto, eager, compile, cudagraphs or onnx, got {backend!r}"
-        )
+    if precision not in typing.get_args(Precision):
+        valid = ", ".join(typing.get_args(Precision))
+        raise ConfigError(f"precision must be {valid}, got {precision!r}")
+    if backend not in typing.get_args(Backend):
+        valid = ", ".join(typing.get_args(Backend))
+        raise ConfigError(f"backend must be {valid}, got {backend!r}")
     if precision == "fp16" and not cuda:
         raise ConfigError("fp16 runs on CUDA; on the CPU use fp32, or bf16 where it is native")
     if backend == "cudagraphs" and not cuda:
