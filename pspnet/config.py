@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pspnet.data.presets import IGNORE_INDEX
+from pspnet.data.presets import IGNORE_INDEX, DatasetPreset, get_preset
 from pspnet.errors import ConfigError
 from pspnet.models.pspnet import ModelConfig
 
@@ -36,7 +36,12 @@ class DataConfig:
         train_split: split (list name) to train on.
         val_split: split to validate on.
         num_classes: class count of a custom dataset.
-        names_file: optional class names (and colours) of a custom dataset.
+        names_file: class names (and colours) of a custom dataset: one class per line,
+            ``name`` or ``name R G B``, or CVAT's ``labelmap.txt``; a custom dataset whose
+            root holds ``classes.txt`` (what ``pspnet data import`` writes) uses it by default.
+        label_map: ``{stored value: train id}`` applied to index labels before training
+            (values not listed keep the preset's mapping; a train id of 255 ignores the value),
+            e.g. ``{255: 1}`` for 0/255 binary masks.
         crop_size: training crop (height, width).
         scale: random scale range, or None to switch it off.
         rotate: random rotation range in degrees, or None.
@@ -51,6 +56,7 @@ class DataConfig:
     val_split: str = "val"
     num_classes: int | None = None
     names_file: str | None = None
+    label_map: dict[int, int] | None = None
     crop_size: tuple[int, int] = (473, 473)
     scale: tuple[float, float] | None = (0.5, 2.0)
     rotate: tuple[float, float] | None = (-10.0, 10.0)
@@ -61,6 +67,13 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.num_classes is not None:
             _integer(self, "num_classes", 1)
+        if self.label_map is not None:
+            _require(
+                all(0 <= v <= 255 for pair in self.label_map.items() for v in pair),
+                "label_map",
+                "a mapping of stored values 0..255 to train ids 0..255",
+                self.label_map,
+            )
         _require(
             _is_pair(self.crop_size) and all(_is_int(v) and v >= 1 for v in self.crop_size),
             "crop_size",
@@ -82,6 +95,12 @@ class DataConfig:
                 self.rotate,
             )
         _integer(self, "workers", 0)
+
+    def preset(self) -> DatasetPreset:
+        """The dataset preset these settings describe (label_map applied)."""
+        return get_preset(
+            self.dataset, self.num_classes, self.names_file, self.label_map, self.root
+        )
 
 
 @dataclass(frozen=True)
@@ -111,6 +130,38 @@ class OptimConfig:
         _number(self, "weight_decay", 0)
         _number(self, "power", 0, low_inclusive=False)
         _number(self, "head_lr_mult", 0, low_inclusive=False)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """What the training loss weighs: classes, and hard pixels (online hard example mining).
+
+    Attributes:
+        class_weights: null (every class 1), auto (median frequency balancing over the
+            training labels, as SegNet weighed CamVid: the median class frequency over each
+            class's own, so rare classes weigh more) or one weight per class.
+        ohem_thresh: online hard example mining: train only on pixels whose true-class
+            probability is below this (at least ohem_min_kept of them per batch); null: off.
+        ohem_min_kept: with ohem_thresh, the fewest pixels kept per (global) batch: the
+            hardest ones when too few fall below the threshold.
+    """
+
+    class_weights: Literal["auto"] | tuple[float, ...] | None = None
+    ohem_thresh: float | None = None
+    ohem_min_kept: int = 100_000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.class_weights, tuple):
+            _require(
+                len(self.class_weights) > 0
+                and all(_is_finite(w) and w >= 0 for w in self.class_weights),
+                "class_weights",
+                "null, auto or a list of finite weights >= 0, one per class",
+                list(self.class_weights),
+            )
+        if self.ohem_thresh is not None:
+            _number(self, "ohem_thresh", 0, 1, low_inclusive=False)
+        _integer(self, "ohem_min_kept", 0)
 
 
 @dataclass(frozen=True)
@@ -175,6 +226,7 @@ class TrainConfig:
         evaluation: how validation runs inference (whole image or sliding window).
         iterations: total optimiser steps.
         batch_size: global batch, split evenly over the processes.
+        loss: class weights and hard example mining.
         aux_weight: weight of the auxiliary loss (0 switches it off).
         ignore_index: label value excluded from loss and metrics.
         val_every: validate every this many iterations (0: only at the end).
@@ -182,6 +234,13 @@ class TrainConfig:
         log_every: write scalars every this many iterations.
         seed: seeds data order, augmentation and initialisation.
         backbone_weights: ImageNet ResNet file (torchvision or semseg layout), or None.
+        init: a trained segmentation model to start from (a native, semseg or mmseg
+            checkpoint, a published name or a URL): every weight is loaded; classifier rows
+            follow the classes by name (see init_classes). A run folder's last.pt wins.
+        init_classes: ``{our class: the init model's class}`` for names that differ, e.g.
+            ``{pedestrian: person}``; other classes are matched by name, case-insensitively.
+        init_classifier: by_name (carry the rows of classes both models have, initialise the
+            rest) or fresh (initialise every classifier row).
         precision: fp32, or bf16/fp16 autocast (fp16 with a gradient scaler, CUDA only).
         channels_last: NHWC memory format (faster convolutions on recent CPUs and GPUs).
         compile: train the ``torch.compile``-d model (the first steps compile it; pays on long
@@ -194,6 +253,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     evaluation: InferenceConfig = field(default_factory=InferenceConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     iterations: int = 1000
     batch_size: int = 16
     aux_weight: float = 0.4
@@ -203,6 +263,9 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     backbone_weights: str | None = None
+    init: str | None = None
+    init_classes: dict[str, str] | None = None
+    init_classifier: Literal["by_name", "fresh"] = "by_name"
     precision: Precision = "fp32"
     channels_last: bool = False
     compile: bool = False
@@ -219,6 +282,12 @@ class TrainConfig:
         _integer(self, "log_every", 1)  # and iteration % log_every
         _integer(self, "seed", 0, 2**32 - 1)  # the sampler multiplies it into a 64-bit seed
         _integer(self, "val_limit", 0)  # 0: every validation image
+        weights = self.loss.class_weights
+        if isinstance(weights, tuple) and len(weights) != self.model.num_classes:
+            raise ValueError(
+                f"loss.class_weights has {len(weights)} weights for "
+                f"{self.model.num_classes} classes"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -330,20 +399,16 @@ def load_train_config(
     model = raw.setdefault("model", {})
     if isinstance(model, dict) and "num_classes" not in model:
         data = raw.get("data", {})
-        build(DataConfig, data, source, "data")  # checked first: the preset sees valid values
         model["num_classes"] = _dataset_classes(data, source)
     return build(TrainConfig, raw, source)
 
 
 def _dataset_classes(data: dict, source: str) -> int:
-    from pspnet.data.presets import get_preset
-
-    defaults = DataConfig()
-    name = data.get("dataset", defaults.dataset)
+    config = build(DataConfig, data, source, "data")
     try:
-        return get_preset(name, data.get("num_classes"), data.get("names_file")).num_classes
+        return config.preset().num_classes
     except Exception as err:
-        raise ConfigError(f"{source}: data.dataset={name!r}: {err}") from err
+        raise ConfigError(f"{source}: data.dataset={config.dataset!r}: {err}") from err
 
 
 def build(cls: type, values: Any, source: str, section: str = "") -> Any:
@@ -399,6 +464,13 @@ def _coerce(hint: Any, value: Any, source: str, key: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping such as {{255: 1}}, got {value!r}")
+        return {
+            _coerce(args[0], k, source, key): _coerce(args[1], v, source, f"{key}.{k}")
+            for k, v in value.items()
+        }
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             value = [value]

@@ -183,3 +183,13 @@ def test_forced_bf16_warns_in_one_line(trained, tiny_camvid, tmp_path, capsys, m
     err = capsys.readouterr().err
     assert "pspnet predict: warning: this CPU" in err and "no native bf16" in err
     assert "optimize(" not in err  # no source line of the library
+
+
+def test_every_set_flag_applies_however_it_is_written(tiny_camvid, tmp_path, capsys):
+    first, *rest = tiny_overrides(tiny_camvid, iterations=3)
+    one_per_flag = [arg for item in rest for arg in ("--set", item)]
+    args = ["train", "--out", str(tmp_path / "r"), "--set", first, *one_per_flag]
+    assert main(args) == 0
+    assert "done: 3 iterations" in capsys.readouterr().out
+    saved = (tmp_path / "r" / "config.yaml").read_text()
+    assert "iterations: 3" in saved and f"root: {tiny_camvid}" in saved

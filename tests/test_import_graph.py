@@ -13,7 +13,7 @@ ALLOWED = {
     "models": set(),
     "data": set(),
     "weights": {"models"},
-    "checkpoints": {"models", "weights"},
+    "checkpoints": {"models", "weights", "data"},  # data: class names of published datasets
     "config": {"models", "data"},
     "export": {"models"},
     "visualize": {"data"},

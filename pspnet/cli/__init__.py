@@ -18,6 +18,7 @@ from pspnet.cli.arguments import (
     add_dataset_options,
     add_inference_options,
     choices,
+    fraction_below_one,
     non_negative_int,
     port_number,
     positive_float,
@@ -27,6 +28,7 @@ from pspnet.cli.arguments import (
 from pspnet.cli.commands import (
     cmd_convert,
     cmd_data_check,
+    cmd_data_import,
     cmd_demo,
     cmd_info,
     cmd_models,
@@ -34,6 +36,7 @@ from pspnet.cli.commands import (
     cmd_train,
 )
 from pspnet.cli.inference import cmd_eval, cmd_export, cmd_predict, cmd_serve
+from pspnet.data.importers import ImportFormat
 from pspnet.engine.metrics import AbsentPolicy
 from pspnet.errors import PSPNetError
 from pspnet.models.resnet import BackboneName, OutputStride, Stem
@@ -70,15 +73,47 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--split", default="train")
     check.add_argument("--list-file", type=Path, help="an `image label` list instead of SPLIT.txt")
     check.set_defaults(run=cmd_data_check)
+    imports = data_commands.add_parser(
+        "import", help="turn a COCO, LabelMe or CVAT export into a custom dataset"
+    )
+    imports.add_argument("format", choices=choices(ImportFormat))
+    imports.add_argument(
+        "source", type=Path,
+        help="COCO instances JSON, a LabelMe JSON file or folder, or CVAT's annotations.xml",
+    )  # fmt: skip
+    imports.add_argument(
+        "--out", type=Path, required=True, help="the dataset folder to create (new or empty)"
+    )
+    imports.add_argument(
+        "--images", type=Path, help="the folder holding the images (default: beside SOURCE)"
+    )
+    imports.add_argument(
+        "--val-fraction", type=fraction_below_one, default=0.2,
+        help="share of images for the val split (default 0.2)",
+    )  # fmt: skip
+    imports.add_argument(
+        "--seed", type=non_negative_int, default=0, help="the split's shuffle (default 0)"
+    )
+    imports.add_argument(
+        "--background", metavar="NAME",
+        help="class of unannotated pixels (default: 255, ignored); added as class 0 if new",
+    )  # fmt: skip
+    imports.add_argument(
+        "--classes", type=Path, metavar="FILE",
+        help="a names file ('name [R G B]' per line) fixing the classes' order and colours",
+    )  # fmt: skip
+    imports.set_defaults(run=cmd_data_import)
 
     train = commands.add_parser("train", help="train with the paper's recipe (resumable)")
     train.add_argument("--config", type=Path, help="YAML config (configs/*.yaml)")
     train.add_argument(
         "--set",
-        nargs="*",
+        nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="override config fields, e.g. optim.lr=0.02 data.crop_size=[321,321]",
+        help="override config fields, e.g. optim.lr=0.02 data.crop_size=[321,321]; "
+        "repeat --set or give several (each applies, later ones win for the same key)",
     )
     train.add_argument(
         "--out", type=Path, required=True, help="run folder; a run it holds (last.pt) resumes"

@@ -42,6 +42,7 @@ positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
 non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0, "a number > 0")
 unit_fraction = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+fraction_below_one = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 port_number = _number(int, lambda v: 0 <= v <= 65535, "a port number in 0..65535")
 
 
@@ -183,4 +184,36 @@ def add_dataset_options(parser: argparse.ArgumentParser, default: str | None = "
         help=f"preset: ade20k, voc, cityscapes, camvid or custom{also}",
     )
     parser.add_argument("--num-classes", type=positive_int, help="class count of a custom dataset")
-    parser.add_argument("--names-file", type=Path, help="class names of a custom dataset")
+    parser.add_argument(
+        "--names-file",
+        type=Path,
+        help="class names (and colours) of a custom dataset: 'name [R G B]' per line or CVAT's "
+        "labelmap.txt; default: ROOT/classes.txt when present",
+    )
+    parser.add_argument(
+        "--label-map",
+        nargs="+",
+        type=label_map_entry,
+        metavar="VALUE:ID",
+        help="map stored label values to train ids (255 ignores), e.g. 255:1 for 0/255 masks",
+    )
+
+
+def label_map_entry(text: str) -> tuple[int, int]:
+    """``VALUE:ID`` with both in 0..255, for ``--label-map``."""
+    stored, _, train_id = text.partition(":")
+    try:
+        entry = int(stored), int(train_id)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected VALUE:ID such as 255:1, got {text!r}") from None
+    if not all(0 <= v <= 255 for v in entry):
+        raise argparse.ArgumentTypeError(f"expected values in 0..255, got {text!r}")
+    return entry
+
+
+def dataset_preset(args: argparse.Namespace, dataset: str, root: Path | None = None):
+    """The preset the dataset options describe (a custom ``root`` may hold classes.txt)."""
+    from pspnet.data.presets import get_preset
+
+    label_map = dict(args.label_map) if args.label_map else None
+    return get_preset(dataset, args.num_classes, args.names_file, label_map, root)

@@ -1,6 +1,6 @@
-"""The subcommands that build, train and describe models: info, convert, data check, train,
-demo, models and reproduce. Each parses nothing, calls one library function and does the
-talking; only rank 0 talks.
+"""The subcommands that build, train and describe models: info, convert, data check and
+import, train, demo, models and reproduce. Each parses nothing, calls one library function
+and does the talking; only rank 0 talks.
 """
 
 from __future__ import annotations
@@ -65,15 +65,36 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from pspnet.data.datasets import check_dataset
-    from pspnet.data.presets import get_preset
+    from pspnet.cli.arguments import dataset_preset
+    from pspnet.data.check import check_dataset
 
-    preset = get_preset(args.dataset, args.num_classes, args.names_file)
+    preset = dataset_preset(args, args.dataset, args.root)
     bar = ProgressBar(desc=f"checking {args.split}", unit="pair")
     report = check_dataset(args.root, preset, args.split, args.list_file, bar.update_to)
     bar.close()
     say(report.to_text(preset.class_names))
     return 1 if report.problems else 0
+
+
+def cmd_data_import(args: argparse.Namespace) -> int:
+    from pspnet.data.importers import import_annotations
+
+    bar = ProgressBar(desc=f"importing {args.format}", unit="image")
+    report = import_annotations(
+        args.format,
+        args.source,
+        args.out,
+        images=args.images,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        background=args.background,
+        classes_file=args.classes,
+        progress=bar.update_to,
+    )
+    bar.close()
+    say(report.to_text())
+    say(f"next: pspnet data check {args.out} --dataset custom --split train")
+    return 0
 
 
 # --- train ------------------------------------------------------------------------------------
@@ -92,11 +113,23 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     download = download_bar()
 
+    check_bar = ProgressBar(desc="checking labels", unit="pair", leave=False)
+
     def on_event(event: dict) -> None:
         kind = event["kind"]
         if kind == "download":
             download.update_to(event["done"], event["total"])
+        elif kind == "check":
+            check_bar.update_to(event["done"], event["total"])
+        elif kind == "class_weights":
+            check_bar.close()
+            weights = ", ".join(f"{k} {v:.2f}" for k, v in event["weights"].items())
+            say(f"class weights (median frequency): {weights}")
+        elif kind == "init":
+            download.close()
+            say(event["transfer"].to_text())
         elif kind == "start":
+            check_bar.close()
             download.close()
             bar.update_to(event["iteration"], config.iterations)
             if event["iteration"] and main:

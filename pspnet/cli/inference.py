@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from pspnet.cli.arguments import inference_options
+from pspnet.cli.arguments import dataset_preset, inference_options
 from pspnet.cli.output import ProgressBar, download_bar, is_main_rank, say
 from pspnet.errors import ConfigError
 
@@ -55,8 +55,6 @@ def _segmenter(args: argparse.Namespace, device: str | None = None, amortized: b
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-
-    from pspnet.data.presets import get_preset
     from pspnet.engine.distributed import setup_process
     from pspnet.engine.evaluate import score_predictions
     from pspnet.files import make_folder
@@ -67,7 +65,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.pred_dir is not None:
         if args.gt_dir is None:
             raise ConfigError("--pred-dir needs --gt-dir (the ground-truth label folder)")
-        preset = get_preset(args.dataset or "camvid", args.num_classes, args.names_file)
+        preset = dataset_preset(args, args.dataset or "camvid")
         matrix = score_predictions(args.pred_dir, args.gt_dir, preset, progress)
         source, metadata = f"predictions in {args.pred_dir}", {}
     else:
@@ -77,7 +75,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         segmenter = _segmenter(args, str(process.device))
         metadata = getattr(segmenter.model, "metadata", {})
         dataset = args.dataset or _preset_name(metadata.get("dataset")) or "camvid"
-        preset = get_preset(dataset, args.num_classes, args.names_file)
+        preset = dataset_preset(args, dataset, args.root)
         matrix, source = _evaluate_checkpoint(args, segmenter, preset, process, progress)
     bar.close()
     metrics = matrix.compute(absent=args.absent)

@@ -1,37 +1,26 @@
-"""Image/label pairs on disk: finding them, reading them strictly, and checking a whole split.
+"""Image/label pairs on disk: finding them and reading them strictly.
 
-Any problem with a sample (missing or undecodable file, a label that is not 8-bit
-single-channel, a size mismatch, values that are neither a class nor ignore) raises
+Any problem with a sample (missing or undecodable file, a label that is not 8-bit, a colour
+that is no class, a size mismatch, values that are neither a class nor ignore) raises
 ``DatasetError`` naming the file, so training stops on the first bad sample instead of
-learning from it; ``check_dataset`` reads every pair and lists all problems at once.
+learning from it; :mod:`pspnet.data.check` reads a whole split and lists every problem.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pspnet.data.images import IMAGE_EXTENSIONS, decode, read_bytes, read_image
-from pspnet.data.presets import IGNORE_INDEX, DatasetPreset
+from pspnet.data.images import IMAGE_EXTENSIONS, read_image
+from pspnet.data.labels import read_label
+from pspnet.data.presets import DatasetPreset
 from pspnet.data.transforms import EvalTransform, PairTransform
 from pspnet.errors import DatasetError
 
-__all__ = [
-    "DatasetReport",
-    "SegmentationDataset",
-    "SizeStats",
-    "check_dataset",
-    "find_pairs",
-    "read_image",
-    "read_label",
-]
+__all__ = ["SegmentationDataset", "find_pairs", "read_image", "read_label"]
 
 Pair = tuple[Path, Path]
 
@@ -182,29 +171,6 @@ def image_stem(relative: Path, suffix: str) -> str | None:
     return str(PurePosixPath(name).with_suffix(""))
 
 
-def read_label(path: str | Path, preset: DatasetPreset) -> np.ndarray:
-    """A label file as (H, W) uint8 train ids (``preset.label_map`` applied), validated."""
-    path = Path(path)
-    stored = decode(read_bytes(path, "label"), cv2.IMREAD_UNCHANGED, path, "label")
-    if stored.ndim != 2:
-        raise DatasetError(
-            f"{path}: label has {stored.shape[2]} channels; labels must be single-channel "
-            "PNGs of class indices (convert colour or palette PNGs to indices first)"
-        )
-    if stored.dtype != np.uint8:
-        raise DatasetError(f"{path}: label is {stored.dtype}; labels must be 8-bit PNGs")
-    label = preset.label_map[stored]
-    invalid = (label >= preset.num_classes) & (label != IGNORE_INDEX)
-    if invalid.any():
-        values = np.unique(stored[invalid]).tolist()
-        shown = ", ".join(map(str, values[:10])) + (" ..." if len(values) > 10 else "")
-        raise DatasetError(
-            f"{path}: label values {shown} are not classes of the {preset.name!r} preset "
-            f"({preset.num_classes} classes, {IGNORE_INDEX} ignored); is this the right preset?"
-        )
-    return label
-
-
 def load_pair(image_path: Path, label_path: Path, preset: DatasetPreset) -> tuple[np.ndarray, ...]:
     """(image (H, W, 3) uint8 RGB, label (H, W) uint8 train ids), sizes checked."""
     image = read_image(image_path)
@@ -219,144 +185,3 @@ def size_mismatch(image_path: Path, label_path: Path, image_hw: tuple, label_hw:
         f"{label_path}: label is {label_hw[1]}x{label_hw[0]} (WxH) but its image "
         f"{image_path} is {image_hw[1]}x{image_hw[0]}"
     )
-
-
-@dataclass
-class SizeStats:
-    """Image sizes of a split.
-
-    Attributes:
-        count: images measured.
-        min_hw: smallest height and width (each on its own).
-        max_hw: largest height and width.
-        mean_hw: mean height and width.
-        common: the five most frequent (H, W) with their counts.
-    """
-
-    count: int
-    min_hw: tuple[int, int]
-    max_hw: tuple[int, int]
-    mean_hw: tuple[float, float]
-    common: list[tuple[tuple[int, int], int]]
-
-    @classmethod
-    def of(cls, sizes: list[tuple[int, int]]) -> SizeStats:
-        hw = np.asarray(sizes, dtype=np.int64).reshape(-1, 2)  # (N, 2) as (H, W)
-        return cls(
-            count=len(sizes),
-            min_hw=(int(hw[:, 0].min()), int(hw[:, 1].min())),
-            max_hw=(int(hw[:, 0].max()), int(hw[:, 1].max())),
-            mean_hw=(float(hw[:, 0].mean()), float(hw[:, 1].mean())),
-            common=Counter(sizes).most_common(5),
-        )
-
-
-@dataclass
-class DatasetReport:
-    """What ``check_dataset`` found.
-
-    Attributes:
-        root: the dataset folder.
-        split: the split checked.
-        num_pairs: image/label pairs in the split.
-        problems: (file, message) for every problem, in pair order; the message names the file.
-        histogram: (num_classes + 1,) pixel counts per train id over the pairs without
-            problems; the last entry counts ignored (255) pixels.
-        sizes: image sizes of every image that decoded; None if none did.
-    """
-
-    root: Path
-    split: str
-    num_pairs: int
-    problems: list[tuple[Path, str]]
-    histogram: np.ndarray
-    sizes: SizeStats | None
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def to_text(self, class_names: tuple[str, ...] | list[str]) -> str:
-        """A readable summary: problems, class pixel shares and image sizes."""
-        lines = [
-            f"{self.root} [{self.split}]: {self.num_pairs} pairs, {len(self.problems)} problems"
-        ]
-        lines += [f"  {message}" for _, message in self.problems]
-        total = max(int(self.histogram.sum()), 1)
-        width = max(len(name) for name in [*class_names, f"ignore ({IGNORE_INDEX})"])
-        lines += ["", f"{'id':>3}  {'class':<{width}}  {'pixels':>14}  {'share':>7}"]
-        names = [*class_names, f"ignore ({IGNORE_INDEX})"]
-        ids = [str(i) for i in range(len(class_names))] + [""]
-        for train_id, name, pixels in zip(ids, names, self.histogram.tolist(), strict=True):
-            lines.append(
-                f"{train_id:>3}  {name:<{width}}  {pixels:>14,}  {100 * pixels / total:6.2f}%"
-            )
-        if self.sizes is not None:
-            s = self.sizes
-            lines += [
-                "",
-                f"image sizes (H x W) of {s.count} images: min {s.min_hw[0]} x {s.min_hw[1]}, "
-                f"max {s.max_hw[0]} x {s.max_hw[1]}, mean {s.mean_hw[0]:.1f} x {s.mean_hw[1]:.1f}",
-            ]
-            lines += [f"  {h} x {w}: {n} images" for (h, w), n in s.common]
-        return "\n".join(lines)
-
-
-def check_dataset(
-    root: str | Path,
-    preset: DatasetPreset,
-    split: str,
-    list_file: str | Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> DatasetReport:
-    """Read every pair of a split and report all problems, class pixels and image sizes.
-
-    Args:
-        root: dataset folder.
-        preset: classes, label mapping and layout.
-        split: the split to check.
-        list_file: an explicit list file (see ``find_pairs``).
-        progress: called as ``progress(done, total)`` after each pair.
-    """
-    pairs = find_pairs(root, preset, split, list_file)
-    counts = np.zeros(256, dtype=np.int64)
-    problems: list[tuple[Path, str]] = []
-    sizes: list[tuple[int, int]] = []
-    for done, (image_path, label_path) in enumerate(pairs, start=1):
-        label = check_pair(image_path, label_path, preset, problems, sizes)
-        if label is not None:
-            counts += np.bincount(label.ravel(), minlength=256)
-        if progress is not None:
-            progress(done, len(pairs))
-    histogram = np.append(counts[: preset.num_classes], counts[IGNORE_INDEX])
-    return DatasetReport(
-        Path(root), split, len(pairs), problems, histogram, SizeStats.of(sizes) if sizes else None
-    )
-
-
-def check_pair(
-    image_path: Path,
-    label_path: Path,
-    preset: DatasetPreset,
-    problems: list[tuple[Path, str]],
-    sizes: list[tuple[int, int]],
-) -> np.ndarray | None:
-    """The pair's label if it has no problem; otherwise None, with its problems recorded."""
-    image = label = None
-    try:
-        image = read_image(image_path)
-        sizes.append(image.shape[:2])
-    except DatasetError as err:
-        problems.append((image_path, str(err)))
-    try:
-        label = read_label(label_path, preset)
-    except DatasetError as err:
-        problems.append((label_path, str(err)))
-    if image is None or label is None:
-        return None
-    if image.shape[:2] != label.shape:
-        problems.append(
-            (label_path, size_mismatch(image_path, label_path, image.shape[:2], label.shape))
-        )
-        return None
-    return label

@@ -28,6 +28,8 @@ Stored values a dataset never uses keep an out-of-range train id in the table (e
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +47,9 @@ LUT = np.ndarray
 RGB = tuple[int, int, int]
 
 DEFAULT_LISTS = ("{split}.txt", "list/{split}.txt")
+
+# The names file a custom dataset's folder may hold (``pspnet data import`` writes it).
+DEFAULT_NAMES_FILE = "classes.txt"
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class DatasetPreset:
         palette: one RGB colour per train id.
         label_map: (256,) read-only uint8 table from stored label value to train id.
         layout: where the images and labels are found.
+        colours_from: where the palette comes from when RGB colour labels are read through it
+            (a names file, "the camvid preset"); None: colour labels are refused.
     """
 
     name: str
@@ -98,6 +105,7 @@ class DatasetPreset:
     palette: tuple[RGB, ...]
     label_map: LUT = field(compare=False, repr=False)
     layout: FolderLayout = CUSTOM_LAYOUT
+    colours_from: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_classes < IGNORE_INDEX:
@@ -110,6 +118,27 @@ class DatasetPreset:
         if self.label_map.shape != (256,) or self.label_map.dtype != np.uint8:
             raise ValueError(f"{self.name}: label_map must be a (256,) uint8 table")
         self.label_map.flags.writeable = False
+
+    def with_label_map(self, mapping: dict[int, int] | None) -> DatasetPreset:
+        """This preset with ``mapping`` (stored value -> train id) over its own table.
+
+        Raises:
+            DatasetError: a stored value outside 0..255, or a train id that is neither a
+                class nor 255 (ignore).
+        """
+        if not mapping:
+            return self
+        table = self.label_map.copy()
+        for stored, train_id in mapping.items():
+            if not 0 <= stored <= 255:
+                raise DatasetError(f"data.label_map: stored value {stored} is not in 0..255")
+            if not (0 <= train_id < self.num_classes or train_id == IGNORE_INDEX):
+                raise DatasetError(
+                    f"data.label_map: {stored} -> {train_id}, but train ids are classes "
+                    f"0..{self.num_classes - 1} or {IGNORE_INDEX} (ignore)"
+                )
+            table[stored] = train_id
+        return dataclasses.replace(self, label_map=table)
 
 
 def lut(mapping: dict[int, int] | None = None) -> LUT:
@@ -252,14 +281,16 @@ def cityscapes() -> DatasetPreset:
     )
     names = tuple(name for _, name, _ in CITYSCAPES_CLASSES)
     palette = tuple(colour for _, _, colour in CITYSCAPES_CLASSES)
-    return DatasetPreset("cityscapes", 19, names, palette, table, layout)
+    colours = "the cityscapes preset's colours"
+    return DatasetPreset("cityscapes", 19, names, palette, table, layout, colours)
 
 
 def camvid() -> DatasetPreset:
     layout = FolderLayout("{split}", "{split}annot", ".png", ".png")
     names = tuple(name for name, _ in CAMVID_CLASSES)
     palette = tuple(colour for _, colour in CAMVID_CLASSES)
-    return DatasetPreset("camvid", 11, names, palette, lut({CAMVID_VOID: IGNORE_INDEX}), layout)
+    table = lut({CAMVID_VOID: IGNORE_INDEX})
+    return DatasetPreset("camvid", 11, names, palette, table, layout, "the camvid preset's colours")
 
 
 PRESETS: dict[str, DatasetPreset] = {
@@ -268,7 +299,11 @@ PRESETS: dict[str, DatasetPreset] = {
 
 
 def get_preset(
-    name: str, num_classes: int | None = None, names_file: str | Path | None = None
+    name: str,
+    num_classes: int | None = None,
+    names_file: str | Path | None = None,
+    label_map: dict[int, int] | None = None,
+    root: str | Path | None = None,
 ) -> DatasetPreset:
     """The preset called ``name``, or a "custom" one built from a class count or names file.
 
@@ -276,10 +311,17 @@ def get_preset(
         name: "ade20k", "voc", "cityscapes", "camvid" or "custom".
         num_classes: for "custom": the class count (taken from ``names_file`` if omitted);
             for the others it may be given but must match.
-        names_file: for "custom": one class per line, ``name`` or ``name R G B``.
+        names_file: for "custom": one class per line, ``name`` or ``name R G B``, or CVAT's
+            ``labelmap.txt`` (``name:R,G,B:parts:actions``); ``#`` starts a comment line.
+        label_map: stored value -> train id, over the preset's own mapping.
+        root: the dataset folder: a custom dataset with neither a class count nor a names
+            file reads ``root/classes.txt`` when it exists (what ``pspnet data import`` writes).
     """
     if name == "custom":
-        return custom(num_classes, names_file)
+        if names_file is None and num_classes is None and root is not None:
+            default = Path(root) / DEFAULT_NAMES_FILE
+            names_file = default if default.is_file() else None
+        return custom(num_classes, names_file).with_label_map(label_map)
     if name not in PRESETS:
         raise DatasetError(f"unknown dataset preset {name!r}; choose one of {[*PRESETS, 'custom']}")
     preset = PRESETS[name]
@@ -290,14 +332,20 @@ def get_preset(
             f"preset {name!r} has {preset.num_classes} classes, not {num_classes}; "
             "use the 'custom' preset for another class count"
         )
-    return preset
+    return preset.with_label_map(label_map)
 
 
 def custom(num_classes: int | None, names_file: str | Path | None) -> DatasetPreset:
-    """Stored values 0..N-1 are the classes, 255 is ignored; names and colours from a file."""
+    """Stored values 0..N-1 are the classes, 255 is ignored; names and colours from a file.
+
+    Colour labels are read through the file's colours when every class has one.
+    """
     if names_file is None:
         if num_classes is None:
-            raise DatasetError("the 'custom' preset needs num_classes or a names file")
+            raise DatasetError(
+                "the 'custom' preset needs num_classes or a names file (data.names_file, "
+                f"--names-file, or {DEFAULT_NAMES_FILE} in the dataset folder)"
+            )
         names, colours = [f"class_{i}" for i in range(num_classes)], [None] * num_classes
     else:
         names, colours = read_names_file(Path(names_file))
@@ -310,11 +358,17 @@ def custom(num_classes: int | None, names_file: str | Path | None) -> DatasetPre
         raise DatasetError(f"{source}: a custom dataset needs 1..254 classes, got {len(names)}")
     fallback = voc_colormap(len(names))
     palette = tuple(c if c is not None else fallback[i] for i, c in enumerate(colours))
-    return DatasetPreset("custom", len(names), tuple(names), palette, lut(), CUSTOM_LAYOUT)
+    explicit = names_file is not None and all(c is not None for c in colours)
+    return DatasetPreset(
+        "custom", len(names), tuple(names), palette, lut(), CUSTOM_LAYOUT,
+        str(names_file) if explicit else None,
+    )  # fmt: skip
 
 
 def read_names_file(path: Path) -> tuple[list[str], list[RGB | None]]:
-    """Class names and optional colours, one class per non-empty line: ``name [R G B]``."""
+    """Class names and optional colours, one class per line: ``name [R G B]`` or CVAT's
+    ``name:R,G,B:parts:actions``; blank lines and ``#`` comments are skipped.
+    """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
@@ -322,13 +376,21 @@ def read_names_file(path: Path) -> tuple[list[str], list[RGB | None]]:
     names: list[str] = []
     colours: list[RGB | None] = []
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, colour = parse_names_line(line)
         if not name:
             raise DatasetError(f"{path}:{number}: no class name before the colour: {line!r}")
         if colour is not None and not all(0 <= c <= 255 for c in colour):
             raise DatasetError(f"{path}:{number}: colour values must be 0..255: {line!r}")
+        if colour is not None and colour in colours:
+            other = names[colours.index(colour)]
+            raise DatasetError(
+                f"{path}:{number}: {name!r} has the colour {colour} of {other!r}; colour "
+                "labels need one colour per class"
+            )
+        if name in names:
+            raise DatasetError(f"{path}:{number}: class {name!r} is listed twice")
         names.append(name)
         colours.append(colour)
     if not names:
@@ -336,11 +398,20 @@ def read_names_file(path: Path) -> tuple[list[str], list[RGB | None]]:
     return names, colours
 
 
+# CVAT's labelmap.txt: "name:R,G,B:parts:actions" (parts and actions may be empty).
+CVAT_LINE = re.compile(r"^(?P<name>[^:]+):(?P<rgb>\d+,\d+,\d+):[^:]*:[^:]*$")
+
+
 def parse_names_line(line: str) -> tuple[str, RGB | None]:
     """``"traffic light 250 170 30"`` -> ("traffic light", (250, 170, 30)).
 
-    Names may hold spaces; a line ending in three integers gives the class's colour.
+    Names may hold spaces; a line ending in three integers gives the class's colour. CVAT's
+    ``"traffic light:250,170,30::"`` gives the same.
     """
+    cvat = CVAT_LINE.match(line.strip())
+    if cvat is not None:
+        r, g, b = (int(v) for v in cvat["rgb"].split(","))
+        return cvat["name"].strip(), (r, g, b)
     words = line.split()
     if len(words) >= 3 and all(w.lstrip("-").isdigit() for w in words[-3:]):
         r, g, b = (int(w) for w in words[-3:])

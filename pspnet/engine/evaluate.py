@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from pspnet.config import InferenceConfig
-from pspnet.data.datasets import read_label
+from pspnet.data.labels import read_label
 from pspnet.data.presets import IGNORE_INDEX, DatasetPreset
 from pspnet.engine.inference import predict_probs
 from pspnet.engine.metrics import ConfusionMatrix

@@ -258,7 +258,7 @@ def _score(folder: Path, config: TrainConfig, split: str) -> dict[str, float]:
     from pspnet.checkpoints import load_model
 
     model = load_model(folder / "last.pt", config.device if config.device != "auto" else "cpu")
-    preset = get_preset(config.data.dataset)
+    preset = config.data.preset()
     dataset = SegmentationDataset(config.data.root, split, preset)
     matrix = evaluate(model, dataset, preset.num_classes, config.evaluation)
     return _summary(matrix.compute().to_dict())

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pspnet.data.datasets import SegmentationDataset, check_dataset, find_pairs
+from pspnet.data.check import check_dataset
+from pspnet.data.datasets import SegmentationDataset, find_pairs
 from pspnet.data.presets import get_preset
 from pspnet.data.transforms import AugmentConfig, TrainTransform
 from pspnet.errors import DatasetError
