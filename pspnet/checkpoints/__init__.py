@@ -6,6 +6,7 @@ import dataclasses
 import json
 import pickle
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -138,8 +139,12 @@ def build_model(
     config: ModelConfig,
     backbone_weights: str | Path | None = None,
     progress: Progress | None = None,
+    *,
+    init: str | Path | None = None,
+    class_names: Sequence[str] | None = None,
+    init_classes: dict[str, str] | None = None,
 ) -> PSPNet:
-    """A freshly initialised PSPNet for ``config``, its backbone optionally from ImageNet weights.
+    """A PSPNet for ``config``: fresh, its backbone from ImageNet, or from a segmentation model.
 
     Args:
         config: the network's shape.
@@ -147,6 +152,12 @@ def build_model(
             and stem, downloaded once), a registry name, a URL, or an ImageNet ResNet file
             (torchvision, semseg or open-mmlab layout); loaded strictly into the backbone.
         progress: download progress, ``progress(bytes_done, bytes_total or None)``.
+        init: a trained segmentation model (file, published name or URL) whose every weight
+            is loaded, classifier rows carried by class name (see
+            :func:`pspnet.checkpoints.transfer.init_from`, which also reports what was
+            carried); applied after ``backbone_weights``.
+        class_names: our classes, needed with ``init``.
+        init_classes: ``{our class: the init model's class}`` for names that differ.
     """
     model = PSPNet.from_config(config)
     if backbone_weights is not None:
@@ -154,6 +165,14 @@ def build_model(
             backbone_weights = imagenet_backbone(config.backbone, config.stem).name
         path, _ = resolve(backbone_weights, progress)
         load_backbone_weights(model.backbone, path)
+    if init is not None:
+        from pspnet.checkpoints.transfer import init_from
+
+        if class_names is None or len(class_names) != config.num_classes:
+            raise CheckpointError(
+                f"init={init}: give class_names, one per class ({config.num_classes})"
+            )
+        init_from(model, init, class_names, init_classes, progress=progress)
     return model
 
 

@@ -23,9 +23,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from pspnet.checkpoints import build_model
 from pspnet.checkpoints.native import save_model
+from pspnet.checkpoints.transfer import init_from
 from pspnet.config import TrainConfig
+from pspnet.data.check import PRE_CHECK_PAIRS, check_dataset
 from pspnet.data.datasets import SegmentationDataset
-from pspnet.data.presets import DatasetPreset, get_preset
+from pspnet.data.presets import DatasetPreset
 from pspnet.data.sampling import TrainBatches
 from pspnet.data.transforms import AugmentConfig, EvalTransform, TrainTransform
 from pspnet.engine.distributed import Process, setup_process
@@ -33,12 +35,14 @@ from pspnet.engine.evaluate import evaluate
 from pspnet.engine.losses import SegmentationLoss
 from pspnet.engine.optim import build_optimizer, poly_lr, set_learning_rate
 from pspnet.engine.state import TrainingState, restore_rng
-from pspnet.errors import ConfigError, TrainingError
-from pspnet.files import make_folder
+from pspnet.errors import ConfigError, DatasetError, TrainingError
+from pspnet.files import atomic_write, make_folder
 
 Event = dict[str, Any]
 STATE_FILE = "last.pt"
 BEST_FILE = "best.safetensors"
+WEIGHTS_FILE = "class_weights.json"
+INIT_FILE = "init.json"
 
 
 @dataclass
@@ -55,7 +59,7 @@ class TrainResult:
 def build_datasets(config: TrainConfig) -> tuple[DatasetPreset, Any, Any]:
     """The preset, the augmented training set and the plain validation set."""
     data = config.data
-    preset = get_preset(data.dataset, data.num_classes, data.names_file)
+    preset = data.preset()
     augment = AugmentConfig(
         crop_size=data.crop_size,
         scale=data.scale,
@@ -74,19 +78,27 @@ def build_state(
     preset: DatasetPreset,
     process: Process,
     emit: Callable[[Event], None] | None = None,
+    resuming: bool = False,
 ) -> tuple[TrainingState, nn.Module]:
     """A fresh training state and the module to train with (DDP-wrapped under torchrun).
 
     Backbone weights named by registry name or URL are downloaded first, reported to ``emit``
-    as ``download`` events (``done`` and ``total`` bytes).
+    as ``download`` events (``done`` and ``total`` bytes). Unless ``resuming`` (last.pt will
+    replace every weight), ``config.init`` is loaded, reported as an ``init`` event holding
+    the :class:`ClassTransfer`.
     """
     torch.manual_seed(config.seed)
+    emit = emit or (lambda event: None)
 
     def progress(done: int, total: int | None) -> None:
-        if emit is not None:
-            emit({"kind": "download", "done": done, "total": total})
+        emit({"kind": "download", "done": done, "total": total})
 
     model = build_model(config.model, config.backbone_weights, progress)
+    transfer = None
+    if config.init is not None and not resuming:
+        transfer = init_from(model, config.init, preset.class_names, config.init_classes,
+                             config.init_classifier, progress)  # fmt: skip
+        emit({"kind": "init", "transfer": transfer})
     if process.device.type == "cuda" and process.world_size > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the paper's synchronised BN
     model.to(process.device)
@@ -102,6 +114,8 @@ def build_state(
         "palette": json.dumps([list(c) for c in preset.palette]),
         "inference": json.dumps(dataclasses.asdict(config.evaluation)),
     }
+    if transfer is not None:  # where the weights came from, kept with every checkpoint
+        metadata["init"] = json.dumps(transfer.to_dict())
     scaler = torch.amp.GradScaler(enabled=config.precision == "fp16")
     state = TrainingState(model, optimizer, scaler, config, metadata)
     trainer = model
@@ -169,16 +183,25 @@ def train(
     run = Run(Path(run_dir), setup_process(config.device), callback or (lambda event: None))
     preset, train_set, val_set = build_datasets(config)
     check_fits(config, preset, run.process)
-    state, trainer = build_state(config, preset, run.process, run.emit)
-    saved_rng = state.load(run.state_path) if resume and run.state_path.is_file() else None
+    resuming = resume and run.state_path.is_file()
+    class_weights = check_training_data(config, preset, run, resuming)
+    state, trainer = build_state(config, preset, run.process, run.emit, resuming)
+    saved_rng = state.load(run.state_path) if resuming else None
     if run.process.is_main:
         make_folder(run.dir)
         (run.dir / "config.yaml").write_text(config.to_yaml())
+    record_init(state, run, resuming)
     stream = iter(build_loader(config, train_set, state.iteration, run.process))
     if saved_rng is not None:  # only now: the loader drew its base seed from the global RNG
         restore_rng(saved_rng)
     run.log = RunLog(run.dir, enabled=run.process.is_main, resumed_at=state.iteration)
-    criterion = SegmentationLoss(config.aux_weight, config.ignore_index)
+    criterion = SegmentationLoss(
+        config.aux_weight,
+        config.ignore_index,
+        None if class_weights is None else torch.tensor(class_weights, device=run.process.device),
+        config.loss.ohem_thresh,
+        config.loss.ohem_min_kept,
+    )
     run.emit({"kind": "start", "iteration": state.iteration, "iterations": config.iterations})
     trainer.train()
     speed, metrics, validated_at = Throughput(run.process.world_size), {}, -1
@@ -215,6 +238,56 @@ class Run:
     @property
     def state_path(self) -> Path:
         return self.dir / STATE_FILE
+
+
+def check_training_data(
+    config: TrainConfig, preset: DatasetPreset, run: Run, resuming: bool
+) -> list[float] | None:
+    """Check the training labels before the first step; returns the loss's class weights.
+
+    The first few pairs are read (every pair when ``loss.class_weights`` is auto: their
+    histogram gives the weights, written to ``class_weights.json`` so a resumed run reuses
+    them), so a wrong label setup fails in seconds, naming the file and the fix.
+
+    Raises:
+        DatasetError: the labels read have a problem (the first one is quoted).
+    """
+    weights = config.loss.class_weights
+    saved = run.dir / WEIGHTS_FILE
+    if weights == "auto" and resuming and saved.is_file():
+        return json.loads(saved.read_text())["weights"]
+    data = config.data
+    if weights == "auto":  # the whole split: long enough to show progress
+        report = check_dataset(
+            data.root, preset, data.train_split,
+            progress=lambda done, total: run.emit({"kind": "check", "done": done, "total": total}),
+        )  # fmt: skip
+    else:
+        report = check_dataset(data.root, preset, data.train_split, limit=PRE_CHECK_PAIRS)
+    if report.problems:
+        _, first = report.problems[0]
+        more = len(report.problems) - 1
+        also = f" (and {more} more problems: `pspnet data check` lists them)" if more else ""
+        raise DatasetError(f"training data: {first}{also}")
+    if weights != "auto":
+        return None if weights is None else list(weights)
+    weights = [float(w) for w in report.class_weights()]
+    if run.process.is_main:
+        rows = dict(zip(preset.class_names, weights, strict=True))
+        text = json.dumps({"rule": "median frequency", "weights": weights, "classes": rows})
+        atomic_write(saved, lambda tmp: Path(tmp).write_text(text))
+    run.emit({"kind": "class_weights", "weights": dict(zip(preset.class_names, weights))})
+    return weights
+
+
+def record_init(state: TrainingState, run: Run, resuming: bool) -> None:
+    """``init.json``: what a run started from; a resumed run takes it back into its metadata."""
+    path = run.dir / INIT_FILE
+    if resuming and path.is_file():
+        state.metadata["init"] = path.read_text()
+    elif "init" in state.metadata and run.process.is_main:
+        text = state.metadata["init"]
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def check_fits(config: TrainConfig, preset: DatasetPreset, process: Process) -> None:

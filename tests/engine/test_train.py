@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -18,7 +19,7 @@ from pspnet.data.presets import get_preset
 from pspnet.engine.evaluate import evaluate
 from pspnet.engine.optim import poly_lr
 from pspnet.engine.train import train
-from pspnet.errors import TrainingError
+from pspnet.errors import DatasetError, TrainingError
 
 
 def config_for(root: Path, **extra):
@@ -190,3 +191,40 @@ def test_compiled_training_runs_saves_and_resumes(tiny_camvid, tmp_path):
     assert result.iteration == 2 and (tmp_path / "run" / "last.pt").is_file()
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert not any("_orig_mod" in key for key in state["model"])  # the plain model is saved
+
+
+def test_auto_class_weights_come_from_the_training_labels(tiny_camvid, tmp_path):
+    from pspnet.data.check import check_dataset
+
+    config = config_for(tiny_camvid, **{"loss.class_weights": "auto", "loss.ohem_thresh": 0.7,
+                                        "loss.ohem_min_kept": 500})  # fmt: skip
+    events = []
+    train(config, tmp_path / "run", callback=events.append)
+    saved = json.loads((tmp_path / "run" / "class_weights.json").read_text())
+    expected = check_dataset(tiny_camvid, get_preset("camvid"), "train").class_weights()
+    assert saved["weights"] == pytest.approx(expected.tolist())
+    assert saved["rule"] == "median frequency" and list(saved["classes"])[0] == "Sky"
+    assert any(e["kind"] == "check" for e in events)
+    steps = [e for e in events if e["kind"] == "step"]
+    assert all(0 < e["ohem_kept"] <= 1 for e in steps) and len(steps) == 6
+
+
+def test_binary_masks_fail_before_the_first_step_with_the_fix(tmp_path):
+    from PIL import Image
+
+    for i in range(3):
+        mask = np.zeros((40, 48), np.uint8)
+        mask[10:20, 10:30] = 255
+        (tmp_path / "images" / "train").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "labels" / "train").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(tmp_path / f"images/train/{i}.png")
+        Image.fromarray(mask).save(tmp_path / f"labels/train/{i}.png")
+    (tmp_path / "classes.txt").write_text("background\nlesion\n")
+    config = config_for(tmp_path, **{"data.dataset": "custom", "data.val_split": "train"})
+    events = []
+    with pytest.raises(DatasetError, match=r"data.label_map: \{255: 1\}"):
+        train(config, tmp_path / "run", callback=events.append)
+    assert not any(e["kind"] == "step" for e in events)
+    fixed = config_for(tmp_path, **{"data.dataset": "custom", "data.val_split": "train",
+                                    "data.label_map": "{255: 1}", "iterations": 2})  # fmt: skip
+    assert train(fixed, tmp_path / "run").iteration == 2
