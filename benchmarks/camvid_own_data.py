@@ -84,8 +84,9 @@ def progress(event: dict) -> None:
               f"{event['iteration']}/{event['iterations']}{left}", flush=True)  # fmt: skip
 
 
-def thin(out: Path) -> None:
-    run_grid(out / "thin", runs_of(THIN_ARMS, [f"data.root={CAMVID}"]), progress=progress)
+def thin(out: Path, arms: list[str] | None = None) -> None:
+    chosen = {name: arm for name, arm in THIN_ARMS.items() if not arms or name in arms}
+    run_grid(out / "thin", runs_of(chosen, [f"data.root={CAMVID}"]), progress=progress)
 
 
 def write_lists(root: Path) -> None:
@@ -261,9 +262,13 @@ def main() -> None:
     parser.add_argument("experiment", choices=["thin", "finetune", "report"])
     parser.add_argument("--out", type=Path, required=True, help="folder of the run folders")
     parser.add_argument("--set", nargs="+", default=[], help="overrides for every run")
+    parser.add_argument("--arms", nargs="+", choices=list(THIN_ARMS), help="thin: only these")
     args = parser.parse_args()
     EXTRA.extend(args.set)
-    {"thin": thin, "finetune": finetune, "report": report}[args.experiment](args.out)
+    if args.experiment == "thin":
+        thin(args.out, args.arms)
+    else:
+        {"finetune": finetune, "report": report}[args.experiment](args.out)
 
 
 if __name__ == "__main__":

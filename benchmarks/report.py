@@ -1,4 +1,4 @@
-"""Shared by the benchmark scripts: the CPU's name and the sections of docs/benchmarks.md."""
+"""Shared by the benchmark scripts: the CPU's name, the command line and docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -31,9 +31,20 @@ def cpu_model() -> str:
 
 
 def command_line() -> str:
-    """How this script was run, as ``python -m benchmarks.NAME ...`` from the repository root."""
-    module = f"benchmarks.{Path(sys.argv[0]).stem}"
-    return shlex.join(["python", "-m", module, *sys.argv[1:]])
+    """How this script was run, as ``python -m benchmarks.FOLDER.NAME ...`` from the root."""
+    return shlex.join(["python", "-m", module_name(sys.argv[0]), *sys.argv[1:]])
+
+
+def module_name(script: str) -> str:
+    """``.../benchmarks/cpu/latency.py`` (``python -m`` puts the file in argv[0]) as a module.
+
+    A name that is no ``.py`` file is taken as a module name already (the tests set one).
+    """
+    parts = Path(script).with_suffix("").parts
+    if not script.endswith(".py") or "benchmarks" not in parts:
+        return script
+    last = len(parts) - 1 - parts[::-1].index("benchmarks")
+    return ".".join(parts[last:])
 
 
 def write_section(title: str, body: str, path: Path = DOC) -> None:

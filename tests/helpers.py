@@ -7,7 +7,9 @@ tests/conftest.py, for the test files in every sub-folder too.
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+from torch import nn
 
 
 def tiny_overrides(root: Path, **extra) -> list[str]:
@@ -47,3 +49,25 @@ def write_tiny_camvid(root: Path, num_train: int = 8, num_val: int = 3, size=(40
             lines.append(f"{split}/{name} {split}annot/{name}")
         (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
     return root
+
+
+def trained_like(module: nn.Module, seed: int = 0) -> nn.Module:
+    """``module`` (changed, in eval mode) with trained-like BatchNorm statistics and affine terms.
+
+    A fresh BatchNorm is the identity in eval mode, so folding, conversion and export would pass
+    with nothing to fold. Drawn from their own generator: the same values whatever ran before.
+    benchmarks/harness.py has the benchmarks' copy, since the tests do not import benchmarks/.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bn in module.modules():
+            if isinstance(bn, nn.BatchNorm2d):
+                n = bn.num_features
+                bn.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+                bn.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+                if bn.affine:
+                    bn.weight.copy_(0.5 + torch.rand(n, generator=generator))
+                    bn.bias.copy_(0.1 * torch.randn(n, generator=generator))
+                steps = int(torch.randint(1, 100, (), generator=generator))
+                bn.num_batches_tracked.fill_(steps)
+    return module.eval()

@@ -1,12 +1,17 @@
 """Smoke runs of the benchmark scripts at tiny sizes, so they keep up with the library."""
 
+import copy
 import sys
 
+import helpers
 import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks import inference_memory, latency, onnx_sizes, winograd
+from benchmarks import harness, report
+from benchmarks.cpu import inference_memory, latency, onnx_sizes
+from benchmarks.probes import winograd
+from pspnet.models import PSPNet
 
 
 def run(module, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -16,6 +21,27 @@ def run(module, argv: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
 
 def table_rows(text: str, prefix: str) -> list[list[str]]:
     return [line.split("|")[1:-1] for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_command_line_names_the_script_by_its_folder(monkeypatch):
+    monkeypatch.setattr(sys, "argv", [latency.__file__, "--size", "64"])  # as python -m sets it
+    assert report.command_line() == "python -m benchmarks.cpu.latency --size 64"
+
+
+def test_the_benchmarks_trained_like_is_the_tests_one():
+    """Two copies, since tests do not import benchmarks/: they must stay the same."""
+    model = PSPNet(3, backbone="resnet18", base_width=4)
+    ours = helpers.trained_like(copy.deepcopy(model), seed=3)
+    theirs = harness.trained_like(model, seed=3)
+    assert not theirs.training
+    for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_in_turn_alternates_the_calls():
+    calls = []
+    first, second = harness.in_turn(lambda: calls.append(1), lambda: calls.append(2), runs=3)
+    assert calls == [1, 2] * 4 and len(first) == len(second) == 3  # one warm-up each
 
 
 def test_onnx_sizes_is_exact_at_every_size(monkeypatch, capsys):
@@ -59,9 +85,18 @@ def test_winograd_probe_reports_each_shape(monkeypatch, capsys):
     assert len(table_rows(capsys.readouterr().out, "| 8->8 @12x12")) == 2  # row + table
 
 
+def test_gpu_camvid_pack_refuses_a_copy_over_its_size_limit(tiny_camvid, tmp_path):
+    from benchmarks.gpu import camvid
+
+    assert 0 < camvid.pack(tiny_camvid, tmp_path / "packed") < 1  # MiB
+    assert (tmp_path / "packed" / "val.txt").read_text().count(".jpg valannot/") == 3
+    with pytest.raises(SystemExit, match="over --max-mib"):
+        camvid.pack(tiny_camvid, tmp_path / "again", max_mib=0.001)
+
+
 def test_gpu_inference_script_runs_its_paths_on_the_cpu(tiny_camvid, tmp_path, monkeypatch,
                                                         capsys):  # fmt: skip
-    from benchmarks import gpu_inference
+    from benchmarks.gpu import inference as gpu_inference
     from pspnet.checkpoints import save_model
     from pspnet.models import PSPNet
 
@@ -81,7 +116,7 @@ def test_gpu_inference_script_runs_its_paths_on_the_cpu(tiny_camvid, tmp_path, m
 
 
 def test_gpu_training_script_times_the_real_loop(tiny_camvid, monkeypatch, capsys):
-    from benchmarks import gpu_training
+    from benchmarks.gpu import training as gpu_training
 
     options = ["--smoke", "--device", "cpu", "--root", str(tiny_camvid), "--crop", "32",
                "--batch", "2", "--workers", "0", "--warmup", "1", "--steps", "2"]  # fmt: skip
@@ -92,8 +127,8 @@ def test_gpu_training_script_times_the_real_loop(tiny_camvid, monkeypatch, capsy
     assert min(speeds) > 0
 
 
-def test_the_one_call_gpu_grid_script_runs_two_shards_into_one_report(tiny_camvid, tmp_path):
-    """benchmarks/ablation_gpu.sh with the tiny budget on the CPU: both shards, one report."""
+def test_the_gpu_grid_script_runs_two_shards_into_one_report(tiny_camvid, tmp_path):
+    """benchmarks/gpu/ablation.sh with the tiny budget on the CPU: both shards, one report."""
     import os
     import subprocess
     from pathlib import Path
@@ -102,7 +137,7 @@ def test_the_one_call_gpu_grid_script_runs_two_shards_into_one_report(tiny_camvi
     env = {**os.environ, "BUDGET": "tiny", "GRID": str(tmp_path / "grid"),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
     out = tmp_path / "out"
-    subprocess.run(["bash", "benchmarks/ablation_gpu.sh", str(out), str(tiny_camvid), "300"],
+    subprocess.run(["bash", "benchmarks/gpu/ablation.sh", str(out), str(tiny_camvid), "300"],
                    cwd=root, env=env, check=True, capture_output=True, timeout=600)  # fmt: skip
     assert len(list(out.glob("results/*/result.json"))) == 22
     assert "not run" not in (out / "ablation.md").read_text()

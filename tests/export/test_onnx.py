@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import trained_like
 from torch import nn
 
 onnx = pytest.importorskip("onnx")
@@ -15,11 +16,11 @@ pytest.importorskip("onnxruntime")
 from onnx import numpy_helper  # noqa: E402
 
 from pspnet.config import InferenceConfig  # noqa: E402
-from pspnet.engine.inference import predict_probs  # noqa: E402
 from pspnet.errors import CheckpointError  # noqa: E402
 from pspnet.export import ExactAdaptivePool2d, OnnxRuntimeModel, export_onnx, exportable_copy  # noqa: E402
+from pspnet.inference.optimized.optimize import exact_rewrite  # noqa: E402
+from pspnet.inference.protocol import probabilities  # noqa: E402
 from pspnet.models import PSPNet  # noqa: E402
-from pspnet.optimized.optimize import exact_rewrite  # noqa: E402
 
 NUM_CLASSES = 5
 EXAMPLE_SIZE = (40, 40)
@@ -47,17 +48,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def trained_like(**options) -> PSPNet:
-    """A tiny PSPNet whose BatchNorms and classifier are not at their identity-like init."""
+def tiny_trained(**options) -> PSPNet:
+    """A tiny PSPNet, in train mode, whose BatchNorms and classifier are not at their init."""
     torch.manual_seed(0)
     model = PSPNet(NUM_CLASSES, backbone="resnet18", base_width=8, **options)
+    model = trained_like(model).train()
     with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                bn.running_mean.normal_(0, 0.2)
-                bn.running_var.uniform_(0.5, 1.5)
-                bn.weight.uniform_(0.5, 1.5)
-                bn.bias.normal_(0, 0.2)
         model.head.classifier.weight.normal_(0, 0.5)
         model.aux_head.classifier.weight.fill_(AUX_SENTINEL)
     return model
@@ -77,7 +73,7 @@ class Exported:
 @pytest.fixture(scope="module", params=list(CONFIGS), ids=list(CONFIGS))
 def exported(request, tmp_path_factory) -> Exported:
     """Export each config once, from a train-mode model, recording what the export did to it."""
-    model = trained_like(**CONFIGS[request.param]).train()
+    model = tiny_trained(**CONFIGS[request.param]).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     modules_before = [type(m) for m in model.modules()]
     path = export_onnx(
@@ -167,7 +163,7 @@ def test_runner_carries_config_and_acts_as_eval_model(exported):
     runner = exported.runner
     assert runner.config == exported.model.config
     assert runner.training is False and runner.eval() is runner
-    assert next(runner.parameters()).device == torch.device("cpu")
+    assert list(runner.parameters()) == []  # it runs a session on the CPU, not torch
     with pytest.raises(ValueError, match="eval forward only"):
         runner.train()
     options = OnnxRuntimeModel(exported.path).session.get_session_options()
@@ -177,8 +173,8 @@ def test_runner_carries_config_and_acts_as_eval_model(exported):
 def test_predict_probs_runs_the_runner_unchanged(exported):
     image = torch.randn(3, 45, 38, generator=torch.Generator().manual_seed(3))
     config = InferenceConfig(mode="slide", crop_size=(32, 32), flip=True)
-    want = predict_probs(exported.model, image, NUM_CLASSES, config)
-    got = predict_probs(exported.runner, image, NUM_CLASSES, config)
+    want = probabilities(exported.model, image, config)
+    got = probabilities(exported.runner, image, config)
     assert torch.allclose(got, want, atol=1e-5)
 
 
@@ -198,7 +194,7 @@ def test_exact_pool_matches_pytorch_adaptive_pool(pooling, bins):
 
 
 def test_exportable_copy_drops_aux_and_replaces_every_pool():
-    model = trained_like(pooling="max", bins=(1, 3))
+    model = tiny_trained(pooling="max", bins=(1, 3))
     exportable = exportable_copy(model)
     assert exportable.aux_head is None and not exportable.training
     pools = [branch[0] for branch in exportable.ppm.branches]
@@ -215,7 +211,7 @@ def test_failed_export_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.onnx, "export", broken_export)
     with pytest.raises(RuntimeError, match="exporter failed"):
-        export_onnx(trained_like(), tmp_path / "model.onnx")
+        export_onnx(tiny_trained(), tmp_path / "model.onnx")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -236,7 +232,7 @@ def test_runner_rejects_a_foreign_onnx_file(tmp_path):
 @pytest.mark.parametrize("align_corners", [True, False])
 def test_exact_rewrite_traces_without_freezing_a_size(tmp_path, align_corners):
     """A TracerWarning means a Python branch on a size was frozen into the graph."""
-    model = exact_rewrite(trained_like(align_corners=align_corners).eval(), exportable=True)
+    model = exact_rewrite(tiny_trained(align_corners=align_corners).eval(), exportable=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", torch.jit.TracerWarning)
         export_onnx(model, tmp_path / "model.onnx", example_size=EXAMPLE_SIZE)

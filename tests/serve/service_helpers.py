@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from helpers import trained_like
 from PIL import Image
-from torch import nn
 
 from pspnet.checkpoints import save_model
 from pspnet.models import PSPNet
@@ -40,14 +40,9 @@ def write_tiny_checkpoint(path: Path) -> Path:
     random BN statistics and a unit-variance classifier spread the argmax over classes.
     """
     torch.manual_seed(0)
-    model = PSPNet(len(CLASS_NAMES), backbone="resnet18", base_width=4).eval()
-    generator = torch.Generator().manual_seed(0)
+    model = trained_like(PSPNet(len(CLASS_NAMES), backbone="resnet18", base_width=4))
     with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                bn.running_mean.copy_(0.1 * torch.randn(bn.num_features, generator=generator))
-                bn.running_var.copy_(0.5 + torch.rand(bn.num_features, generator=generator))
-        model.head.classifier.weight.normal_(0, 1, generator=generator)
+        model.head.classifier.weight.normal_(0, 1, generator=torch.Generator().manual_seed(1))
         model.head.classifier.bias.zero_()
     metadata = {
         "class_names": json.dumps(CLASS_NAMES),
@@ -149,13 +144,13 @@ def segment(
     content_type: str = "image/png",
     as_form: bool = False,
     timeout: float = 60.0,
+    query: str = "",
 ) -> Reply:
     """``POST /v1/segment?format=...`` with ``data`` as the raw body or the form field ``image``."""
     if as_form:
         data, content_type = multipart(data, "upload.img", content_type)
-    return call(
-        port, "POST", f"/v1/segment?format={format}", data, {"Content-Type": content_type}, timeout
-    )
+    path = f"/v1/segment?format={format}" + (f"&{query}" if query else "")
+    return call(port, "POST", path, data, {"Content-Type": content_type}, timeout)
 
 
 def raw_request(port: int, method: str, path: str, headers: dict[str, str], body: bytes):

@@ -1,8 +1,8 @@
 """Training on one GPU: throughput of our loop's best settings against eager fp32, and accuracy.
 
-    python -m benchmarks.gpu_training speed --root .gpu/camvid            # images/s, memory
-    python -m benchmarks.gpu_training accuracy --root .gpu/camvid --iterations 300
-    python -m benchmarks.gpu_training speed --smoke --no-write            # CPU, tiny: a check
+    python -m benchmarks.gpu.training speed --root .gpu/camvid            # images/s, memory
+    python -m benchmarks.gpu.training accuracy --root .gpu/camvid --iterations 300
+    python -m benchmarks.gpu.training speed --smoke --no-write            # CPU, tiny: a check
 
 ``speed`` runs ``pspnet.engine.train.train`` (the real loop: loader workers, augmentation,
 poly LR, the auxiliary loss) on CamVid for ``--warmup`` untimed and ``--steps`` timed
@@ -10,7 +10,7 @@ iterations per setting, PSPNet-ResNet50 at crop 473, batch 16 (the paper's), and
 images/s over the timed steps and the peak GPU memory. ``accuracy`` trains the same network
 for ``--iterations`` steps in fp32 and in bf16 (same seed, data order and schedule) and
 reports each run's CamVid val mIoU; the fp32 run's checkpoint feeds the inference benchmark's
-CamVid agreement (``benchmarks.gpu_inference --checkpoint``).
+CamVid agreement (``benchmarks.gpu.inference --checkpoint``).
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# The paper's ablation grid (tables 1 and 2, two seeds, 22 runs) on one GPU in one device call:
-# two shards train side by side into one grid folder, then one report covers both.
+# The paper's ablation grid (tables 1 and 2, two seeds, 22 runs) on one GPU in one go: two
+# shards train side by side into one grid folder, then one report covers both.
 #
-# Before the trip (here):  python -m benchmarks.gpu_camvid pack ../shared/data/camvid .gpu/camvid
-# On the device, carrying .gpu:  bash benchmarks/ablation_gpu.sh "$OUT" .gpu/camvid [SECONDS]
-# Afterwards: copy $OUT/results into docs/results/ and rebuild the report with
+# Beforehand:  python -m benchmarks.gpu.camvid pack ../shared/data/camvid .gpu/camvid
+# On the GPU machine, .gpu copied there:  bash benchmarks/gpu/ablation.sh OUT .gpu/camvid [SECONDS]
+# Afterwards: copy OUT/results into docs/results/ and rebuild the report with
 #   pspnet reproduce ablation --budget gpu --out docs/results/ablation_camvid_gpu --report-only
 # A shard stopped by SECONDS (default 480) leaves its finished runs' results; the grid resumes
-# where a later call finds them (copy the folder back into $grid first).
+# where a later run finds them (copy the folder back into $grid first).
 # BUDGET=tiny runs the same steps with the test budget on the CPU (a check of this script).
 set -uo pipefail
-out=${1:?usage: ablation_gpu.sh OUT_DIR [CAMVID_ROOT] [SECONDS]} root=${2:-.gpu/camvid}
+out=${1:?usage: ablation.sh OUT_DIR [CAMVID_ROOT] [SECONDS]} root=${2:-.gpu/camvid}
 seconds=${3:-480} budget=${BUDGET:-gpu} grid=${GRID:-/tmp/ablation_$budget}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 mkdir -p "$out" "$grid"

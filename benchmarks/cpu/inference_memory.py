@@ -1,12 +1,12 @@
-"""Peak memory and time of multi-scale sliding-window inference (``predict_probs``).
+"""Peak memory and time of multi-scale sliding-window inference (the inference routine).
 
 The defaults are the paper's Cityscapes test: one 2048 x 1024 image, scales 0.5 .. 1.75 of
 base size 2048, mirror flip, 713 x 713 windows, PSPNet-ResNet50 with 19 classes (random
 weights; memory and time do not depend on them). The result goes into the "Sliding-window
 memory" section of docs/benchmarks.md (unless ``--no-write``); other sections are kept.
 
-    python -m benchmarks.inference_memory                       # the full run (heavy on CPU)
-    python -m benchmarks.inference_memory --backbone resnet18 --base-width 8 --scales 1.0
+    python -m benchmarks.cpu.inference_memory                   # the full run (heavy on CPU)
+    python -m benchmarks.cpu.inference_memory --backbone resnet18 --base-width 8 --scales 1.0
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from benchmarks.report import command_line, cpu_model, write_section
 from pspnet.config import InferenceConfig
-from pspnet.engine.inference import predict_probs, scaled_size
+from pspnet.inference.protocol import Network, scaled_size, segment_tensor
 from pspnet.models import PSPNet
 
 TITLE = "Sliding-window memory"
@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window-batch", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--precision", help="run pspnet.optimized.optimize's path (fp32, bf16, int8)"
+        "--precision", help="run pspnet.inference.optimized.optimize's path (fp32, bf16, int8)"
     )
     parser.add_argument("--backend", help="with --precision: eager, compile or onnx")
     parser.add_argument("--no-write", action="store_true", help="print only")
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     model = model.eval().to(device)
     path = "eager model"
     if args.precision or args.backend:
-        from pspnet.optimized.optimize import optimize
+        from pspnet.inference.optimized.optimize import optimize
 
         model = optimize(model, args.precision or "auto", args.backend or "auto")
         path = f"optimize: {model.precision}, {model.backend}"
@@ -93,12 +93,12 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    probs = predict_probs(model, image, args.num_classes, config, lambda d, t: windows.append(t))
+    raw = segment_tensor(Network.of(model, device), image, config, lambda d, t: windows.append(t))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     rss_after = peak_rss_mib()
-    assert probs.shape == (args.num_classes, args.height, args.width)
+    assert raw.labels.shape == (args.height, args.width)
     rows = [
         (
             "model",
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
 def section(rows: list[tuple[str, str]]) -> str:
     """The section's body: what was measured, the machine, the command and the table."""
     lines = [
-        "Peak memory of `predict_probs` over a multi-scale, flipped, sliding-window test: it",
+        "Peak memory of the inference routine over a multi-scale, flipped, sliding-window test: it",
         "keeps one (C, H, W) output and one scale's probabilities at a time, never every scale.",
         f"CPU: {cpu_model()}, torch {torch.__version__}.",
         "",

@@ -1,15 +1,15 @@
 """Every inference path on one GPU against eager fp32, in one run: speed, error, agreement.
 
-    python -m benchmarks.gpu_inference                          # both scenarios, every path
-    python -m benchmarks.gpu_inference --checkpoint RUN/last.pt --camvid .gpu/camvid
-    python -m benchmarks.gpu_inference --smoke --device cpu --no-write   # tiny, a check
+    python -m benchmarks.gpu.inference                          # both scenarios, every path
+    python -m benchmarks.gpu.inference --checkpoint RUN/last.pt --camvid .gpu/camvid
+    python -m benchmarks.gpu.inference --smoke --device cpu --no-write   # tiny, a check
 
 Scenarios (PSPNet-ResNet50, 19 classes, random weights with trained-like BatchNorm
 statistics): a 512x1024 image whole, and a 1024x2048 Cityscapes image by sliding 713 windows
-(stride 2/3, single scale, no flip: semseg's Cityscapes test), through ``predict_probs`` as
+(stride 2/3, single scale, no flip: semseg's Cityscapes test), through the inference routine as
 ``pspnet eval`` runs it, windows batched to the GPU's memory (``fit_window_batch``). Paths
-are :func:`pspnet.optimized.optimize`'s; the reference is the plain model in eager fp32 with
-TF32 off (true fp32); PyTorch's default (TF32 convolutions, what semseg and mmsegmentation
+are :func:`pspnet.inference.optimized.optimize`'s; the reference is the plain model in eager
+fp32 with TF32 off (true fp32); PyTorch's default (TF32 convolutions, what semseg and mmsegmentation
 get) is a row of its own. Reported per path: images/s (median of ``--runs`` after warm-up),
 speed-up over the reference, TFLOP/s (the path's FLOPs: the exact rewrite's for rewritten
 paths), the fraction of the GPU's dense bf16 peak (:data:`PEAK_BF16`), warm-up seconds,
@@ -29,18 +29,19 @@ import math
 import statistics
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.inference import trained_like
+from benchmarks.harness import measure, trained_like
 from benchmarks.report import command_line, write_section
 from pspnet.config import InferenceConfig
-from pspnet.engine.inference import fit_window_batch, predict_probs
 from pspnet.errors import ConfigError
+from pspnet.inference.optimized.optimize import exact_rewrite, optimize
+from pspnet.inference.protocol import Network, fit_window_batch, probabilities
 from pspnet.models import PSPNet
-from pspnet.optimized.optimize import exact_rewrite, optimize
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from NVIDIA's data sheets (the sheets
 # quote 2x these "with sparsity"): H200 SXM 1,979 TFLOPS sparse, H200 NVL 1,671, H100 SXM
@@ -97,23 +98,18 @@ def scenarios(smoke: bool) -> dict[str, tuple[tuple[int, int], InferenceConfig]]
 def build(smoke: bool, device: torch.device) -> PSPNet:
     torch.manual_seed(0)
     width = {"backbone": "resnet18", "base_width": 8} if smoke else {"backbone": "resnet50"}
-    return trained_like(PSPNet(19, **width).eval()).to(device)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return trained_like(PSPNet(19, **width)).to(device)
 
 
 def flops(model: torch.nn.Module, size: tuple[int, int], config: InferenceConfig) -> float:
-    """FLOPs of one image through ``predict_probs`` (the network's part)."""
+    """FLOPs of one image through the inference routine (the network's part)."""
     device = next(model.parameters()).device
     with FlopCounterMode(display=False) as counter:
-        predict_probs(model, torch.zeros(3, *size, device=device), 19, config)
+        probabilities(model, torch.zeros(3, *size, device=device), config)
     return float(counter.get_total_flops())
 
 
-def measure(
+def measure_path(
     base: PSPNet, path: str, size, config: InferenceConfig, runs: int, reference: dict | None
 ) -> dict:
     """One path on one scenario: timings, errors against ``reference`` (None: it is one).
@@ -128,27 +124,20 @@ def measure(
         start = time.perf_counter()
         model = optimize(copy.deepcopy(base), precision, backend)
         if device.type == "cuda" and config.mode == "slide":
-            batch = fit_window_batch(model, config, 19, device)
+            batch = fit_window_batch(Network.of(model, device), config)
             config = dataclasses.replace(config, window_batch=batch)
-        probs = predict_probs(model, image, 19, config)  # warm-up (compiles)
-        predict_probs(model, image, 19, config)
-        sync(device)
+        call = partial(probabilities, model, image, config)
+        measure(call, runs=0, warmup=2, device=device)  # compiles
         warmup = time.perf_counter() - start
         held = 0
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
             held = torch.cuda.memory_allocated(device)  # the weights, the reference's outputs
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            predict_probs(model, image, 19, config)
-            sync(device)
-            times.append(time.perf_counter() - start)
+        times = measure(call, runs, warmup=0, device=device)
         peak = torch.cuda.max_memory_allocated(device) - held if device.type == "cuda" else 0
-        logits = None
-        if config.mode == "whole":
-            with torch.inference_mode():
-                logits = model(image[None]).float()
+        with torch.inference_mode():  # as measure ran it: no recompile
+            probs = call()
+            logits = model(image[None]).float() if config.mode == "whole" else None
     row = {
         "path": path,
         "seconds": statistics.median(times),
@@ -189,10 +178,9 @@ def camvid_agreement(checkpoint: str, root: str, paths: list[str], device, limit
     images = [normalize(read_image(Path(root, name))) for name in names[: limit or None]]
     config = InferenceConfig(mode="whole", flip=False)
     plain = load_model(checkpoint, device)
-    num_classes = plain.config.num_classes
     with tf32(False):
         exact = optimize(copy.deepcopy(plain), "fp32", "eager")
-        reference = [predict_probs(exact, x.to(device), num_classes, config).argmax(0)
+        reference = [probabilities(exact, x.to(device), config).argmax(0)
                      for x in images]  # fmt: skip
         agreement = {}
         for path in paths:
@@ -204,7 +192,7 @@ def camvid_agreement(checkpoint: str, root: str, paths: list[str], device, limit
                     continue
                 same = total = 0
                 for image, expected in zip(images, reference, strict=True):
-                    labels = predict_probs(model, image.to(device), num_classes, config).argmax(0)
+                    labels = probabilities(model, image.to(device), config).argmax(0)
                     same += (labels == expected).sum().item()
                     total += expected.numel()
             agreement[path] = same / total
@@ -258,7 +246,7 @@ def main() -> None:
                 report.line(name, f"| {path} | not run: {args.budget:.0f} s budget spent |")
                 continue
             try:
-                row = measure(base, path, size, config, args.runs, references.get(name))
+                row = measure_path(base, path, size, config, args.runs, references.get(name))
             except ConfigError as err:  # a path this device does not offer
                 report.line(name, f"| {path} | not offered here: {err} |")
                 continue

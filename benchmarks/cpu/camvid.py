@@ -1,7 +1,7 @@
 """PSPNet vs its FCN baseline (use_ppm=False) on real CamVid, same budget, on this CPU.
 
-    python -m benchmarks.camvid_cpu                      # configs/camvid_pspnet_r18_cpu.yaml
-    python -m benchmarks.camvid_cpu --set iterations=200 --no-write
+    python -m benchmarks.cpu.camvid                      # configs/camvid_pspnet_r18_cpu.yaml
+    python -m benchmarks.cpu.camvid --set iterations=200 --no-write
 
 Trains both networks with the same config (only ``model.use_ppm`` differs), evaluates each
 on the val split, prints per-class IoU side by side with training images/s, and writes the

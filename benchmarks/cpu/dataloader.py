@@ -1,6 +1,6 @@
 """Images/s of the whole training input pipeline: read, augment, collate, as the trainer runs it.
 
-    python -m benchmarks.dataloader [--root ../shared/data/camvid] [--batches 20]
+    python -m benchmarks.cpu.dataloader [--root ../shared/data/camvid] [--batches 20]
 
 Loads CamVid's train split through ``SegmentationDataset`` + ``TrainTransform`` with the
 trainer's seeded batch sampler and a torch DataLoader, skips the warm-up batches (worker
@@ -23,7 +23,7 @@ from pspnet.data.presets import get_preset
 from pspnet.data.sampling import TrainBatches
 from pspnet.data.transforms import AugmentConfig, TrainTransform
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TITLE = "Data loading"
 
 

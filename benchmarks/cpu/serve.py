@@ -1,7 +1,7 @@
 """`pspnet serve` against a direct Segmenter call: overhead, throughput, overload, memory.
 
-python -m benchmarks.serve                           # PSPNet-ResNet18 width 32, 256x256 images
-python -m benchmarks.serve --size 512 --requests 40
+python -m benchmarks.cpu.serve                       # PSPNet-ResNet18 width 32, 256x256 images
+python -m benchmarks.cpu.serve --size 512 --requests 40
 
 Everything runs on this machine: the service is a real `pspnet serve` process on 127.0.0.1,
 the clients are threads of this process. The direct reference is measured in the same run,
@@ -23,16 +23,18 @@ import sys
 import tempfile
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.harness import in_turn
 from benchmarks.report import command_line, cpu_model, write_section
 from pspnet.checkpoints import save_model
+from pspnet.inference import Segmenter
 from pspnet.models import PSPNet
-from pspnet.segmenter import Segmenter
 
 CLASSES = 19
 
@@ -52,6 +54,12 @@ def post(port: int, body: bytes) -> tuple[int, float]:
     response.read()
     connection.close()
     return response.status, time.perf_counter() - start
+
+
+def post_ok(port: int, body: bytes) -> None:
+    """One segment request that must succeed."""
+    status, _ = post(port, body)
+    assert status == 200, status
 
 
 class Service:
@@ -119,18 +127,8 @@ def clients(port: int, body: bytes, count: int, per_client: int) -> dict:
 def batching_probe(model: torch.nn.Module, size: int, runs: int) -> tuple[float, float]:
     """Milliseconds per image: 4 forward passes of 1 image, and 1 pass of 4 images."""
     one, four = torch.randn(1, 3, size, size), torch.randn(4, 3, size, size)
-    singles, batches = [], []
-    with torch.inference_mode():
-        model(one), model(four)
-        for _ in range(runs):
-            start = time.perf_counter()
-            for _ in range(4):
-                model(one)
-            singles.append((time.perf_counter() - start) / 4)
-            start = time.perf_counter()
-            model(four)
-            batches.append((time.perf_counter() - start) / 4)
-    return 1000 * statistics.median(singles), 1000 * statistics.median(batches)
+    singles, batches = in_turn(lambda: [model(one) for _ in range(4)], partial(model, four), runs)
+    return 1000 * statistics.median(singles) / 4, 1000 * statistics.median(batches) / 4
 
 
 def main() -> None:
@@ -157,15 +155,8 @@ def main() -> None:
     direct_model = Segmenter.from_checkpoint(checkpoint)
     service = Service(checkpoint, max_queue=32)
     try:
-        direct, served = [], []
-        direct_model(image), post(service.port, body)  # warm both
-        for _ in range(args.requests):  # interleaved: drift lands on both
-            start = time.perf_counter()
-            direct_model(image)
-            direct.append(time.perf_counter() - start)
-            status, seconds = post(service.port, body)
-            assert status == 200, status
-            served.append(seconds)
+        served_call = partial(post_ok, service.port, body)
+        direct, served = in_turn(partial(direct_model, image), served_call, args.requests)
         loads = {n: clients(service.port, body, n, max(2, 32 // n)) for n in (1, 4, 16)}
         peak = service.peak_rss_mib()
     finally:

@@ -1,10 +1,10 @@
 """Would Winograd F(2x2, 3x3) beat this CPU's direct 3x3 convolution? A probe, not a path.
 
-    python -m benchmarks.winograd
-    python -m benchmarks.winograd --shapes 256x90 --no-write
+    python -m benchmarks.probes.winograd
+    python -m benchmarks.probes.winograd --shapes 256x90 --no-write
 
 The exact fp32 path already runs at the rate of the best single convolution this CPU shows
-(benchmarks/inference.py), so only fewer multiplies could make it faster. Winograd F(2x2, 3x3)
+(benchmarks/cpu/inference.py), so only fewer multiplies could make it faster. Winograd F(2x2, 3x3)
 needs 16 multiplies per 2x2 output tile instead of 36 (2.25x fewer), paid for with input and
 output transforms. This times a prototype written in PyTorch ops (tile extraction by
 ``unfold``, +/- transforms, one batched matrix product per tile position) against
@@ -22,7 +22,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from benchmarks.latency import measure
+from benchmarks.harness import measure
 from benchmarks.report import command_line, cpu_model, write_section
 
 # Winograd F(2, 3) matrices (Lavin & Gray, 2016): Y = A^T [(G g G^T) * (B^T d B)] A.
@@ -103,7 +103,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     body = (
         f"CPU: {cpu_model()}; torch {torch.__version__}; batch 1, fp32, median of {args.runs} "
-        "runs after one warm-up. A prototype in PyTorch ops (benchmarks/winograd.py), not a "
+        "runs after one warm-up. A prototype in PyTorch ops (benchmarks/probes/winograd.py), not a "
         "path of `optimize`: its transforms are separate memory-bound passes, and its 16 "
         "matrix products run well below the direct convolution's GFLOP/s.\n\n"
         + "\n".join(rows)

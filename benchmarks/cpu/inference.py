@@ -1,19 +1,18 @@
 """Every inference path side by side against eager fp32, on this CPU, in one run.
 
-    python -m benchmarks.inference                          # R50/150 @ 473 and R101/19 @ 713
-    python -m benchmarks.inference --configs r50 --runs 5 --no-write
+    python -m benchmarks.cpu.inference                      # R50/150 @ 473 and R101/19 @ 713
+    python -m benchmarks.cpu.inference --configs r50 --runs 5 --no-write
 
 Each path runs in a fresh process (clean peak RSS), on the same random-weight network and
 image; the reference is eager fp32, what the official code runs. In each process the path's
 timed runs alternate with runs of the reference, and the speed-up is the ratio of the two
-medians: the speed of a shared VM drifts (eager fp32 R50 took 3.40 s in one run of this
-benchmark, 3.91 s in another), which would otherwise land on whichever path ran at a slow
-moment. Reported: median latency of ``--runs`` runs after warm-up (and the warm-up/compile
-time), the reference's median in the same process, speed-up, GFLOP, max relative error and
-argmax agreement with the reference, achieved GFLOP/s, peak RSS (taken before the reference
-first runs in that process), and the floor: FLOPs divided by the best fp32 throughput this
-CPU showed in the same run on a matrix product and on the network's own convolution shapes
-(the probes).
+medians: the speed of a shared VM drifts between runs, which would otherwise land on whichever
+path ran at a slow moment. Reported: median latency of ``--runs`` runs after warm-up (and the
+warm-up/compile time), the reference's median in the same process, speed-up, GFLOP, max
+relative error and argmax agreement with the reference, achieved GFLOP/s, peak RSS (taken
+before the reference first runs in that process), and the floor: FLOPs divided by the best
+fp32 throughput this CPU showed in the same run on a matrix product and on the network's own
+convolution shapes (the probes).
 """
 
 from __future__ import annotations
@@ -33,12 +32,13 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.latency import measure
+from benchmarks.harness import in_turn, measure, trained_like
 from benchmarks.report import command_line, cpu_model, write_section
 from pspnet.engine.summary import summarize
+from pspnet.inference.optimized.optimize import exact_rewrite, native_bf16, optimize
 from pspnet.models import PSPNet
-from pspnet.optimized.optimize import exact_rewrite, native_bf16, optimize
 
+MODULE = "benchmarks.cpu.inference"  # each path runs in a child process of this module
 CONFIGS = {"r50": ("resnet50", 150, 473), "r101": ("resnet101", 19, 713)}
 PATHS = {  # title: the arguments of ``optimize`` (None: the plain eager model)
     "eager fp32 (reference)": None,
@@ -58,20 +58,10 @@ PATHS = {  # title: the arguments of ``optimize`` (None: the plain eager model)
 }
 
 
-def trained_like(model: PSPNet) -> PSPNet:
-    """``model`` (changed) with trained-like BatchNorm statistics, so folding has work to do."""
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, torch.nn.BatchNorm2d):
-                bn.running_mean.normal_(0, 0.1)
-                bn.running_var.uniform_(0.5, 1.5)
-    return model
-
-
 def build(name: str) -> tuple[PSPNet, torch.Tensor]:
     backbone, classes, size = CONFIGS[name]
     torch.manual_seed(0)
-    model = trained_like(PSPNet(classes, backbone=backbone).eval())
+    model = trained_like(PSPNet(classes, backbone=backbone))
     images = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
     return model, images
 
@@ -93,7 +83,9 @@ def run_path(config: str, path: str, runs: int, reference: Path, out: Path) -> N
     if PATHS[path] is None:
         times = reference_times = measure(partial(runner, images), runs, warmup=0)
     else:
-        times, reference_times = in_turn(partial(runner, images), partial(model, images), runs)
+        reference_call = partial(model, images)
+        measure(reference_call, runs=0, warmup=1)  # the path is warm from its first call
+        times, reference_times = in_turn(partial(runner, images), reference_call, runs, warmup=0)
     expected = torch.load(reference)
     row = {
         "median": statistics.median(times),
@@ -104,18 +96,6 @@ def run_path(config: str, path: str, runs: int, reference: Path, out: Path) -> N
         "rss_mib": rss_mib,
     }
     out.write_text(json.dumps(row))
-
-
-def in_turn(
-    path: Callable[[], object], reference: Callable[[], object], runs: int
-) -> tuple[list[float], list[float]]:
-    """Seconds of ``runs`` calls of ``path`` and of ``reference``, taken alternately."""
-    measure(reference, runs=0, warmup=1)
-    path_times, reference_times = [], []
-    for _ in range(runs):
-        path_times += measure(path, runs=1, warmup=0)
-        reference_times += measure(reference, runs=1, warmup=0)
-    return path_times, reference_times
 
 
 def timed_gflops(flop: float, call: Callable[[], object]) -> float:
@@ -169,7 +149,7 @@ def measure_network(
     for path in paths:
         out = folder / "row.json"
         out.unlink(missing_ok=True)
-        command = [sys.executable, "-m", "benchmarks.inference", "--child", config, path]
+        command = [sys.executable, "-m", MODULE, "--child", config, path]
         command += ["--runs", str(runs), "--reference", str(reference), "--out", str(out)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:

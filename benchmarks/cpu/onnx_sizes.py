@@ -1,9 +1,9 @@
 """One ONNX export with dynamic size, checked and timed in onnxruntime at several input sizes.
 
-python -m benchmarks.onnx_sizes                              # PSPNet-ResNet50, 150 classes
-python -m benchmarks.onnx_sizes --backbone resnet18 --base-width 8 --no-write   # smoke run
+python -m benchmarks.cpu.onnx_sizes                              # PSPNet-ResNet50, 150 classes
+python -m benchmarks.cpu.onnx_sizes --backbone resnet18 --base-width 8 --no-write   # smoke run
 
-Random weights with BatchNorm statistics randomised a little, so folding and the pyramid's
+Random weights with trained-like BatchNorm statistics, so folding and the pyramid's
 shape-built pooling see realistic values; accuracy is the max |ORT - eager| over the max
 |eager| logit, and the share of pixels whose argmax class agrees.
 """
@@ -19,9 +19,8 @@ from pathlib import Path
 
 import onnxruntime
 import torch
-from torch import nn
 
-from benchmarks.latency import measure
+from benchmarks.harness import measure, trained_like
 from benchmarks.report import command_line, cpu_model, write_section
 from pspnet.export import OnnxRuntimeModel, export_onnx
 from pspnet.export.onnx import DEFAULT_OPSET
@@ -29,16 +28,6 @@ from pspnet.models import PSPNet
 
 # 100x131 is divisible by neither 8 nor the bins; 512x1024 is Cityscapes' training crop.
 SIZES = ((473, 473), (377, 505), (713, 713), (512, 1024), (100, 131))
-
-
-def randomise_batchnorm(model: nn.Module, seed: int = 0) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for bn in model.modules():
-            if isinstance(bn, nn.BatchNorm2d):
-                n = bn.num_features
-                bn.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
-                bn.running_var.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
 
 
 def compare(model: PSPNet, runner: OnnxRuntimeModel, size: tuple[int, int], runs: int, warmup: int):
@@ -64,8 +53,9 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = PSPNet(args.num_classes, backbone=args.backbone, base_width=args.base_width).eval()
-    randomise_batchnorm(model)
+    model = trained_like(
+        PSPNet(args.num_classes, backbone=args.backbone, base_width=args.base_width)
+    )
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         path = export_onnx(model, Path(folder) / "pspnet.onnx")

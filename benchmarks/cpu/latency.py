@@ -1,35 +1,21 @@
 """Eval-mode latency and FLOPs of PSPNet on this CPU: the baseline for later speed work.
 
-python -m benchmarks.latency                       # PSPNet-ResNet50, 150 classes, 473x473
-python -m benchmarks.latency --backbone resnet101 --num-classes 19 --size 713
+python -m benchmarks.cpu.latency                       # PSPNet-ResNet50, 150 classes, 473x473
+python -m benchmarks.cpu.latency --backbone resnet101 --num-classes 19 --size 713
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from collections.abc import Callable
 from functools import partial
 
 import torch
 
+from benchmarks.harness import measure
 from benchmarks.report import command_line, cpu_model, write_section
 from pspnet.engine.summary import summarize
 from pspnet.models import PSPNet
-
-
-def measure(call: Callable[[], object], runs: int, warmup: int) -> list[float]:
-    """Seconds of each of ``runs`` calls after ``warmup`` untimed ones, in inference mode."""
-    with torch.inference_mode():
-        for _ in range(warmup):
-            call()
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - start)
-    return times
 
 
 def main() -> None:

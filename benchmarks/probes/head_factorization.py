@@ -1,35 +1,31 @@
 """Time PSPNet's pyramid pooling + head, plain and factorized, at ResNet-50 widths on this CPU.
 
 The plain head is ``head(ppm(features))`` of an eval model; the factorized one is
-``pspnet.optimized.factorized.FactorizedHead`` (the pyramid half of the 3x3 conv at bin size).
+``pspnet.inference.optimized.factorized.FactorizedHead`` (the pyramid half of the 3x3 conv at
+bin size).
 Features are 2048 channels at output stride 8 of a square input; the head has 512 mid
 channels and 150 classes. Prints a table; writes nothing.
 
-python -m benchmarks.head_factorization                  # inputs 473 and 713, 2 runs each
-python -m benchmarks.head_factorization --sizes 473 --runs 5
+python -m benchmarks.probes.head_factorization          # inputs 473 and 713, 2 runs each
+python -m benchmarks.probes.head_factorization --sizes 473 --runs 5
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import time
-from collections.abc import Callable
+from functools import partial
 
 import torch
 
+from benchmarks.harness import measure
+from pspnet.inference.optimized.factorized import FactorizedHead
 from pspnet.models import PSPNet
-from pspnet.optimized.factorized import FactorizedHead
 
 
-def fastest(run: Callable[[], torch.Tensor], runs: int) -> tuple[float, torch.Tensor]:
-    """Shortest of ``runs`` timed calls (the first also warms up) and the last output."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = run()
-        times.append(time.perf_counter() - start)
-    return min(times), out
+def plain_head(model: PSPNet, features: torch.Tensor) -> torch.Tensor:
+    """(1, 150, h, w) logits of the unfactorized pyramid and head."""
+    return model.head(model.ppm(features))
 
 
 def main() -> None:
@@ -49,8 +45,9 @@ def main() -> None:
         for size in args.sizes:
             side = math.ceil(size / 8)  # output stride 8: each stride-2 layer rounds up
             features = torch.randn(1, model.backbone.out_channels, side, side).relu()
-            plain_time, plain = fastest(lambda f=features: model.head(model.ppm(f)), args.runs)
-            fast_time, fast = fastest(lambda f=features: factorized(f), args.runs)
+            plain, fast = plain_head(model, features), factorized(features)  # and a warm-up
+            plain_time = min(measure(partial(plain_head, model, features), args.runs, warmup=0))
+            fast_time = min(measure(partial(factorized, features), args.runs, warmup=0))
             difference = float((fast - plain).norm() / plain.norm())
             rows.append(
                 f"| {size}x{size} | 2048x{side}x{side} | {plain_time:.3f} | {fast_time:.3f} | "

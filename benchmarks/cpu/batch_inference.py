@@ -1,7 +1,7 @@
 """Throughput of `pspnet predict` on many images: old serial loop, overlapped loop, 2 processes.
 
-python -m benchmarks.batch_inference            # 24 CamVid val images (480x360), 4 at 2048x1024
-python -m benchmarks.batch_inference --images 60 --large 4
+python -m benchmarks.cpu.batch_inference        # 24 CamVid val images (480x360), 4 at 2048x1024
+python -m benchmarks.cpu.batch_inference --images 60 --large 4
 
 Each configuration runs in its own process (peak RSS is that process's, or the largest rank's),
 one after another with nothing else running. The model is PSPNet-ResNet18 (width 64, 11
@@ -30,15 +30,15 @@ from PIL import Image
 
 from benchmarks.report import command_line, cpu_model, write_section
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CAMVID = ROOT.parent / "shared" / "data" / "camvid" / "val"
 
 
 def serial_loop(checkpoint: str, files: list[str], out: str, options: dict) -> None:
     """The loop `pspnet predict` ran before: read, segment, encode and write, one thread."""
     from pspnet.data.images import to_rgb
+    from pspnet.inference import Segmenter
     from pspnet.predict import label_png
-    from pspnet.segmenter import Segmenter
     from pspnet.visualize import colorize, overlay
 
     segmenter = Segmenter.from_checkpoint(checkpoint, "cpu", "fp32", "eager", **options)
@@ -65,7 +65,7 @@ def run_one(config: str, checkpoint: str, inputs: Path, out: Path, options: dict
         work = (
             f"serial_loop({checkpoint!r}, {[str(f) for f in files]!r}, {str(out)!r}, {options!r})"
         )
-        body = f"from benchmarks.batch_inference import serial_loop; {work}"
+        body = f"from benchmarks.cpu.batch_inference import serial_loop; {work}"
     else:
         if config == "torchrun":
             with socket.socket() as probe:

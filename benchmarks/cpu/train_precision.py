@@ -1,7 +1,7 @@
 """CPU training options side by side: fp32, channels_last, bf16 autocast; loss curves and speed.
 
-    python -m benchmarks.train_precision                    # 50 steps each on CamVid
-    python -m benchmarks.train_precision --steps 10 --no-write
+    python -m benchmarks.cpu.train_precision                # 50 steps each on CamVid
+    python -m benchmarks.cpu.train_precision --steps 10 --no-write
 
 Each variant trains the CPU CamVid config from the same seed for the same steps (same data
 order and crops); the table gives images/s and how far its loss curve strays from fp32's,
@@ -20,7 +20,7 @@ import numpy as np
 from benchmarks.report import command_line, cpu_model, write_section
 from pspnet.config import load_train_config
 from pspnet.engine.train import train
-from pspnet.optimized.optimize import native_bf16
+from pspnet.inference.optimized.optimize import native_bf16
 
 VARIANTS = {
     "fp32": [],

@@ -1,9 +1,9 @@
 """Accuracy of the fast paths on real data: CamVid val mIoU and argmax agreement vs fp32.
 
-    python -m benchmarks.camvid_precision                  # runs/camvid_pspnet/best.safetensors
-    python -m benchmarks.camvid_precision --calibration 64 --no-write
+    python -m benchmarks.cpu.camvid_precision              # runs/camvid_pspnet/best.safetensors
+    python -m benchmarks.cpu.camvid_precision --calibration 64 --no-write
 
-Evaluates the trained CamVid model (benchmarks/camvid_cpu.py) with the same inference
+Evaluates the trained CamVid model (benchmarks/cpu/camvid.py) with the same inference
 settings through eager fp32 (reference), the exact fast path, bf16 and int8 ONNX
 Runtime (static quantisation calibrated on training crops), and reports val mIoU, pixel
 agreement of the argmax with the reference, and the time of the whole val pass.
@@ -22,10 +22,10 @@ from benchmarks.report import command_line, cpu_model, write_section
 from pspnet.data.datasets import SegmentationDataset
 from pspnet.data.presets import get_preset
 from pspnet.data.transforms import AugmentConfig, TrainTransform
-from pspnet.engine.inference import predict_probs
 from pspnet.engine.metrics import ConfusionMatrix
-from pspnet.optimized.optimize import native_bf16, optimize
-from pspnet.segmenter import Segmenter
+from pspnet.inference import Segmenter
+from pspnet.inference.optimized.optimize import native_bf16, optimize
+from pspnet.inference.protocol import probabilities
 
 PATHS = {  # title: the arguments of ``optimize`` (None: the plain eager model)
     "eager fp32 (reference)": None,
@@ -94,7 +94,7 @@ def main() -> None:
             start = time.perf_counter()
             for index in range(len(val)):
                 image, label = val[index]
-                probs = predict_probs(runner, image, preset.num_classes, inference)
+                probs = probabilities(runner, image, inference)
                 pred = probs.argmax(0)
                 matrix.update(pred, label)
                 if choice is None:
