@@ -1,6 +1,6 @@
 """PSPNet, the Pyramid Scene Parsing Network (Zhao et al., CVPR 2017), for PyTorch."""
 
-from pspnet.checkpoints import build_model, load_model, save_model
+from pspnet.checkpoints import build_model, load_checkpoint, load_model, save_model
 from pspnet.errors import (
     CheckpointError,
     ConfigError,
@@ -9,8 +9,8 @@ from pspnet.errors import (
     PSPNetError,
     TrainingError,
 )
+from pspnet.inference import Segmentation, Segmenter
 from pspnet.models import ModelConfig, PSPNet
-from pspnet.segmenter import Segmenter
 
 __version__ = "0.1.0"
 
@@ -22,9 +22,11 @@ __all__ = [
     "OutputError",
     "PSPNet",
     "PSPNetError",
+    "Segmentation",
     "Segmenter",
     "TrainingError",
     "build_model",
+    "load_checkpoint",
     "load_model",
     "save_model",
 ]

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pspnet.checkpoints import load_model, save_model
+from pspnet.checkpoints import load_checkpoint, save_model
 from pspnet.config import DataConfig, InferenceConfig, OptimConfig, TrainConfig
 from pspnet.data.datasets import SegmentationDataset
 from pspnet.data.presets import get_preset
@@ -31,8 +31,8 @@ from pspnet.data.synthetic import (
 from pspnet.engine.evaluate import evaluate
 from pspnet.engine.metrics import SegmentationMetrics
 from pspnet.engine.train import train
+from pspnet.inference import Segmenter
 from pspnet.models.pspnet import ModelConfig
-from pspnet.segmenter import Segmenter
 from pspnet.visualize import colorize, make_grid
 
 VARIANTS = {"FCN (use_ppm=False)": "fcn", "PSPNet": "pspnet"}  # titles start with the short name
@@ -162,11 +162,11 @@ def run_demo(
             callback=None if callback is None else (lambda event, t=title: callback(t, event)),
         )
         seconds[title] = time.perf_counter() - tick
-        model = load_model(out_dir / name / "last.pt")  # saved for `pspnet serve` and `predict`
-        save_model(model, out_dir / f"{name}.safetensors", model.metadata)
+        trained = load_checkpoint(out_dir / name / "last.pt")  # for `pspnet serve`, `predict`
+        save_model(trained.model, out_dir / f"{name}.safetensors", trained.metadata)
         segmenters[title] = Segmenter.from_checkpoint(out_dir / f"{name}.safetensors")
         val_set = SegmentationDataset(data_root, "val", preset)
-        matrix = evaluate(segmenters[title].model, val_set, preset.num_classes, config.evaluation)
+        matrix = evaluate(segmenters[title].network, val_set, config.evaluation)
         metrics[title] = matrix.compute()
     grid = out_dir / "grid.png"
     _grid(segmenters, data_root, settings).save(grid)

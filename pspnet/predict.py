@@ -23,8 +23,9 @@ from PIL import Image
 from pspnet.data.images import to_rgb
 from pspnet.errors import DatasetError, InferenceError, PSPNetError
 from pspnet.files import atomic_write, make_folder
-from pspnet.segmenter import Segmenter
-from pspnet.visualize import class_shares, colorize, format_shares, overlay
+from pspnet.inference import Segmentation, Segmenter
+from pspnet.inference.result import UNKNOWN_NAME
+from pspnet.visualize import colorize, format_shares, overlay
 
 # Images decoded ahead of the network, and outputs waiting to be written: bounds memory.
 PREFETCH = 4
@@ -58,9 +59,11 @@ def label_png(label: np.ndarray, palette: Sequence[tuple[int, int, int]]) -> Ima
     return image
 
 
-def output_paths(out_dir: Path, path: Path, save_probs: bool) -> tuple[Path, ...]:
-    """NAME_label.png, NAME_color.png, NAME_overlay.png (and NAME_probs.npy) in ``out_dir``."""
-    names = [*SUFFIXES, "_probs.npy"] if save_probs else SUFFIXES
+def output_paths(
+    out_dir: Path, path: Path, save_probs: bool = False, confidence: bool = False
+) -> tuple[Path, ...]:
+    """NAME_label.png, NAME_color.png, NAME_overlay.png (NAME_confidence.png, NAME_probs.npy)."""
+    names = [*SUFFIXES] + ["_confidence.png"] * confidence + ["_probs.npy"] * save_probs
     return tuple(out_dir / f"{path.stem}{suffix}" for suffix in names)
 
 
@@ -70,6 +73,8 @@ def predict_files(
     out_dir: str | Path,
     save_probs: bool = False,
     redo: bool = False,
+    confidence: bool = False,
+    unknown_below: float | None = None,
 ) -> Iterator[PredictionResult]:
     """Segment each file and write its outputs (see :func:`output_paths`).
 
@@ -83,6 +88,8 @@ def predict_files(
         out_dir: output folder (created).
         save_probs: also write NAME_probs.npy, the (C, H, W) float16 probabilities.
         redo: segment every input again, even those with all their outputs.
+        confidence: also write NAME_confidence.png (255 = probability 1).
+        unknown_below: label pixels whose confidence is under this as unknown (255).
 
     Raises:
         InferenceError: the model failed on an image (e.g. out of memory), naming it.
@@ -90,7 +97,7 @@ def predict_files(
     out_dir = make_folder(out_dir)
     todo = []
     for path in files:
-        outputs = output_paths(out_dir, path, save_probs)
+        outputs = output_paths(out_dir, path, save_probs, confidence)
         if not redo and all(p.is_file() for p in outputs):
             yield PredictionResult(path, outputs, done_before=True)
         else:
@@ -105,8 +112,8 @@ def predict_files(
             if isinstance(image, str):
                 writes.append(_done(PredictionResult(path, error=image)))
             else:
-                probs = _segment(segmenter, image, path)  # (C, H, W)
-                writes.append(io.submit(write_outputs, segmenter, image, probs, path, outputs))
+                result = _segment(segmenter, image, path, save_probs, unknown_below)
+                writes.append(io.submit(write_outputs, image, result, path, outputs))
             while writes and (writes[0].done() or len(writes) > PREFETCH):
                 yield writes.popleft().result()
         while writes:
@@ -151,9 +158,11 @@ def _read(path: Path) -> np.ndarray | str:
         return str(err)
 
 
-def _segment(segmenter: Segmenter, image: np.ndarray, path: Path) -> np.ndarray:
+def _segment(
+    segmenter: Segmenter, image: np.ndarray, path: Path, probs: bool, unknown_below: float | None
+) -> Segmentation:
     try:
-        return segmenter.probs(image)
+        return segmenter.segment(image, probs=probs, unknown_below=unknown_below)
     except PSPNetError:
         raise
     except Exception as err:  # out of memory, a broken runtime: name the image it failed on
@@ -161,34 +170,36 @@ def _segment(segmenter: Segmenter, image: np.ndarray, path: Path) -> np.ndarray:
 
 
 def write_outputs(
-    segmenter: Segmenter,
-    image: np.ndarray,
-    probs: np.ndarray,
-    path: Path,
-    outputs: tuple[Path, ...],
+    image: np.ndarray, result: Segmentation, path: Path, outputs: tuple[Path, ...]
 ) -> PredictionResult:
     """Write one image's outputs (:func:`output_paths`), each atomically.
 
     Args:
-        segmenter: gives the class names and colours.
         image: the input, (H, W, 3) uint8 RGB.
-        probs: its class probabilities (C, H, W).
+        result: its segmentation.
         path: the input's path, named in the result.
         outputs: where to write, as :func:`output_paths` names them.
     """
-    label = probs.argmax(0)  # (H, W)
-    palette, names = segmenter.palette, segmenter.class_names
-    pictures = [
-        label_png(label, palette),
-        Image.fromarray(colorize(label, palette)),
-        overlay(image, label, palette, class_names=names),
-    ]
-    for picture, target in zip(pictures, outputs, strict=False):
-        atomic_write(target, lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
-    if len(outputs) > len(pictures):  # the probabilities, written last
-        atomic_write(outputs[-1], lambda tmp: _save_array(tmp, probs.astype(np.float16)))
-    shares = format_shares(class_shares(label, names))
-    return PredictionResult(path, outputs, shares)
+    for target in outputs:
+        suffix = target.name[len(path.stem) :]
+        if suffix == "_probs.npy":
+            probs = result.probs.astype(np.float16)
+            atomic_write(target, lambda tmp, probs=probs: _save_array(tmp, probs))
+        else:
+            picture = _picture(suffix, image, result)
+            atomic_write(target, lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
+    return PredictionResult(path, outputs, format_shares(list(result.shares().items())))
+
+
+def _picture(suffix: str, image: np.ndarray, result: Segmentation) -> Image.Image:
+    labels, palette = result.labels, result.palette
+    if suffix == "_label.png":
+        return label_png(labels, palette)
+    if suffix == "_color.png":
+        return Image.fromarray(colorize(labels, palette))
+    if suffix == "_overlay.png":
+        return overlay(image, labels, palette, class_names=result.class_names, unknown=UNKNOWN_NAME)
+    return Image.fromarray(result.confidence_png_values())  # _confidence.png
 
 
 def _done(result: PredictionResult) -> Future:

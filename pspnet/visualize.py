@@ -114,6 +114,7 @@ def overlay(
     class_names: Sequence[str] | None = None,
     legend: bool = True,
     ignore_index: int = IGNORE_INDEX,
+    unknown: str | None = None,
 ) -> Image.Image:
     """The image blended with its colour label map, with a legend of the classes present.
 
@@ -126,6 +127,9 @@ def overlay(
         legend: add a panel on the right listing the present classes, largest share first,
             with swatch, name and share of the labelled pixels.
         ignore_index: the unlabelled value.
+        unknown: the legend's name for ``ignore_index`` pixels (e.g. "unknown": pixels the
+            model was unsure of); shares are then of every pixel and the legend lists them
+            too, with the black of :func:`colorize`.
 
     Returns:
         An RGB image: (H, W) without the legend, wider (and taller if the legend needs it)
@@ -142,14 +146,18 @@ def overlay(
     picture = Image.fromarray(blended.round().astype(np.uint8))
     if not legend:
         return picture
-    present = _present(label, ignore_index)
+    present = _present(label, ignore_index, of_all=unknown is not None)
     palette = _palette_array(palette)
     names = class_names or [f"class {index}" for index in range(len(palette))]
+    rows = [(names[index], tuple(palette[index]), share) for index, share in present]
+    ignored = float(np.mean(np.asarray(label) == ignore_index))
+    if unknown is not None and ignored > 0:
+        rows.append((unknown, (0, 0, 0), ignored))
     font_size = int(np.clip(picture.height // 18, 12, 28))  # legible beside small and large images
     panel = _legend_panel(
-        [names[index] for index, _ in present],
-        [tuple(palette[index]) for index, _ in present],
-        [f"{100 * share:.1f}%" for _, share in present],
+        [name for name, _, _ in rows],
+        [colour for _, colour, _ in rows],
+        [f"{100 * share:.1f}%" for _, _, share in rows],
         font_size,
     )
     size = (picture.width + panel.width, max(picture.height, panel.height))
@@ -238,16 +246,18 @@ def _palette_array(palette: Palette) -> np.ndarray:
     return colours.astype(np.uint8)
 
 
-def _present(label: np.ndarray, ignore_index: int) -> list[tuple[int, float]]:
-    """(class index, share of labelled pixels) of each present class, largest first."""
+def _present(label: np.ndarray, ignore_index: int, of_all: bool = False) -> list[tuple[int, float]]:
+    """(class index, share of labelled pixels, or ``of_all`` pixels) of each present class,
+    largest first."""
     values = np.asarray(label).ravel()
+    total = values.size
     values = values[values != ignore_index]
     if values.size == 0:
         return []
     counts = np.bincount(values.astype(np.int64))
     present = np.flatnonzero(counts)
     order = present[np.argsort(-counts[present], kind="stable")]
-    return [(int(index), counts[index] / values.size) for index in order]
+    return [(int(index), counts[index] / (total if of_all else values.size)) for index in order]
 
 
 def _legend_panel(

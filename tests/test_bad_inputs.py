@@ -21,8 +21,8 @@ from pspnet.checkpoints import save_model
 from pspnet.cli import main
 from pspnet.config import InferenceConfig
 from pspnet.errors import CheckpointError, ConfigError, DatasetError
+from pspnet.inference import Segmenter
 from pspnet.models import PSPNet
-from pspnet.segmenter import Segmenter
 
 
 def png_header_only(path: Path, width: int, height: int) -> Path:

@@ -11,12 +11,13 @@ import torch
 from helpers import tiny_overrides
 from PIL import Image
 
-from pspnet.checkpoints import load_model
+from pspnet.checkpoints import load_checkpoint, load_model
 from pspnet.cli import main
 from pspnet.config import InferenceConfig
 from pspnet.data.datasets import SegmentationDataset
 from pspnet.data.presets import get_preset
 from pspnet.engine.evaluate import evaluate
+from pspnet.inference.protocol import Network
 
 
 @pytest.fixture
@@ -40,7 +41,9 @@ def test_convert_training_state_to_native(trained, tmp_path, capsys):
     assert main(["convert", str(trained / "last.pt"), str(tmp_path / "m.safetensors")]) == 0
     a, b = load_model(trained / "last.pt"), load_model(tmp_path / "m.safetensors")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert json.loads(b.metadata["class_names"])[3] == "Road"
+    assert (
+        json.loads(load_checkpoint(tmp_path / "m.safetensors").metadata["class_names"])[3] == "Road"
+    )
 
 
 def test_convert_refuses_garbage_with_a_clear_message(tmp_path, capsys):
@@ -61,9 +64,8 @@ def test_eval_writes_metrics_tables_and_pictures(trained, tiny_camvid, tmp_path,
     preset = get_preset("camvid")
     inference = InferenceConfig(mode="slide", crop_size=(24, 24), flip=True)
     expected = evaluate(
-        load_model(trained / "best.safetensors"),
+        Network.of(load_model(trained / "best.safetensors")),
         SegmentationDataset(tiny_camvid, "val", preset),
-        11,
         inference,
     ).compute()
     rows = list(csv.reader((out / "confusion.csv").open()))
@@ -174,7 +176,7 @@ def test_fast_path_argument_clash_is_a_clear_error(trained, tiny_camvid, tmp_pat
 
 
 def test_forced_bf16_warns_in_one_line(trained, tiny_camvid, tmp_path, capsys, monkeypatch):
-    optimize_module = importlib.import_module("pspnet.optimized.optimize")
+    optimize_module = importlib.import_module("pspnet.inference.optimized.optimize")
     monkeypatch.setattr(optimize_module, "native_bf16", lambda: False)
     args = ["predict", str(tiny_camvid / "val" / "val_000.png"), "--checkpoint",
             str(trained / "best.safetensors"), "--out", str(tmp_path), "--precision", "bf16",

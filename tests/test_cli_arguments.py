@@ -9,8 +9,8 @@ from pspnet.cli import build_parser
 from pspnet.cli.arguments import field_docs, inference_options
 from pspnet.config import InferenceConfig, Mode
 from pspnet.engine.metrics import AbsentPolicy
+from pspnet.inference.optimized.optimize import Backend, Precision
 from pspnet.models.resnet import BackboneName, OutputStride, Stem
-from pspnet.optimized.optimize import Backend, Precision
 
 
 def subparser(name: str):

@@ -6,13 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from pspnet.checkpoints import load_model
+from pspnet.checkpoints import load_checkpoint, load_model
 from pspnet.config import InferenceConfig
 from pspnet.data.datasets import SegmentationDataset
 from pspnet.data.presets import IGNORE_INDEX, get_preset
 from pspnet.data.synthetic import CONTEXT_CLASSES, SYNTHETIC_CLASSES
 from pspnet.demo import VARIANTS, DemoSettings, run_demo
 from pspnet.engine.evaluate import evaluate
+from pspnet.inference.protocol import Network
 
 SETTINGS = DemoSettings(
     image_size=32,
@@ -58,7 +59,7 @@ def test_demo_scores_are_the_saved_networks_on_every_val_pixel(demo):
         assert model.config.use_ppm == (name == "pspnet"), title  # the one difference
         metrics = result.metrics[title]
         inference = InferenceConfig(mode="whole", flip=False)
-        again = evaluate(model, val_set, len(SYNTHETIC_CLASSES), inference).compute()
+        again = evaluate(Network.of(model), val_set, inference).compute()
         assert np.array_equal(metrics.matrix, again.matrix), title
         assert metrics.matrix.sum() == labelled
         assert math.isfinite(metrics.miou) and math.isfinite(metrics.pixel_acc)
@@ -70,9 +71,9 @@ def test_demo_scores_are_the_saved_networks_on_every_val_pixel(demo):
 def test_demo_saves_both_networks_for_serve_and_predict(demo):
     out, _ = demo
     for name in VARIANTS.values():
-        saved = load_model(out / f"{name}.safetensors")
+        saved = load_checkpoint(out / f"{name}.safetensors")
         trained = load_model(out / name / "last.pt")
         assert saved.config == trained.config
         for key, value in trained.state_dict().items():
-            assert torch.equal(saved.state_dict()[key], value), key
+            assert torch.equal(saved.model.state_dict()[key], value), key
         assert json.loads(saved.metadata["class_names"]) == list(SYNTHETIC_CLASSES)

@@ -14,9 +14,9 @@ from PIL import Image
 
 from pspnet.checkpoints import save_model
 from pspnet.cli import main
+from pspnet.inference import Segmenter
 from pspnet.models import PSPNet
 from pspnet.predict import SUFFIXES, predict_files
-from pspnet.segmenter import Segmenter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,10 +144,10 @@ def test_a_failing_image_stops_the_run_naming_it_and_the_rank(tmp_path, checkpoi
     inputs = sorted(images(tmp_path / "in", 2).iterdir())
     segmenter = Segmenter.from_checkpoint(checkpoint, mode="whole")
 
-    def out_of_memory(image):
+    def out_of_memory(image, **options):
         raise RuntimeError("DefaultCPUAllocator: not enough memory")
 
-    monkeypatch.setattr(segmenter, "probs", out_of_memory)
+    monkeypatch.setattr(segmenter, "segment", out_of_memory)
     with pytest.raises(InferenceError, match="img_000.png: inference failed .*not enough memory"):
         list(predict_files(segmenter, inputs, tmp_path / "out"))
     assert _rank() == ""

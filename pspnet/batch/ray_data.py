@@ -18,14 +18,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pspnet.files import make_folder
+from pspnet.inference import Segmenter
 from pspnet.predict import output_paths, write_outputs
-from pspnet.segmenter import Segmenter
 
 
 class SegmentImages:
@@ -36,12 +37,15 @@ class SegmentImages:
         out_dir: where the label, colour and overlay PNGs go (as ``pspnet predict`` names
             them, by the input's file stem); None writes nothing.
         device: "cpu" or "cuda" (give the actors ``num_gpus`` for the latter).
+        unknown_below: label pixels whose confidence is under this as unknown (255).
         **inference: InferenceConfig fields, as for ``Segmenter.from_checkpoint``.
 
     Call:
         ``batch["image"]``: (N, H, W, 3) uint8 RGB, or N arrays of different sizes;
         ``batch["path"]``: N paths (``read_images(..., include_paths=True)``). Returns
-        ``{"path", "label_png", "classes"}``: the written label PNG and the classes present.
+        ``{"path", "label_png", "classes", "shares", "confidence"}``: the written label PNG,
+        the classes present, the shares of every pixel (JSON, "unknown" included) and each
+        present class's mean confidence (JSON).
     """
 
     def __init__(
@@ -49,31 +53,35 @@ class SegmentImages:
         checkpoint: str,
         out_dir: str | None = None,
         device: str = "cpu",
+        unknown_below: float | None = None,
         **inference: Any,
     ):
         self.segmenter = Segmenter.from_checkpoint(checkpoint, device, **inference)
         self.out_dir = None if out_dir is None else make_folder(out_dir)
+        self.unknown_below = unknown_below
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, np.ndarray]:
-        paths, labels, classes = [], [], []
+        rows: dict[str, list[str]] = {key: [] for key in COLUMNS}
         for image, path in zip(batch["image"], batch["path"], strict=True):
             image = np.ascontiguousarray(image, dtype=np.uint8)  # (H, W, 3)
-            probs = self.segmenter.probs(image)  # (C, H, W)
+            result = self.segmenter.segment(image, unknown_below=self.unknown_below)
             name = Path(str(path))
             written = ""
             if self.out_dir is not None:
-                outputs = output_paths(self.out_dir, name, save_probs=False)
-                write_outputs(self.segmenter, image, probs, name, outputs)
+                outputs = output_paths(self.out_dir, name)
+                write_outputs(image, result, name, outputs)
                 written = str(outputs[0])
-            present = np.unique(probs.argmax(0))
-            paths.append(str(path))
-            labels.append(written)
-            classes.append(",".join(self.segmenter.class_names[c] for c in present))
-        return {
-            "path": np.array(paths),
-            "label_png": np.array(labels),
-            "classes": np.array(classes),
-        }
+            names = result.class_names
+            rows["path"].append(str(path))
+            rows["label_png"].append(written)
+            rows["classes"].append(",".join(names[c] for c in result.present()))
+            rows["shares"].append(json.dumps(result.shares()))
+            confidence = {names[c]: v for c, v in result.mean_confidence().items()}
+            rows["confidence"].append(json.dumps(confidence))
+        return {key: np.array(values) for key, values in rows.items()}
+
+
+COLUMNS = ("path", "label_png", "classes", "shares", "confidence")
 
 
 def segment_with_ray(
@@ -87,7 +95,7 @@ def segment_with_ray(
     """Read images with Ray Data, segment them in an actor pool, write PNGs; one row each.
 
     The end-to-end example in one call (``ray.init`` first for a cluster, or Ray starts a
-    local one). Returns the rows ``{"path", "label_png", "classes"}``.
+    local one). Returns the rows of :class:`SegmentImages`.
     """
     import ray
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from pspnet.checkpoints import mmseg, semseg, torchvision
+from pspnet.checkpoints.loaded import LoadedCheckpoint, loaded
 from pspnet.checkpoints.native import is_native, load_state_strict, read_native, save_model
 from pspnet.errors import CheckpointError
 from pspnet.models.pspnet import ModelConfig, PSPNet
@@ -19,7 +20,15 @@ from pspnet.models.resnet import ResNet
 from pspnet.weights import PublishedWeights, imagenet_backbone, resolve
 from pspnet.weights.download import Progress
 
-__all__ = ["build_model", "load_backbone_weights", "load_model", "read_checkpoint", "save_model"]
+__all__ = [
+    "LoadedCheckpoint",
+    "build_model",
+    "load_backbone_weights",
+    "load_checkpoint",
+    "load_model",
+    "read_checkpoint",
+    "save_model",
+]
 
 # Foreign full-model layouts, tried in order; each module offers matches() and convert().
 FORMATS = (semseg, mmseg)
@@ -176,10 +185,11 @@ def build_model(
     return model
 
 
-def load_model(
+def load_checkpoint(
     spec: str | Path, device: str | torch.device = "cpu", progress: Progress | None = None
-) -> PSPNet:
-    """Build the network a checkpoint describes and load its weights strictly, in eval mode.
+) -> LoadedCheckpoint:
+    """Build the network a checkpoint describes, load its weights strictly, in eval mode, with
+    its metadata, class names and colours.
 
     Args:
         spec: native ``.safetensors``, a pspnet training state, a semseg/mmseg checkpoint, a
@@ -190,8 +200,15 @@ def load_model(
     config, state, metadata = read_checkpoint(spec, progress)
     model = PSPNet.from_config(config)
     load_state_strict(model, state, str(spec))
-    model.metadata = dict(metadata)
-    return model.to(device).eval()
+    device = torch.device(device)
+    return loaded(model.to(device).eval(), metadata, device, spec)
+
+
+def load_model(
+    spec: str | Path, device: str | torch.device = "cpu", progress: Progress | None = None
+) -> PSPNet:
+    """The network of :func:`load_checkpoint` alone (same arguments)."""
+    return load_checkpoint(spec, device, progress).model
 
 
 def load_backbone_weights(backbone: ResNet, path: str | Path) -> None:

@@ -1,7 +1,7 @@
 """The ``pspnet`` command: each subcommand parses its arguments and calls one library function.
 
 ``build_parser`` lays out the subcommands, :mod:`pspnet.cli.arguments` says what each option
-accepts, :mod:`pspnet.cli.commands` and :mod:`pspnet.cli.inference` run them,
+accepts, :mod:`pspnet.cli.commands` and :mod:`pspnet.cli.trained` run them,
 :mod:`pspnet.cli.output` shows their progress; ``main`` turns every error into one line.
 """
 
@@ -23,6 +23,7 @@ from pspnet.cli.arguments import (
     port_number,
     positive_float,
     positive_int,
+    probability,
     shard_spec,
 )
 from pspnet.cli.commands import (
@@ -35,7 +36,7 @@ from pspnet.cli.commands import (
     cmd_reproduce,
     cmd_train,
 )
-from pspnet.cli.inference import cmd_eval, cmd_export, cmd_predict, cmd_serve
+from pspnet.cli.trained import cmd_eval, cmd_export, cmd_predict, cmd_serve
 from pspnet.data.importers import ImportFormat
 from pspnet.engine.metrics import AbsentPolicy
 from pspnet.errors import PSPNetError
@@ -143,6 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=non_negative_int, default=0, help="evaluate the first N images only"
     )
     evaluate.add_argument("--out", type=Path, help="write metrics.json/.md, confusion.csv/.png")
+    evaluate.add_argument(
+        "--unknown-below", type=probability, metavar="P",
+        help="leave pixels whose confidence is under P undecided: scores are over the decided "
+        "pixels, with their coverage (share of labelled pixels decided)",
+    )  # fmt: skip
     add_inference_options(evaluate)
     evaluate.set_defaults(run=cmd_eval)
 
@@ -158,6 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--out", type=Path, required=True)
     predict.add_argument("--save-probs", action="store_true", help="also NAME_probs.npy (C,H,W)")
+    predict.add_argument(
+        "--confidence", action="store_true",
+        help="also NAME_confidence.png: each pixel's largest class probability (255 = 1.0)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--unknown-below", type=probability, metavar="P",
+        help="label pixels whose confidence is under P as unknown (255; black in the pictures)",
+    )  # fmt: skip
     predict.add_argument(
         "--redo", action="store_true", help="segment inputs again whose outputs are all there"
     )
@@ -212,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--root", type=Path, help="dataset root")
     ablation.add_argument(
         "--budget", default="cpu", choices=["cpu", "gpu", "tiny"],
-        help="run size: cpu (~2 h for 2 seeds on 2 cores), gpu (one GPU, minutes), tiny (tests)",
+        help="run size: cpu (a small ResNet-18, hours on 2 cores), gpu (one GPU, minutes), "
+        "tiny (tests); docs/ablation_camvid_cpu.md has the times measured",
     )  # fmt: skip
     ablation.add_argument(
         "--shard", type=shard_spec, metavar="I/K",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pspnet.config import InferenceConfig
 from pspnet.errors import ConfigError
-from pspnet.optimized.optimize import AMORTIZED_AFTER, Backend, Precision
+from pspnet.inference.optimized.optimize import AMORTIZED_AFTER, Backend, Precision
 
 
 def _number(kind: Callable[[str], float], test: Callable[[float], bool], accepted: str):
@@ -42,13 +42,14 @@ positive_int = _number(int, lambda v: v >= 1, "an integer >= 1")
 non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0, "a number > 0")
 unit_fraction = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+probability = _number(float, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
 fraction_below_one = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 port_number = _number(int, lambda v: 0 <= v <= 65535, "a port number in 0..65535")
 
 
 def device_name(text: str) -> str:
     """An argparse type: a device this machine has (cpu, cuda, cuda:N)."""
-    from pspnet.engine.devices import resolve_device
+    from pspnet.devices import resolve_device
 
     try:
         resolve_device(text)
@@ -148,8 +149,8 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
         choices=choices(Backend),
         default="auto",
         help="auto (default): eager, except torch.compile where it was measured faster on this "
-        "kind of device and the work repays its warm-up (30-100 s for R50 at 473 on 2 CPU "
-        f"threads): serve, and predict over {AMORTIZED_AFTER}+ images; compile: torch.compile; "
+        "kind of device and the work repays its warm-up (docs/benchmarks.md): serve, and "
+        f"predict over {AMORTIZED_AFTER}+ images; compile: torch.compile; "
         "cudagraphs: compile with CUDA graphs (CUDA; shapes that repeat, as sliding windows); "
         "onnx: ONNX Runtime (CPU)",
     )

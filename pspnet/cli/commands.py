@@ -47,13 +47,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from pspnet.checkpoints import load_model, save_model
+    from pspnet.checkpoints import load_checkpoint, save_model
 
     download = download_bar()
-    model = load_model(args.src, progress=download.update_to)
+    checkpoint = load_checkpoint(args.src, progress=download.update_to)
     download.close()
-    save_model(model, args.dst, {k: str(v) for k, v in getattr(model, "metadata", {}).items()})
-    config = model.config
+    save_model(checkpoint.model, args.dst, checkpoint.metadata)
+    config = checkpoint.config
     say(
         f"wrote {args.dst}: {config.backbone}, {config.num_classes} classes, "
         f"stem {config.stem}, align_corners {config.align_corners}"

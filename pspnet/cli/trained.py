@@ -21,10 +21,10 @@ def _segmenter(args: argparse.Namespace, device: str | None = None, amortized: b
     """The checkpoint as a Segmenter with the command line's inference and fast-path options.
 
     ``device`` overrides ``--device`` (a torchrun rank's own CUDA device); ``amortized``: the
-    work repays a compile warm-up (see :data:`pspnet.optimized.optimize.AMORTIZED_AFTER`).
+    work repays a compile warm-up (see :data:`pspnet.inference.optimized.optimize.AMORTIZED_AFTER`).
     """
     from pspnet.data.images import expand_inputs
-    from pspnet.segmenter import Segmenter
+    from pspnet.inference import Segmenter
 
     calibration = None
     if args.precision == "int8":
@@ -73,7 +73,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise ConfigError("give --checkpoint and --root, or --pred-dir and --gt-dir")
         process = setup_process(args.device)  # under torchrun: ranks score disjoint shards
         segmenter = _segmenter(args, str(process.device))
-        metadata = getattr(segmenter.model, "metadata", {})
+        metadata = segmenter.checkpoint.metadata
         dataset = args.dataset or _preset_name(metadata.get("dataset")) or "camvid"
         preset = dataset_preset(args, dataset, args.root)
         matrix, source = _evaluate_checkpoint(args, segmenter, preset, process, progress)
@@ -111,14 +111,14 @@ def _evaluate_checkpoint(args, segmenter, preset, process, progress):
         )
     dataset = SegmentationDataset(args.root, args.split, preset)
     matrix = evaluate(
-        segmenter.model,
+        segmenter.network,
         dataset,
-        preset.num_classes,
         segmenter.inference,
         limit=args.limit,
         progress=progress,
         rank=process.rank,
         world_size=process.world_size,
+        unknown_below=args.unknown_below,
     )
     inference = segmenter.inference
     scales = ",".join(f"{s:g}" for s in inference.scales)
@@ -145,7 +145,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from pspnet.data.images import expand_inputs
     from pspnet.engine.distributed import setup_process, shard, sum_over_ranks
-    from pspnet.optimized.optimize import AMORTIZED_AFTER
+    from pspnet.inference.optimized.optimize import AMORTIZED_AFTER
     from pspnet.predict import predict_files
 
     process = setup_process(args.device)  # under torchrun: this rank's shard of the inputs
@@ -155,7 +155,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     written = done_before = failures = 0
     talk = process.world_size == 1
     with tqdm(total=len(mine), unit="image", desc="predicting", disable=not process.is_main) as bar:
-        results = predict_files(segmenter, mine, args.out, args.save_probs, redo=args.redo)
+        results = predict_files(segmenter, mine, args.out, args.save_probs, args.redo,
+                                args.confidence, args.unknown_below)  # fmt: skip
         for result in results:
             bar.update(1)
             if result.error is not None:
@@ -181,15 +182,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pspnet.checkpoints import load_model
+    from pspnet.checkpoints import load_checkpoint
     from pspnet.export.onnx import export_onnx
-    from pspnet.optimized.optimize import exact_rewrite
+    from pspnet.inference.optimized.optimize import exact_rewrite
 
     download = download_bar()
-    model = load_model(args.checkpoint, progress=download.update_to)
+    checkpoint = load_checkpoint(args.checkpoint, progress=download.update_to)
     download.close()
+    model = checkpoint.model
     exported = exact_rewrite(model, exportable=True) if args.optimize else model
-    export_onnx(exported, args.out, example_size=(args.size, args.size))
+    export_onnx(exported, args.out, example_size=(args.size, args.size),
+                metadata=checkpoint.metadata)  # fmt: skip
     say(
         f"wrote {args.out}: input images (N, 3, H, W) of any size, output logits "
         f"(N, {model.config.num_classes}, H, W)"

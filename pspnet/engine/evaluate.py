@@ -10,49 +10,46 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 from torch.utils.data import Dataset
 
 from pspnet.config import InferenceConfig
 from pspnet.data.labels import read_label
 from pspnet.data.presets import IGNORE_INDEX, DatasetPreset
-from pspnet.engine.inference import predict_probs
 from pspnet.engine.metrics import ConfusionMatrix
 from pspnet.errors import DatasetError
+from pspnet.inference.protocol import UNKNOWN, Network, segment_tensor
 
 PREFETCH = 2  # samples decoded ahead of the network
 
 
 def evaluate(
-    model: nn.Module,
+    network: Network,
     dataset: Dataset,
-    num_classes: int,
     inference: InferenceConfig,
     ignore_index: int = IGNORE_INDEX,
     limit: int = 0,
     progress: Callable[[int, int], None] | None = None,
     rank: int = 0,
     world_size: int = 1,
+    unknown_below: float | None = None,
 ) -> ConfusionMatrix:
-    """Run ``model`` over ``dataset`` and return the confusion matrix (summed over ranks).
+    """Run ``network`` over ``dataset`` and return the confusion matrix (summed over ranks).
 
     Args:
-        model: eval-mode network returning logits at its input size.
+        network: the model (``Network.of(model)`` for a PSPNet in eval mode).
         dataset: yields (normalised image (3, H, W), label (H, W)); labels at full size.
-        num_classes: classes scored.
         inference: whole/slide, scales and flip.
         ignore_index: label value excluded from the scores.
         limit: score only the first ``limit`` images (0: all).
         progress: called with (images done, total) on this rank.
         rank: this process's rank; ranks score interleaved shards.
         world_size: number of processes.
+        unknown_below: leave pixels under this confidence undecided: they are scored on
+            nothing and counted in ``matrix.undecided`` (coverage = decided / labelled).
     """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     total = len(dataset) if limit <= 0 else min(limit, len(dataset))
     indices = range(rank, total, world_size)
-    matrix = ConfusionMatrix(num_classes, ignore_index, device=device)
+    matrix = ConfusionMatrix(network.num_classes, ignore_index, device=network.device)
     # The next samples are read and decoded on a thread while the network runs.
     with ThreadPoolExecutor(1, thread_name_prefix="pspnet-read") as reader:
         ahead = deque(reader.submit(dataset.__getitem__, i) for i in indices[:PREFETCH])
@@ -60,11 +57,10 @@ def evaluate(
             image, label = ahead.popleft().result()
             if done - 1 + PREFETCH < len(indices):
                 ahead.append(reader.submit(dataset.__getitem__, indices[done - 1 + PREFETCH]))
-            probs = predict_probs(model, image.to(device), num_classes, inference)  # (C, H, W)
-            matrix.update(probs.argmax(0), label.to(device))
+            raw = segment_tensor(network, image, inference, unknown_below=unknown_below)
+            matrix.update(raw.labels, label.to(network.device), undecided=UNKNOWN)
             if progress is not None:
                 progress(done, len(indices))
-    model.train(was_training)
     matrix.all_reduce()
     return matrix
 
@@ -117,7 +113,9 @@ def score_predictions(
                 f"ground truth {truth_path} is {truth.shape[1]}x{truth.shape[0]}"
             )
         matrix.update(
-            torch.from_numpy(pred.astype(np.int64)), torch.from_numpy(truth.astype(np.int64))
+            torch.from_numpy(pred.astype(np.int64)),
+            torch.from_numpy(truth.astype(np.int64)),
+            undecided=UNKNOWN,
         )
         if progress is not None:
             progress(done, len(truths))
@@ -125,7 +123,7 @@ def score_predictions(
 
 
 def read_prediction(path: Path, num_classes: int) -> np.ndarray:
-    """A prediction PNG as (H, W) class indices; palette PNGs keep their indices."""
+    """A prediction PNG as (H, W) class indices (255: unknown); palette PNGs keep their indices."""
     try:
         with Image.open(path) as image:
             if image.mode not in ("P", "L", "I", "I;16"):
@@ -136,6 +134,10 @@ def read_prediction(path: Path, num_classes: int) -> np.ndarray:
             pred = np.asarray(image)
     except OSError as err:
         raise DatasetError(f"{path}: prediction cannot be read ({err})") from err
-    if pred.size and pred.max() >= num_classes:
-        raise DatasetError(f"{path}: value {pred.max()} is not one of {num_classes} classes")
+    invalid = pred[(pred >= num_classes) & (pred != UNKNOWN)]
+    if invalid.size:
+        raise DatasetError(
+            f"{path}: value {invalid.max()} is not one of {num_classes} classes "
+            f"(nor {UNKNOWN}, unknown)"
+        )
     return pred

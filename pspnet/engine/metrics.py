@@ -47,19 +47,29 @@ class ConfusionMatrix:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        # Labelled pixels the prediction left undecided ("unknown"), scored on nothing.
+        self.undecided = torch.zeros((), dtype=torch.int64, device=device)
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+    def update(
+        self, pred: torch.Tensor, target: torch.Tensor, undecided: int | None = None
+    ) -> None:
         """Add one batch of predicted and ground-truth labels (integer tensors, equal shape).
 
         Args:
             pred: predicted class indices in 0 .. C-1, any shape.
             target: ground-truth labels of the same shape; ``ignore_index`` pixels are skipped.
+            undecided: the prediction's "unknown" value; such pixels are counted apart
+                (:attr:`undecided`) and left out of every score.
         """
         if pred.shape != target.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
         if pred.is_floating_point() or target.is_floating_point():
             raise ValueError("pred and target must hold integer labels; take argmax(0) first")
         valid = target != self.ignore_index
+        if undecided is not None:
+            skipped = valid & (pred == undecided)
+            self.undecided += skipped.sum().to(self.undecided.device)
+            valid &= ~skipped
         truth = target[valid].to(self.matrix.device, torch.int64)
         guess = pred[valid].to(self.matrix.device, torch.int64)
         self._check_range(truth, "target", "check the dataset's label mapping and ignore_index")
@@ -82,9 +92,11 @@ class ConfusionMatrix:
         """Sum the counts over every torch.distributed rank; nothing without a process group."""
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
+            dist.all_reduce(self.undecided, op=dist.ReduceOp.SUM)
 
     def reset(self) -> None:
         self.matrix.zero_()
+        self.undecided.zero_()
 
     def compute(self, absent: AbsentPolicy = "exclude") -> SegmentationMetrics:
         """Scores of the counts so far (see the module docstring for the definitions).
@@ -104,6 +116,7 @@ class ConfusionMatrix:
             iou = np.where(union > 0, tp / union, np.nan)
             acc = np.where(truth > 0, tp / truth, np.nan)
         total = truth.sum()
+        labelled = total + int(self.undecided)
         return SegmentationMetrics(
             miou=_mean(iou, absent),
             mean_acc=_mean(acc, absent),
@@ -112,6 +125,7 @@ class ConfusionMatrix:
             acc=tuple(float(v) for v in acc),
             absent=absent,
             matrix=matrix,
+            coverage=float(total / labelled) if labelled > 0 else math.nan,
         )
 
 
@@ -134,6 +148,8 @@ class SegmentationMetrics:
         acc: per-class accuracy; NaN for a class without ground-truth pixels.
         absent: how the means treated NaN classes, ``"exclude"`` or ``"zero"``.
         matrix: the (C, C) int64 counts, rows ground truth, columns prediction.
+        coverage: decided pixels / labelled pixels (1 unless predictions hold "unknown"); the
+            other scores are over the decided pixels.
     """
 
     miou: float
@@ -143,6 +159,7 @@ class SegmentationMetrics:
     acc: tuple[float, ...]
     absent: AbsentPolicy
     matrix: np.ndarray = field(repr=False, compare=False)
+    coverage: float = 1.0
 
     @property
     def num_classes(self) -> int:
@@ -157,6 +174,7 @@ class SegmentationMetrics:
             "iou": list(self.iou),
             "acc": list(self.acc),
             "absent": self.absent,
+            "coverage": self.coverage,
         }
 
     def to_markdown(self, class_names: Sequence[str] | None = None) -> str:
@@ -167,12 +185,18 @@ class SegmentationMetrics:
         """
         names = _names(class_names, self.num_classes)
         means = "absent classes excluded" if self.absent == "exclude" else "absent classes as 0"
+        scores = [_percent(self.miou), _percent(self.mean_acc), _percent(self.pixel_acc)]
+        header, rule = "| mIoU | mAcc | pixel acc |", "|---:|---:|---:|"
+        if self.coverage < 1:
+            header, rule = header + " coverage |", rule + "---:|"
+            scores.append(_percent(self.coverage))
         lines = [
-            "| mIoU | mAcc | pixel acc |",
-            "|---:|---:|---:|",
-            f"| {_percent(self.miou)} | {_percent(self.mean_acc)} | {_percent(self.pixel_acc)} |",
+            header,
+            rule,
+            "| " + " | ".join(scores) + " |",
             "",
-            f"Percent; means over {self.num_classes} classes, {means}; n/a: undefined.",
+            f"Percent; means over {self.num_classes} classes, {means}; n/a: undefined."
+            + (" Scores over the decided pixels." if self.coverage < 1 else ""),
             "",
             "| # | class | IoU | acc |",
             "|---:|:---|---:|---:|",

@@ -37,6 +37,7 @@ from pspnet.engine.optim import build_optimizer, poly_lr, set_learning_rate
 from pspnet.engine.state import TrainingState, restore_rng
 from pspnet.errors import ConfigError, DatasetError, TrainingError
 from pspnet.files import atomic_write, make_folder
+from pspnet.inference.protocol import Network
 
 Event = dict[str, Any]
 STATE_FILE = "last.pt"
@@ -353,10 +354,10 @@ def checkpoint(state: TrainingState, run: Run) -> None:
 def validate(state: TrainingState, val_set: Dataset, preset: DatasetPreset, run: Run) -> dict:
     """Score the model on the validation set; a new best is saved as ``best.safetensors``."""
     config = state.config
+    state.model.eval()  # the caller sets training mode again before the next step
     matrix = evaluate(
-        state.model,
+        Network.of(state.model, run.process.device),
         val_set,
-        preset.num_classes,
         config.evaluation,
         config.ignore_index,
         limit=config.val_limit,

@@ -35,7 +35,7 @@ from torch import nn
 
 from pspnet.errors import CheckpointError
 from pspnet.files import atomic_write
-from pspnet.models.pspnet import ModelConfig, PSPNet
+from pspnet.models.pspnet import ModelConfig, PSPNet, StrideLogits
 from pspnet.models.pyramid import Pooling, PyramidPooling
 
 INPUT_NAME = "images"
@@ -139,18 +139,23 @@ def export_onnx(
     path: str | Path,
     opset: int = DEFAULT_OPSET,
     example_size: tuple[int, int] = (473, 473),
+    metadata: dict[str, str] | None = None,
+    stride_logits: bool = False,
 ) -> Path:
     """Write ``model``'s eval forward as ONNX: ``images`` (N, 3, H, W) to ``logits`` (N, C, H, W).
 
     N, H and W are dynamic; the graph matches the eager model at every size. The model config
-    and the model's ``metadata`` (class names, dataset ...) go into the file's metadata_props.
-    The file is written to a temporary name and renamed, so ``path`` is never half-written.
+    and ``metadata`` (class names, dataset ...) go into the file's metadata_props. The file is
+    written to a temporary name and renamed, so ``path`` is never half-written.
 
     Args:
         model: the network (either mode; an eval-mode copy is exported, ``model`` is untouched).
         path: destination, conventionally ``*.onnx``.
         opset: ONNX opset; 17 is what onnxruntime >= 1.14 runs fully.
         example_size: (H, W) of the example traced; any size gives the same graph.
+        metadata: the checkpoint's metadata, kept in the file.
+        stride_logits: export the logits at the output stride (``model.stride_logits``), as the
+            inference routine runs them, instead of upsampled to the input size.
 
     Returns:
         ``path`` as a Path.
@@ -160,9 +165,11 @@ def export_onnx(
         raise ValueError(f"example_size must be two positive sizes, got {example_size}")
     path = Path(path)
     exportable = exportable_copy(model)
+    traced = StrideLogits(exportable) if stride_logits else exportable
     example = torch.zeros(1, 3, *example_size)  # (1, 3, H, W)
     dims = {0: "batch", 2: "height", 3: "width"}
-    properties = {k: v for k, v in getattr(model, "metadata", {}).items() if k not in _FILE_KEYS}
+    out_dims = {0: "batch", 2: "out_height", 3: "out_width"} if stride_logits else dims
+    properties = {k: v for k, v in (metadata or {}).items() if k not in _FILE_KEYS}
     properties[CONFIG_KEY] = model.config.to_json()
 
     def write(tmp: str) -> None:
@@ -171,14 +178,14 @@ def export_onnx(
             # notices are not the caller's to act on.
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
-                exportable,
+                traced,
                 (example,),
                 tmp,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
                 opset_version=opset,
                 dynamo=False,
-                dynamic_axes={INPUT_NAME: dims, OUTPUT_NAME: dims},
+                dynamic_axes={INPUT_NAME: dims, OUTPUT_NAME: out_dims},
             )
         proto = onnx.load(tmp)
         # The exporter leaves the class axis symbolic; it is fixed by the classifier.
@@ -193,17 +200,17 @@ def export_onnx(
 class OnnxRuntimeModel(nn.Module):
     """A file from :func:`export_onnx` in onnxruntime on the CPU, called like the eval model.
 
-    It is an ``nn.Module`` in eval mode so the code written for the model runs it unchanged:
-    ``predict_probs`` (reads ``.training``, calls it under ``torch.inference_mode``),
-    ``evaluate`` and ``Segmenter`` (``.eval()``, ``.train(False)``, the device from
-    ``next(model.parameters())``, ``.config`` and ``.metadata``).
+    It is an ``nn.Module`` in eval mode with the model's ``config`` and the file's
+    ``metadata``; the inference routine runs it through
+    ``Network(runner, C, config.align_corners, "cpu")`` (the logits come at the output stride
+    from files exported with ``stride_logits=True``, at the input size otherwise).
 
     Args:
         path: the ONNX file.
         threads: onnxruntime intra-op threads; ``torch.get_num_threads()`` when None.
 
     Forward:
-        images (N, 3, H, W) float, any H and W, to logits (N, C, H, W) float32 on the
+        images (N, 3, H, W) float, any H and W, to logits (N, C, h, w) float32 on the
         images' device.
     """
 
@@ -224,9 +231,6 @@ class OnnxRuntimeModel(nn.Module):
             raise CheckpointError(f"{self.path}: onnxruntime cannot load it ({err})") from err
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.config = self._read_config()
-        # An empty parameter that places the runner on the CPU, where the session runs, for
-        # callers that find the model's device as next(model.parameters()).device.
-        self.device_anchor = nn.Parameter(torch.empty(0), requires_grad=False)
         self.eval()
 
     def _read_config(self) -> ModelConfig:
@@ -243,6 +247,11 @@ class OnnxRuntimeModel(nn.Module):
             return ModelConfig.from_dict(json.loads(self.metadata[CONFIG_KEY]))
         except (ValueError, TypeError) as err:
             raise CheckpointError(f"{self.path}: invalid model config in metadata: {err}") from err
+
+    def stride_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The file's logits as they come (at the output stride from an export with
+        ``stride_logits=True``, else at the input size): the inference routine takes either."""
+        return self(images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:

@@ -1,70 +1,67 @@
-"""The two-line Python API: ``Segmenter.from_checkpoint(path)`` then ``seg(image)``."""
+"""The Python API: ``Segmenter.from_checkpoint(path)`` then ``seg.segment(image)``."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from pspnet.checkpoints import load_model
+from pspnet.checkpoints import LoadedCheckpoint, load_checkpoint
 from pspnet.config import InferenceConfig
 from pspnet.data.images import ImageInput, to_rgb
-from pspnet.data.presets import PRESETS
 from pspnet.data.transforms import normalize
-from pspnet.engine.devices import resolve_device
-from pspnet.engine.inference import Progress, fit_window_batch, predict_probs
+from pspnet.devices import resolve_device
 from pspnet.errors import ConfigError
-from pspnet.models.pspnet import PSPNet
+from pspnet.inference.protocol import Network, Progress, fit_window_batch, segment_tensor
+from pspnet.inference.result import Segmentation, compact_labels
 from pspnet.weights.download import Progress as DownloadProgress
 
 
-def class_info(model: PSPNet) -> tuple[list[str], list[tuple[int, int, int]]]:
-    """Class names and colours from the checkpoint's metadata, a preset, or generated."""
-    metadata = getattr(model, "metadata", {}) or {}
-    count = model.config.num_classes
-    if "class_names" in metadata and "palette" in metadata:
-        return json.loads(metadata["class_names"]), [
-            tuple(c) for c in json.loads(metadata["palette"])
-        ]
-    preset = PRESETS.get(metadata.get("dataset", ""))
-    if preset is None:
-        preset = next((p for p in PRESETS.values() if p.num_classes == count), None)
-    if preset is not None and preset.num_classes == count:
-        return list(preset.class_names), [tuple(c) for c in preset.palette]
-    from pspnet.data.presets import get_preset
-
-    custom = get_preset("custom", num_classes=count)
-    return list(custom.class_names), [tuple(c) for c in custom.palette]
-
-
 class Segmenter:
-    """A trained PSPNet with its inference settings, class names and colours.
+    """A loaded checkpoint, the network that runs it and its inference settings.
 
     Args:
-        model: the network (eval mode is set here).
-        inference: whole/slide, crop, scales and flip.
-        class_names: one name per class.
-        palette: one RGB colour per class.
+        checkpoint: the model, its metadata, classes and device.
+        inference: whole/slide, crop, scales and flip; the checkpoint's recorded settings
+            when None.
+        runner: what runs (an optimised model from :func:`pspnet.inference.optimized.optimize`);
+            the checkpoint's model when None.
     """
 
     def __init__(
         self,
-        model: PSPNet,
-        inference: InferenceConfig,
-        class_names: list[str],
-        palette: list[tuple[int, int, int]],
+        checkpoint: LoadedCheckpoint,
+        inference: InferenceConfig | None = None,
+        runner: nn.Module | None = None,
     ):
-        self.model = model.eval()
-        self.inference = inference
-        self.class_names = class_names
-        self.palette = palette
-        self.num_classes = model.config.num_classes
-        self.device = next(model.parameters()).device
+        self.checkpoint = checkpoint
+        self.inference = inference or InferenceConfig(**checkpoint.inference_settings)
+        self.model = runner if runner is not None else checkpoint.model.eval()
+        self.network = Network.of(self.model, checkpoint.device)
+        self.precision = getattr(self.model, "precision", "none")
+        self.backend = getattr(self.model, "backend", "eager")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.checkpoint.class_names
+
+    @property
+    def palette(self) -> tuple[tuple[int, int, int], ...]:
+        return self.checkpoint.palette
+
+    @property
+    def num_classes(self) -> int:
+        return self.checkpoint.config.num_classes
+
+    @property
+    def device(self) -> torch.device:
+        return self.checkpoint.device
 
     @classmethod
     def from_checkpoint(
@@ -86,13 +83,13 @@ class Segmenter:
             device: "cpu", "cuda", ...
             precision: "auto" (the exact fp32 rewrites, or what was measured fastest on this
                 kind of device), "none" (the model as trained), "fp32", "bf16", "fp16" (CUDA)
-                or "int8" (CPU); see :func:`pspnet.optimized.optimize`.
-                None means "auto" (it used to mean the plain model, now "none").
+                or "int8" (CPU); see :func:`pspnet.inference.optimized.optimize`. None means
+                "auto".
             backend: "auto", "eager", "compile", "cudagraphs" (CUDA) or "onnx" (CPU); None
                 means "auto".
             calibration: images (paths, arrays, PIL images) that set int8's activation ranges:
                 a few hundred from the training set; see
-                :func:`pspnet.optimized.int8.calibration_batches`.
+                :func:`pspnet.inference.optimized.int8.calibration_batches`.
             progress: download progress of a name or URL, ``progress(bytes_done, total)``.
             amortized: the work repays a compile warm-up (many images, a service), so
                 ``auto`` may pick compile where it was measured fastest.
@@ -101,37 +98,65 @@ class Segmenter:
                 On CUDA, a sliding window's ``window_batch`` not given here is sized to the
                 free GPU memory (the value a checkpoint recorded was for its training device).
         """
-        from pspnet.optimized.int8 import calibration_batches
-        from pspnet.optimized.optimize import choose_path, optimize
+        from pspnet.inference.optimized.int8 import calibration_batches
+        from pspnet.inference.optimized.optimize import choose_path, optimize
 
         device = resolve_device(device)
         precision, backend = precision or "auto", backend or "auto"
         choose_path(precision, backend, device, amortized)  # refuse before loading anything
-        model = load_model(path, device, progress)
-        recorded = json.loads(getattr(model, "metadata", {}).get("inference", "{}"))
         fields = {f.name for f in dataclasses.fields(InferenceConfig)}
         unknown = sorted(set(inference) - fields)
         if unknown:
             raise ConfigError(f"unknown inference options {unknown}; valid: {sorted(fields)}")
+        checkpoint = load_checkpoint(path, device, progress)
+        recorded = checkpoint.inference_settings
         config = InferenceConfig(**{**recorded, **inference})
-        names, palette = class_info(model)
         batches = None if calibration is None else calibration_batches(calibration, config)
-        model = optimize(model, precision, backend, batches, amortized=amortized)
+        runner = optimize(checkpoint.model, precision, backend, batches, amortized=amortized)
+        segmenter = cls(checkpoint, config, runner)
         if (
             device.type == "cuda"
             and config.mode == "slide"
             and "window_batch" not in {**recorded, **inference}
         ):
-            batch = fit_window_batch(model, config, model.config.num_classes, device)
-            config = dataclasses.replace(config, window_batch=batch)
-        return cls(model, config, names, palette)
+            batch = fit_window_batch(segmenter.network, config)
+            segmenter.inference = dataclasses.replace(config, window_batch=batch)
+        return segmenter
+
+    def segment(
+        self,
+        image: ImageInput,
+        probs: bool = False,
+        unknown_below: float | None = None,
+        progress: Progress | None = None,
+    ) -> Segmentation:
+        """Segment one image (a path, an (H, W, 3) array or a PIL image).
+
+        Args:
+            image: the image; paths are turned upright by their EXIF orientation.
+            probs: also return the (C, H, W) probabilities (the only buffer of that size).
+            unknown_below: label pixels whose confidence is under this as unknown (255).
+            progress: ``progress(windows_done, windows_total)`` after each forward pass.
+        """
+        if unknown_below is not None and not 0 <= unknown_below <= 1:
+            raise ConfigError(f"unknown_below must be in [0, 1], got {unknown_below}")
+        start = time.perf_counter()
+        tensor = normalize(to_rgb(image))  # (3, H, W)
+        raw = segment_tensor(self.network, tensor, self.inference, progress, probs, unknown_below)
+        return Segmentation(
+            labels=compact_labels(raw.labels.cpu().numpy(), self.num_classes),
+            confidence=raw.confidence.cpu().numpy(),
+            class_names=self.class_names,
+            palette=self.palette,
+            probs=None if raw.probs is None else raw.probs.cpu().numpy(),
+            unknown_below=unknown_below,
+            seconds=time.perf_counter() - start,
+        )
 
     def probs(self, image: ImageInput, progress: Progress | None = None) -> np.ndarray:
         """Class probabilities (C, H, W) float32 at the image's size."""
-        tensor = normalize(to_rgb(image)).to(self.device)  # (3, H, W)
-        probs = predict_probs(self.model, tensor, self.num_classes, self.inference, progress)
-        return probs.cpu().numpy()
+        return self.segment(image, probs=True, progress=progress).probs
 
     def __call__(self, image: ImageInput, progress: Progress | None = None) -> np.ndarray:
         """Class indices (H, W) int64 at the image's size."""
-        return self.probs(image, progress).argmax(0)
+        return self.segment(image, progress=progress).labels.astype(np.int64)

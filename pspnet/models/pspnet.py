@@ -188,6 +188,15 @@ class PSPNet(nn.Module):
         aux = None if self.aux_head is None else self._resize(self.aux_head(c3), size)
         return logits, aux
 
+    def stride_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Eval logits at the output stride (N, C, h, w), before ``forward`` upsamples them.
+
+        The inference routine upsamples them itself, a band of rows at a time, so an image's
+        (C, H, W) logits never exist at once (``pspnet.inference``).
+        """
+        _, c4 = self.backbone(images)  # (N, C4, H/8, W/8) at OS 8
+        return self.head(self.ppm(c4))  # (N, classes, H/8, W/8)
+
     def _resize(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
         return F.interpolate(x, size, mode="bilinear", align_corners=self.config.align_corners)
 
@@ -196,3 +205,14 @@ class PSPNet(nn.Module):
         backbone = list(self.backbone.parameters())
         ids = {id(p) for p in backbone}
         return {"backbone": backbone, "head": [p for p in self.parameters() if id(p) not in ids]}
+
+
+class StrideLogits(nn.Module):
+    """``model.stride_logits`` as a module's forward, for ``torch.compile`` and ONNX export."""
+
+    def __init__(self, model: PSPNet):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.stride_logits(images)

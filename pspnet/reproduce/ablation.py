@@ -25,6 +25,7 @@ from pspnet.engine.evaluate import evaluate
 from pspnet.engine.train import train
 from pspnet.errors import ConfigError
 from pspnet.files import atomic_write
+from pspnet.inference.protocol import Network
 from pspnet.models.pspnet import ModelConfig
 
 Budget = Literal["cpu", "gpu", "tiny"]
@@ -108,12 +109,12 @@ class BudgetSettings:
     workers: int = 2
 
 
-# cpu: 11 variants x 2 seeds in 1.8 h on a 2-core AVX-512 EPYC (measured; the issue sized four
-# hours), over several sittings if need be (it resumes); CamVid at reduced resolution like
-# configs/camvid_pspnet_r18_cpu.yaml. gpu: the grid on one GPU in about eight minutes, run as
-# two shards side by side (benchmarks/ablation_gpu.sh): the same small network, wider and
-# trained on twice the images per step for twice as long, since a ResNet-50 cannot train 22
-# times in eight minutes; an estimate, not measured yet. tiny: a few steps, for tests.
+# cpu: the 22 runs (11 variants x 2 seeds) in hours on a 2-core CPU (docs/ablation_camvid_cpu.md
+# has the time measured), resumable run by run; CamVid at reduced resolution like
+# configs/camvid_pspnet_r18_cpu.yaml. gpu: the grid sized for minutes on one GPU, run as two
+# shards side by side (benchmarks/gpu/ablation.sh): the same small network, wider and trained
+# on twice the images per step for twice as long, since a ResNet-50 cannot train 22 times in
+# that time. tiny: a few steps, for tests.
 BUDGETS: dict[str, BudgetSettings] = {
     "cpu": BudgetSettings(
         "resnet18", 16, 1000, 8, (192, 192), (0.35, 1.0), 0.02,
@@ -258,9 +259,8 @@ def _score(folder: Path, config: TrainConfig, split: str) -> dict[str, float]:
     from pspnet.checkpoints import load_model
 
     model = load_model(folder / "last.pt", config.device if config.device != "auto" else "cpu")
-    preset = config.data.preset()
-    dataset = SegmentationDataset(config.data.root, split, preset)
-    matrix = evaluate(model, dataset, preset.num_classes, config.evaluation)
+    dataset = SegmentationDataset(config.data.root, split, config.data.preset())
+    matrix = evaluate(Network.of(model), dataset, config.evaluation)
     return _summary(matrix.compute().to_dict())
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pspnet.segmenter import Segmenter
+from pspnet.inference import Segmenter
 from pspnet.serve.app import ServeSettings, create_app
 
 __all__ = ["ServeSettings", "create_app", "serve"]

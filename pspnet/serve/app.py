@@ -4,12 +4,17 @@ Every image goes through :class:`pspnet.segmenter.Segmenter` (so :func:`predict_
 the inference worker. Formats of ``/v1/segment?format=``:
 
 - ``png`` (default): the palette-indexed label PNG at the input's size (EXIF orientation
-  applied; pixel values are class indices), the class shares in ``X-Class-Shares`` (JSON);
-- ``json``: size, the classes present ``{id, name, color, share}``, the label PNG in base64,
+  applied; pixel values are class indices, 255 unknown), the class shares in
+  ``X-Class-Shares`` (JSON);
+- ``json``: size, the classes present ``{id, name, color, share, confidence}`` (confidence:
+  the class's mean probability over its pixels), the unknown share, the label PNG in base64,
   the inference time;
 - ``masks``: Hugging Face's image-segmentation output, ``[{label, mask, score}]`` with each
-  mask a base64 black-and-white PNG, so its clients work unchanged;
+  mask a base64 black-and-white PNG and its score the class's mean probability over the mask,
+  so its clients work unchanged;
 - ``overlay``: the overlay picture with its legend, as ``pspnet predict`` draws it.
+
+``?unknown_below=P`` labels pixels whose confidence is under P as unknown (255) in every format.
 
 Errors are JSON ``{"error": ..., "status": ...}``: 400 not an image, 413 too large (body or
 pixels), 415 not an image type, 503 queue full (with ``Retry-After``) or model not ready, 504
@@ -19,6 +24,7 @@ timed out.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import time
@@ -35,11 +41,12 @@ from PIL import Image
 
 from pspnet.data.images import decode_image
 from pspnet.errors import DatasetError, ImageTooLargeError
+from pspnet.inference import Segmentation, Segmenter
+from pspnet.inference.result import UNKNOWN_NAME
 from pspnet.predict import label_png
-from pspnet.segmenter import Segmenter
 from pspnet.serve.metrics import Metrics
-from pspnet.serve.worker import ClientGone, InferenceWorker, QueueFull, Segmentation, TimedOut
-from pspnet.visualize import class_shares, overlay
+from pspnet.serve.worker import ClientGone, InferenceWorker, QueueFull, TimedOut
+from pspnet.visualize import overlay
 
 Format = Literal["png", "json", "masks", "overlay"]
 FORMATS = ("png", "json", "masks", "overlay")
@@ -128,9 +135,15 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
         return describe(ready_segmenter(request.app.state.worker))
 
     @app.post("/v1/segment")
-    async def segment(request: Request, format: str = "png"):  # noqa: A002 (the API's word)
+    async def segment(
+        request: Request,
+        format: str = "png",  # noqa: A002 (the API's word)
+        unknown_below: float | None = None,
+    ):
         if format not in FORMATS:
             raise HTTPProblem(400, f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+        if unknown_below is not None and not 0 <= unknown_below <= 1:
+            raise HTTPProblem(400, f"unknown_below must be in [0, 1], got {unknown_below}")
         worker: InferenceWorker = request.app.state.worker
         ready_segmenter(worker)
         try:  # refused before the body is read: a flood of uploads is never held in memory
@@ -143,10 +156,9 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
         finally:
             state["reading"] -= 1
 
-        def work(segmenter: Segmenter) -> Response:  # on the worker thread, start to finish
+        def work(_: Segmenter) -> Response:  # on the worker thread, start to finish
             image = decode_upload(data, name, settings.max_pixels)
-            result = worker.segment(image, scores=format == "masks")
-            return respond(format, image, result, segmenter)
+            return respond(format, image, worker.segment(image, unknown_below))
 
         try:
             return await worker.run(work, request.is_disconnected, settings.timeout)
@@ -241,36 +253,27 @@ def decode_upload(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         raise HTTPProblem(400, str(err)) from None
 
 
-def respond(format: Format, image: np.ndarray, result: Segmentation, segmenter: Segmenter):
-    labels, names, palette = result.labels, segmenter.class_names, segmenter.palette
-    shares = class_shares(labels, names)
+def respond(format: Format, image: np.ndarray, result: Segmentation) -> Response:
+    labels, names, palette = result.labels, result.class_names, result.palette
     if format == "png":
-        header = json.dumps({name: round(share, 6) for name, share in shares})
+        header = json.dumps({name: round(share, 6) for name, share in result.shares().items()})
         return Response(png_bytes(label_png(labels, palette)), media_type="image/png",
                         headers={"X-Class-Shares": header, **timing(result)})  # fmt: skip
     if format == "overlay":
-        picture = overlay(image, labels, palette, class_names=names)
+        picture = overlay(image, labels, palette, class_names=names, unknown=UNKNOWN_NAME)
         return Response(png_bytes(picture), media_type="image/png", headers=timing(result))
-    present = sorted(result.scores)
+    classes = result.classes()
     if format == "masks":
         return JSONResponse([
-            {"label": names[c], "mask": mask_png(labels == c), "score": result.scores[c]}
-            for c in present
+            {"label": c["name"], "mask": mask_png(labels == c["id"]), "score": c["confidence"]}
+            for c in classes
         ], headers=timing(result))  # fmt: skip
-    counts = np.bincount(labels.ravel(), minlength=len(names))
     return JSONResponse(
         {
             "width": int(labels.shape[1]),
             "height": int(labels.shape[0]),
-            "classes": [
-                {
-                    "id": c,
-                    "name": names[c],
-                    "color": list(palette[c]),
-                    "share": float(counts[c] / labels.size),
-                }
-                for c in present
-            ],  # fmt: skip
+            "classes": classes,
+            "unknown_share": result.unknown_share(),
             "label_png": base64.b64encode(png_bytes(label_png(labels, palette))).decode(),
             "inference_ms": round(1000 * result.seconds, 1),
         },
@@ -280,16 +283,15 @@ def respond(format: Format, image: np.ndarray, result: Segmentation, segmenter: 
 
 def describe(segmenter: Segmenter) -> dict:
     """``/v1/model``: architecture, classes, palette, inference settings, fast path."""
-    model = segmenter.model
-    config = model.config
+    checkpoint = segmenter.checkpoint
     return {
-        "architecture": config.to_dict(),
+        "architecture": checkpoint.config.to_dict(),
         "classes": list(segmenter.class_names),
         "palette": [list(c) for c in segmenter.palette],
-        "inference": {k: getattr(segmenter.inference, k) for k in segmenter.inference.__dict__},
-        "precision": getattr(model, "precision", "none"),
-        "backend": getattr(model, "backend", "eager"),
-        "published_name": getattr(model, "metadata", {}).get("published_name"),
+        "inference": dataclasses.asdict(segmenter.inference),
+        "precision": segmenter.precision,
+        "backend": segmenter.backend,
+        "published_name": checkpoint.metadata.get("published_name"),
     }
 
 

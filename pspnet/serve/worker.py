@@ -10,17 +10,15 @@ before it starts, so its inference never runs.
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 
-from pspnet.segmenter import Segmenter
+from pspnet.inference import Segmentation, Segmenter
 from pspnet.serve.metrics import Metrics
 
 T = TypeVar("T")
@@ -40,15 +38,6 @@ class ClientGone(Exception):
 
 class TimedOut(Exception):
     """The result was not ready within the timeout."""
-
-
-@dataclass(frozen=True)
-class Segmentation:
-    """One image's result: labels, per-class mean probability where present, and the time."""
-
-    labels: np.ndarray  # (H, W) int64 class indices
-    scores: dict[int, float]  # class present -> mean probability over its pixels (or NaN)
-    seconds: float
 
 
 class InferenceWorker:
@@ -129,19 +118,11 @@ class InferenceWorker:
                 future.cancel()
                 raise TimedOut
 
-    def segment(self, image: np.ndarray, scores: bool = False) -> Segmentation:
-        """Segment ``image`` (H, W, 3) uint8; call from work given to :meth:`run`.
-
-        ``scores`` also computes each present class's mean probability (``masks`` format).
-        """
-        start = time.perf_counter()
-        probs = self.segmenter.probs(image)  # (C, H, W)
-        labels = probs.argmax(0)  # (H, W)
-        present = np.unique(labels).tolist()
-        score = {int(c): float(probs[c][labels == c].mean()) if scores else math.nan
-                 for c in present}  # fmt: skip
+    def segment(self, image: np.ndarray, unknown_below: float | None = None) -> Segmentation:
+        """Segment ``image`` (H, W, 3) uint8; call from work given to :meth:`run`."""
+        result = self.segmenter.segment(image, unknown_below=unknown_below)
         self.metrics.segmented.inc()
-        return Segmentation(labels, score, time.perf_counter() - start)
+        return result
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -142,8 +142,8 @@ def test_unreadable_permissions_are_named(tmp_path, monkeypatch):
 def test_an_optimised_model_is_not_saved(tmp_path):
     from pspnet.checkpoints import save_model
     from pspnet.errors import CheckpointError
+    from pspnet.inference.optimized.optimize import optimize
     from pspnet.models import PSPNet
-    from pspnet.optimized.optimize import optimize
 
     fast = optimize(PSPNet(3, backbone="resnet18", base_width=4), "fp32", "eager")
     with pytest.raises(CheckpointError, match="save the model it was made from"):

@@ -100,12 +100,12 @@ def test_round_trip_keeps_every_tensor_and_config(options, trained, tmp_path):
     options = {"base_width": 8, **options, "contract_dilation": True, "align_corners": False}
     original = trained(PSPNet(3, **options))
     save_mmseg(mmseg_state(original), tmp_path / "model.pth")
-    loaded = pspnet.load_model(tmp_path / "model.pth")
+    loaded = pspnet.load_checkpoint(tmp_path / "model.pth")
     assert loaded.config == original.config
     assert loaded.metadata == {"source_format": "mmseg"}
     expected = original.state_dict()
-    assert loaded.state_dict().keys() == expected.keys()
-    for key, value in loaded.state_dict().items():
+    assert loaded.model.state_dict().keys() == expected.keys()
+    for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, expected[key]), key
 
 

@@ -36,17 +36,17 @@ def test_save_then_load_is_bit_exact(options, trained, tmp_path):
     save_model(
         model, tmp_path / "model.safetensors", metadata={"classes": json.dumps(list("abcd"))}
     )
-    loaded = pspnet.load_model(tmp_path / "model.safetensors")
+    loaded = pspnet.load_checkpoint(tmp_path / "model.safetensors")
     assert loaded.config == model.config
-    assert not loaded.training
+    assert not loaded.model.training
     assert json.loads(loaded.metadata["classes"]) == list("abcd")
     expected = model.state_dict()
-    assert loaded.state_dict().keys() == expected.keys()
-    for key, value in loaded.state_dict().items():
+    assert loaded.model.state_dict().keys() == expected.keys()
+    for key, value in loaded.model.state_dict().items():
         assert value.dtype == expected[key].dtype and torch.equal(value, expected[key]), key
     images = torch.randn(1, 3, 33, 35)
     with torch.no_grad():
-        assert torch.equal(loaded(images), model(images))
+        assert torch.equal(loaded.model(images), model(images))
 
 
 def test_missing_path(tmp_path):

@@ -99,12 +99,12 @@ def test_round_trip_keeps_every_tensor_and_config(aux, trained, tmp_path):
     torch.manual_seed(0)
     original = trained(PSPNet(3, base_width=8, aux=aux))
     save_semseg(semseg_state(original), tmp_path / "model.pth")
-    loaded = pspnet.load_model(tmp_path / "model.pth")
+    loaded = pspnet.load_checkpoint(tmp_path / "model.pth")
     assert loaded.config == original.config
     assert loaded.metadata == {"source_format": "semseg"}
     expected = original.state_dict()
-    assert loaded.state_dict().keys() == expected.keys()
-    for key, value in loaded.state_dict().items():
+    assert loaded.model.state_dict().keys() == expected.keys()
+    for key, value in loaded.model.state_dict().items():
         assert torch.equal(value, expected[key]), key
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import tiny_overrides
 
-from pspnet.checkpoints import build_model, load_model, save_model
+from pspnet.checkpoints import build_model, load_checkpoint, save_model
 from pspnet.checkpoints.transfer import init_from
 from pspnet.cli import main
 from pspnet.config import load_train_config
@@ -130,7 +130,7 @@ def test_training_from_init_records_the_transfer_and_resume_wins(tiny_camvid, tm
     record = json.loads((run / "init.json").read_text())
     assert record["source"] == str(source) and len(record["carried"]) == 11
     assert {"class": "Car", "from": "car"} in record["carried"]
-    assert json.loads(load_model(run / "last.pt").metadata["init"]) == record
+    assert json.loads(load_checkpoint(run / "last.pt").metadata["init"]) == record
     source.unlink()  # a resumed run reads last.pt, never init again
     longer = load_train_config(None, [*overrides[:-1], "iterations=6"])
     with pytest.raises(Exception, match="different config"):  # iterations changed: refused

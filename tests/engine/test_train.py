@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 from helpers import tiny_overrides
 
-from pspnet.checkpoints import load_model
+from pspnet.checkpoints import load_checkpoint, load_model
 from pspnet.config import load_train_config
 from pspnet.data.datasets import SegmentationDataset
 from pspnet.data.presets import get_preset
@@ -20,6 +20,7 @@ from pspnet.engine.evaluate import evaluate
 from pspnet.engine.optim import poly_lr
 from pspnet.engine.train import train
 from pspnet.errors import DatasetError, TrainingError
+from pspnet.inference.protocol import Network
 
 
 def config_for(root: Path, **extra):
@@ -48,15 +49,15 @@ def test_train_writes_checkpoints_logs_and_metrics(tiny_camvid, tmp_path):
     last = load_model(run / "last.pt")
     preset = get_preset("camvid")
     val_set = SegmentationDataset(tiny_camvid, "val", preset)
-    again = evaluate(last, val_set, preset.num_classes, config.evaluation).compute().to_dict()
+    again = evaluate(Network.of(last), val_set, config.evaluation).compute().to_dict()
     assert result.final_metrics["miou"] == pytest.approx(again["miou"], abs=1e-12)
     assert result.final_metrics["iou"] == pytest.approx(again["iou"], abs=1e-12, nan_ok=True)
     val_mious = [e["val"]["miou"] for e in entries if "val" in e]
     assert result.best_miou == max(val_mious)
-    model = load_model(run / "best.safetensors")
-    assert float(model.metadata["miou"]) == pytest.approx(max(val_mious), abs=1e-6)
-    assert model.config == config.model
-    assert json.loads(model.metadata["class_names"])[0] == "Sky"
+    best = load_checkpoint(run / "best.safetensors")
+    assert float(best.metadata["miou"]) == pytest.approx(max(val_mious), abs=1e-6)
+    assert best.config == config.model
+    assert json.loads(best.metadata["class_names"])[0] == "Sky"
     assert load_train_config(run / "config.yaml") == config
 
 

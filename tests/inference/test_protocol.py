@@ -1,4 +1,5 @@
-"""predict_probs against a brute-force port of hszhao/semseg's test protocol and hand cases."""
+"""The inference routine against a brute-force port of hszhao/semseg's test protocol, hand
+cases, and the whole-image-buffer routine of earlier versions (previous_routine.py)."""
 
 import math
 
@@ -9,7 +10,14 @@ import torch
 from torch import nn
 
 from pspnet.config import InferenceConfig
-from pspnet.engine.inference import predict_labels, predict_probs, scaled_size, window_starts
+from pspnet.inference.protocol import (
+    Network,
+    fit_window_batch,
+    scaled_size,
+    segment_tensor,
+    window_starts,
+    windows_that_fit,
+)
 from pspnet.models import PSPNet
 
 # ---- reference: semseg's tool/test.py, rewritten in plain loops, numpy float64 and cv2 ----
@@ -124,6 +132,17 @@ class WindowDependent(Pointwise):
         return pointwise + 0.5 * context + classes * ramp  # (N, C, h, w)
 
 
+def network(model: nn.Module, classes: int) -> Network:
+    """A model returning logits at its input size (upsampling them is then the identity)."""
+    return Network(model, classes, False, torch.device("cpu"))
+
+
+def predict_probs(model, image, classes, config=None, progress=None) -> torch.Tensor:
+    """(C, H, W) probabilities: PSPNets at their output stride, other models as they are."""
+    net = Network.of(model) if isinstance(model, PSPNet) else network(model, classes)
+    return segment_tensor(net, image, config, progress, probs=True).probs
+
+
 def tiny_pspnet() -> PSPNet:
     torch.manual_seed(0)
     return PSPNet(num_classes=3, backbone="resnet18", base_width=4).eval()
@@ -231,10 +250,11 @@ def test_flip_matters_for_a_model_that_is_not_mirror_equivariant():
 def test_pspnet_probabilities_sum_to_one_and_labels_are_their_argmax():
     model, image = tiny_pspnet(), random_image(30, 45)
     config = InferenceConfig(crop_size=(25, 25), scales=(0.5, 1.0, 1.5), flip=True)
-    probs = predict_probs(model, image, 3, config)
-    assert probs.shape == (3, 30, 45)
-    torch.testing.assert_close(probs.sum(dim=0), torch.ones(30, 45))
-    assert torch.equal(predict_labels(model, image, 3, config), probs.argmax(dim=0))
+    raw = segment_tensor(Network.of(model), image, config, probs=True)
+    assert raw.probs.shape == (3, 30, 45)
+    torch.testing.assert_close(raw.probs.sum(dim=0), torch.ones(30, 45))
+    assert torch.equal(raw.labels, raw.probs.argmax(dim=0))
+    assert torch.equal(raw.confidence, raw.probs.max(dim=0).values)
 
 
 def test_window_batch_does_not_change_the_result():
@@ -263,7 +283,7 @@ def test_result_is_an_ordinary_tensor_callers_can_update():
 
 def test_training_mode_and_wrong_class_count_raise():
     with pytest.raises(ValueError, match="eval"):
-        predict_probs(PSPNet(3, backbone="resnet18", base_width=4), random_image(16, 16), 3)
+        Network.of(PSPNet(3, backbone="resnet18", base_width=4))
     with pytest.raises(ValueError, match="num_classes"):
         predict_probs(Pointwise(4), random_image(16, 16), 5, InferenceConfig(crop_size=(8, 8)))
 
@@ -284,8 +304,6 @@ def test_invalid_config_raises(options):
 
 
 def test_windows_that_fit_the_free_memory():
-    from pspnet.engine.inference import windows_that_fit
-
     gib = 2**30
     assert windows_that_fit(10 * gib, 1 * gib) == 8  # 80% of 10 GiB
     assert windows_that_fit(100 * gib, 1 * gib) == 16  # capped
@@ -294,8 +312,6 @@ def test_windows_that_fit_the_free_memory():
 
 
 def test_window_batch_is_the_config_s_off_cuda():
-    from pspnet.engine.inference import fit_window_batch
-
     config = InferenceConfig(mode="slide", crop_size=(16, 16), window_batch=3)
     model = PSPNet(3, backbone="resnet18", base_width=4).eval()
-    assert fit_window_batch(model, config, 3, torch.device("cpu")) == 3
+    assert fit_window_batch(Network.of(model), config) == 3

@@ -9,11 +9,11 @@ from pspnet.checkpoints import save_model
 from pspnet.config import InferenceConfig
 from pspnet.data.images import to_rgb
 from pspnet.data.presets import get_preset
-from pspnet.engine.inference import predict_probs
 from pspnet.errors import ConfigError, DatasetError
+from pspnet.inference import Segmenter
+from pspnet.inference.optimized.int8 import calibration_batches
+from pspnet.inference.protocol import probabilities
 from pspnet.models import PSPNet
-from pspnet.optimized.int8 import calibration_batches
-from pspnet.segmenter import Segmenter
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_two_lines_give_labels_equal_to_the_inference_routine(checkpoint):
     assert seg.inference == InferenceConfig(mode="slide", crop_size=(24, 24), flip=False)
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     tensor = torch.from_numpy(((image / 255 - mean) / std).transpose(2, 0, 1)).float()
-    expected = predict_probs(model, tensor, 11, seg.inference)
+    expected = probabilities(model, tensor, seg.inference)
     np.testing.assert_allclose(seg.probs(image), expected.numpy(), atol=1e-5)
     assert np.array_equal(labels, expected.argmax(0).numpy())
     assert seg.class_names[3] == "Road" and seg.palette[3] == (128, 64, 128)
@@ -117,7 +117,7 @@ def test_calibration_batches_are_scale_one_views_within_the_crop(tmp_path):
 
 
 def test_the_default_is_the_exact_rewrite_and_none_the_plain_model(checkpoint):
-    from pspnet.optimized.optimize import OptimizedModel
+    from pspnet.inference.optimized.optimize import OptimizedModel
 
     default = Segmenter.from_checkpoint(checkpoint[0])
     plain = Segmenter.from_checkpoint(checkpoint[0], precision="none")
@@ -132,3 +132,47 @@ def test_a_path_the_device_cannot_run_is_refused_before_loading(tmp_path):
         Segmenter.from_checkpoint(tmp_path / "missing.safetensors", precision="fp16")
     with pytest.raises(ConfigError, match="CUDA is not available"):
         Segmenter.from_checkpoint(tmp_path / "missing.safetensors", device="cuda")
+
+
+def test_segment_returns_one_result_with_labels_confidence_and_shares(checkpoint):
+    seg = Segmenter.from_checkpoint(checkpoint[0], mode="whole")
+    image = np.random.default_rng(3).integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    result = seg.segment(image, probs=True)
+    assert result.labels.dtype == np.uint8 and result.labels.shape == (30, 41)
+    assert result.confidence.dtype == np.float32
+    np.testing.assert_array_equal(result.labels, result.probs.argmax(0))
+    np.testing.assert_array_equal(result.confidence, result.probs.max(0))
+    counts = np.bincount(result.labels.ravel(), minlength=11)
+    expected = {seg.class_names[c]: counts[c] / result.labels.size for c in np.flatnonzero(counts)}
+    assert result.shares() == pytest.approx(expected)
+    assert list(result.shares().values()) == sorted(result.shares().values(), reverse=True)
+    for c, mean in result.mean_confidence().items():
+        assert mean == pytest.approx(result.probs[c][result.labels == c].mean(), rel=1e-5)
+    assert seg.segment(image).probs is None
+
+
+def test_unknown_pixels_are_counted_as_unknown(checkpoint):
+    seg = Segmenter.from_checkpoint(checkpoint[0], mode="whole")
+    image = np.random.default_rng(4).integers(0, 256, (30, 41, 3), dtype=np.uint8)
+    plain = seg.segment(image)
+    cut = float(np.median(plain.confidence))
+    unsure = seg.segment(image, unknown_below=cut)
+    low = plain.confidence < cut
+    assert (unsure.labels[low] == 255).all()
+    np.testing.assert_array_equal(unsure.labels[~low], plain.labels[~low])
+    assert unsure.shares()["unknown"] == pytest.approx(low.mean())
+    assert unsure.unknown_share() == pytest.approx(low.mean())
+    with pytest.raises(ConfigError, match="unknown_below"):
+        seg.segment(image, unknown_below=1.5)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "first"),
+    [({}, "class 0"), ({"dataset": "cityscapes"}, "road"),
+     ({"class_names": json.dumps([f"mine {i}" for i in range(19)])}, "mine 0")],
+)  # fmt: skip
+def test_class_names_come_from_the_checkpoint_never_from_the_count(tmp_path, metadata, first):
+    path = tmp_path / "m.safetensors"
+    save_model(PSPNet(19, backbone="resnet18", base_width=4), path, metadata)
+    seg = Segmenter.from_checkpoint(path)
+    assert seg.class_names[0] == first and len(seg.class_names) == len(seg.palette) == 19

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pspnet.checkpoints import load_model, save_model
+from pspnet.checkpoints import load_checkpoint, save_model
 from pspnet.data.synthetic import make_scene, write_synthetic_dataset
 from pspnet.demo import DemoSettings, demo_config, names_file
 from pspnet.engine.train import train
@@ -55,8 +55,8 @@ def checkpoint(tmp_path_factory) -> Path:
         base_width=4, lr=0.05,
     )  # fmt: skip
     train(demo_config(settings, root / "data", use_ppm=True), root / "run", resume=False)
-    model = load_model(root / "run" / "last.pt")
-    save_model(model, root / "tiny.safetensors", model.metadata)
+    trained = load_checkpoint(root / "run" / "last.pt")
+    save_model(trained.model, root / "tiny.safetensors", trained.metadata)
     return root / "tiny.safetensors"
 
 

@@ -40,7 +40,7 @@ from service_helpers import (
     write_tiny_checkpoint,
 )
 
-from pspnet.segmenter import Segmenter
+from pspnet.inference import Segmenter
 from pspnet.visualize import overlay
 
 pytest.importorskip("fastapi")
@@ -139,7 +139,8 @@ def check_png(reply, image, expected, segmenter):
 def check_json(reply, image, expected, segmenter):
     assert reply.status == 200 and reply.headers["content-type"] == "application/json"
     body = reply.json()
-    assert set(body) == {"width", "height", "classes", "label_png", "inference_ms"}
+    assert set(body) == {"width", "height", "classes", "unknown_share", "label_png", "inference_ms"}
+    assert body["unknown_share"] == 0
     assert (body["height"], body["width"]) == expected.shape
     ids, counts = np.unique(expected, return_counts=True)
     assert [c["id"] for c in body["classes"]] == ids.tolist()
@@ -147,6 +148,7 @@ def check_json(reply, image, expected, segmenter):
         assert entry["name"] == CLASS_NAMES[entry["id"]]
         assert entry["color"] == list(PALETTE[entry["id"]])
         assert entry["share"] == pytest.approx(count / expected.size, abs=1e-9)
+        assert 0 < entry["confidence"] <= 1
     np.testing.assert_array_equal(decode_png(base64.b64decode(body["label_png"])), expected)
     assert isinstance(body["inference_ms"], (int, float)) and body["inference_ms"] >= 0
 
@@ -455,3 +457,55 @@ def test_health_answers_while_an_overlay_is_drawn(busy):
     assert len(latencies) >= 5
     slowest = max(latencies)
     assert slowest < 0.3, f"/healthz took {slowest:.2f} s during an overlay request"
+
+
+def test_predict_serve_ray_and_eval_agree_on_one_image(main, segmenter, checkpoint, tmp_path):
+    """Every adapter over the inference package gives the same labels, shares and confidence."""
+    from pspnet.batch.ray_data import SegmentImages
+    from pspnet.data.datasets import SegmentationDataset
+    from pspnet.data.presets import get_preset
+    from pspnet.engine.evaluate import evaluate
+    from pspnet.predict import predict_files
+    from pspnet.visualize import format_shares
+
+    image = scene(48, 64, seed=7)
+    values = np.unique(segmenter.segment(image).confidence)  # a cut some pixels fall under
+    cut = round(float(values[len(values) // 2]), 6)
+    reference = segmenter.segment(image, unknown_below=cut)
+    assert len(reference.present()) >= 2 and 0 < reference.unknown_share() < 1
+    # serve: the json format's classes and label PNG
+    body = segment(main.port, encode(image), "json", query=f"unknown_below={cut}").json()
+    assert [c["id"] for c in body["classes"]] == reference.present()
+    for got, want in zip(body["classes"], reference.classes(), strict=True):
+        assert got["share"] == pytest.approx(want["share"])
+        assert got["confidence"] == pytest.approx(want["confidence"], abs=1e-6)
+    assert body["unknown_share"] == pytest.approx(reference.unknown_share())
+    np.testing.assert_array_equal(decode_png(base64.b64decode(body["label_png"])), reference.labels)
+    # predict: the label and confidence PNGs, the shares line
+    (tmp_path / "in").mkdir()
+    Image.fromarray(image).save(tmp_path / "in" / "x.png")
+    (result,) = predict_files(segmenter, [tmp_path / "in" / "x.png"], tmp_path / "out",
+                              confidence=True, unknown_below=cut)  # fmt: skip
+    np.testing.assert_array_equal(decode_png((tmp_path / "out" / "x_label.png").read_bytes()),
+                                  reference.labels)  # fmt: skip
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "out" / "x_confidence.png")),
+        reference.confidence_png_values(),
+    )
+    assert result.shares == format_shares(list(reference.shares().items()))
+    # Ray Data's actor, called as map_batches calls it
+    rows = SegmentImages(str(checkpoint), unknown_below=cut)({"image": [image], "path": ["x"]})
+    assert json.loads(rows["shares"][0]) == pytest.approx(reference.shares())
+    confidence = {CLASS_NAMES[c]: v for c, v in reference.mean_confidence().items()}
+    assert json.loads(rows["confidence"][0]) == pytest.approx(confidence)
+    # eval: scored against the library's own labels, every decided pixel is right and the
+    # unknown ones are left out, as the coverage says
+    root = tmp_path / "data"
+    for folder, array in (("images/val", image), ("labels/val", segmenter(image))):
+        (root / folder).mkdir(parents=True)
+        Image.fromarray(array.astype(np.uint8)).save(root / folder / "x.png")
+    dataset = SegmentationDataset(root, "val", get_preset("custom", len(CLASS_NAMES)))
+    metrics = evaluate(segmenter.network, dataset, segmenter.inference, unknown_below=cut)
+    scores = metrics.compute()
+    assert scores.pixel_acc == 1.0
+    assert scores.coverage == pytest.approx(1 - reference.unknown_share())

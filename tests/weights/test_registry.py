@@ -14,8 +14,8 @@ import pspnet
 from pspnet.checkpoints import build_model, mmseg
 from pspnet.cli import main
 from pspnet.errors import CheckpointError, ConfigError
+from pspnet.inference import Segmenter
 from pspnet.models import ModelConfig, PSPNet
-from pspnet.segmenter import Segmenter
 from pspnet.weights import resolve
 from pspnet.weights.registry import find, imagenet_backbone, registry
 

@@ -5,8 +5,8 @@ pyramid half of the head's 3x3 convolution to bin resolution, before the upsampl
 ``bf16`` casts a rewritten model for bf16 inference and ``optimize`` picks and runs a path.
 """
 
-from pspnet.optimized.factorized import factorize_head
-from pspnet.optimized.fold import fold_batchnorm
-from pspnet.optimized.optimize import optimize
+from pspnet.inference.optimized.factorized import factorize_head
+from pspnet.inference.optimized.fold import fold_batchnorm
+from pspnet.inference.optimized.optimize import optimize
 
 __all__ = ["factorize_head", "fold_batchnorm", "optimize"]

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pspnet.inference.optimized.fold import folded_parameters
 from pspnet.models.pspnet import PSPNet, SegmentationHead
 from pspnet.models.pyramid import PyramidPooling
-from pspnet.optimized.fold import folded_parameters
 
 
 def bilinear_matrix(
@@ -118,7 +118,7 @@ class FactorizedHead(nn.Module):
     Args:
         ppm: the model's pyramid pooling, with or without reduction, any bins and pooling.
         head: the model's segmentation head; its ``fuse`` BatchNorm may already be folded
-            (``nn.Identity`` with a conv bias, see :func:`pspnet.optimized.fold.fold_batchnorm`).
+            (``nn.Identity`` with a conv bias, see :func:`.fold.fold_batchnorm`).
     """
 
     def __init__(self, ppm: PyramidPooling, head: SegmentationHead):
@@ -191,7 +191,7 @@ def factorize_head(model: PSPNet) -> PSPNet:
     The copy's ``ppm`` becomes ``nn.Identity`` and its ``head`` the factorized head, so it is
     called like the original and returns the same eval-mode logits to float rounding. A
     model without the pyramid (``use_ppm=False``), or one already factorized, is copied
-    unchanged. Composes with :func:`pspnet.optimized.fold.fold_batchnorm` in either order.
+    unchanged. Composes with :func:`pspnet.inference.optimized.fold.fold_batchnorm` in either order.
 
     Args:
         model: a PSPNet; it is not modified.

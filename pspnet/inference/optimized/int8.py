@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from pspnet.config import InferenceConfig
 from pspnet.data.images import ImageInput, to_rgb
 from pspnet.data.transforms import normalize
-from pspnet.engine.inference import scaled_size
 from pspnet.errors import ConfigError
+from pspnet.inference.protocol import scaled_size
 
 
 def calibration_batches(
@@ -41,9 +41,8 @@ def quantize_int8(source: Path, destination: Path, calibration: Iterable[torch.T
     """ONNX Runtime static int8 quantisation (QDQ, per-channel weights) from calibration images.
 
     Weights use 7 of their 8 bits (``reduce_range``): x86 CPUs without VNNI multiply uint8
-    activations by int8 weights with a saturating 16-bit sum, which full-range weights overflow.
-    On CamVid val that overflow cost 1.72 mIoU; 7-bit weights cost about 0.5 at the same speed
-    (uint8 weights instead cost 0.43 but ran 1.3x slower here).
+    activations by int8 weights with a saturating 16-bit sum, which full-range weights overflow
+    (docs/benchmarks.md, "CamVid: accuracy of the fast paths", has what each choice cost).
 
     Args:
         source: fp32 ONNX model from ``export_onnx``.

@@ -24,34 +24,37 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pspnet.errors import ConfigError
-from pspnet.models.pspnet import PSPNet
-from pspnet.optimized.factorized import factorize_head
-from pspnet.optimized.fold import fold_batchnorm
-from pspnet.optimized.reduced import BF16_FP32_STAGES, reduced_precision
+from pspnet.inference.optimized.factorized import factorize_head
+from pspnet.inference.optimized.fold import fold_batchnorm
+from pspnet.inference.optimized.reduced import BF16_FP32_STAGES, reduced_precision
+from pspnet.models.pspnet import ModelConfig, PSPNet, StrideLogits
 
 Precision = Literal["auto", "none", "fp32", "bf16", "fp16", "int8"]
 Backend = Literal["auto", "eager", "compile", "cudagraphs", "onnx"]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 # What benchmarks measured fastest per device kind (:func:`device_kind`), as (precision,
-# backend); the figures and the machines are in docs/benchmarks.md. A reduced precision is
-# listed only where it met both targets there: at least 3x eager fp32 and at least 99.9% argmax
-# agreement with fp32 on CamVid val. Kinds not listed run the exact rewrites in eager mode.
-# On a 2-core AVX-512 BF16 EPYC, bf16 agreed on 99.937% of CamVid val but ran at 2.41x (eager)
-# and 2.61x (compiled) eager fp32, short of 3x: fp32 compiled (1.62x) is listed there.
+# backend); the figures and the machines are in docs/benchmarks.md ("Inference paths on the
+# CPU" and the native bf16 sections). A reduced precision is listed only where it met both
+# targets there: at least 3x eager fp32 and at least 99.9% argmax agreement with fp32 on
+# CamVid val. Kinds not listed run the exact rewrites in eager mode.
 MEASURED_FASTEST: dict[str, tuple[Precision, Backend]] = {
     "cpu AVX2": ("fp32", "compile"),
     "cpu AVX512 bf16": ("fp32", "compile"),
 }
 
-# Images of one size after which compile's warm-up has paid for itself over the eager
-# rewrite, at PSPNet-R50 473 on 2 threads (docs/benchmarks.md): AVX2 72 s of warm-up against
-# 0.31 s saved per image (~230 images); AVX-512 BF16 33 s against 0.09 s (~370). Below it,
-# ``auto`` stays eager.
+# Images of one size after which compile's warm-up has paid for itself over the eager rewrite
+# on the device kinds above (warm-up over the time saved per image, docs/benchmarks.md); below
+# it, ``auto`` stays eager.
 AMORTIZED_AFTER = 400
+
+# inductor constant-folds the (frozen) weights into the graph; set per compile, not for the
+# whole process.
+FREEZING = {"freezing": True}
 
 
 @functools.cache
@@ -138,33 +141,39 @@ def _check_path(precision: str, backend: str, device: torch.device) -> None:
 
 
 class OptimizedModel(nn.Module):
-    """An optimised network called like the eval model: images (N, 3, H, W) -> logits.
+    """An optimised network, called like the eval model: images (N, 3, H, W) -> logits.
 
-    Carries ``config`` and ``metadata`` of the original so every consumer of a model works.
+    ``stride_logits`` gives the logits at the output stride, as :class:`PSPNet`'s does (what
+    the inference routine runs); ``forward`` upsamples them to the input size.
+
+    Args:
+        inner: images -> logits at the output stride (a rewritten model's ``StrideLogits``,
+            compiled or not, or an ONNX Runtime session of one).
+        config: the original model's config.
+        precision: the path's precision, for reports.
+        backend: the path's backend, for reports.
+        channels_last: hand ``inner`` channels_last images.
     """
 
     def __init__(
-        self,
-        inner: nn.Module,
-        source: PSPNet,
-        precision: str,
-        backend: str,
+        self, inner: nn.Module, config: ModelConfig, precision: str, backend: str,
         channels_last: bool,
-        device: torch.device | None = None,
-    ):
+    ):  # fmt: skip
         super().__init__()
         self.inner = inner
-        self.config = source.config
-        self.metadata = dict(getattr(source, "metadata", {}))
+        self.config = config
         self.precision, self.backend, self.channels_last = precision, backend, channels_last
-        # The runner's device, for callers that read next(model.parameters()).device.
-        self.anchor = nn.Parameter(torch.empty(0, device=device), requires_grad=False)
         self.eval()
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def stride_logits(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.inner(images)  # fp32 logits on every path (bf16 keeps its classifier fp32)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.stride_logits(images)
+        return F.interpolate(logits, images.shape[-2:], mode="bilinear",
+                             align_corners=self.config.align_corners)  # fmt: skip
 
     def train(self, mode: bool = True) -> OptimizedModel:
         if mode:
@@ -204,7 +213,7 @@ def optimize(
 
     Args:
         model: a PSPNet on the CPU or a CUDA device (the path runs there).
-        precision: "fp32" (exact), "bf16" (see :func:`pspnet.optimized.reduced.reduced_precision`;
+        precision: "fp32" (exact), "bf16" (see :func:`.reduced.reduced_precision`;
             warns on a CPU without native bf16), "fp16" (CUDA), "int8" (CPU, ONNX Runtime
             static quantisation, needs ``calibration``), "none" (the plain eager model,
             returned as it is) or "auto" (see :func:`choose_path`).
@@ -233,22 +242,18 @@ def optimize(
             stacklevel=2,
         )
     if backend == "onnx":
-        return OptimizedModel(
-            _onnx_runner(model, precision, calibration, work_dir), model, precision, backend, False
-        )
+        runner = _onnx_runner(model, precision, calibration, work_dir)
+        return OptimizedModel(runner, model.config, precision, backend, False)
     rewritten = exact_rewrite(model)
     if precision in DTYPES:
         reduced_precision(rewritten, DTYPES[precision], fp32_stages)
     rewritten.to(memory_format=torch.channels_last)
-    if backend in ("compile", "cudagraphs"):
-        import torch._inductor.config as inductor_config
-
-        inductor_config.freezing = True  # constant-fold the (frozen) weights into the graph
-        if backend == "cudagraphs":  # one graph per input shape, replayed
-            rewritten = torch.compile(rewritten, mode="reduce-overhead", dynamic=False)
-        else:
-            rewritten = torch.compile(rewritten, dynamic=device.type == "cpu" or None)
-    return OptimizedModel(rewritten, model, precision, backend, True, device)
+    inner: nn.Module = StrideLogits(rewritten)
+    if backend == "cudagraphs":  # one graph per input shape, replayed
+        inner = torch.compile(inner, mode="reduce-overhead", dynamic=False, options=FREEZING)
+    elif backend == "compile":
+        inner = torch.compile(inner, dynamic=device.type == "cpu" or None, options=FREEZING)
+    return OptimizedModel(inner, model.config, precision, backend, True)
 
 
 def _onnx_runner(
@@ -258,12 +263,18 @@ def _onnx_runner(
     work_dir: str | Path | None,
 ) -> nn.Module:
     from pspnet.export.onnx import OnnxRuntimeModel, export_onnx
-    from pspnet.optimized.int8 import quantize_int8
+    from pspnet.inference.optimized.int8 import quantize_int8
 
-    folder = Path(work_dir or tempfile.mkdtemp(prefix="pspnet-onnx-"))
-    path = export_onnx(exact_rewrite(model, exportable=True), folder / "model.onnx")
-    if precision == "int8":
-        if calibration is None:
-            raise ConfigError("int8 needs calibration images (a few hundred training crops)")
-        path = quantize_int8(path, folder / "model.int8.onnx", calibration)
-    return OnnxRuntimeModel(path)
+    if precision == "int8" and calibration is None:
+        raise ConfigError("int8 needs calibration images (a few hundred training crops)")
+    temporary = None if work_dir else tempfile.TemporaryDirectory(prefix="pspnet-onnx-")
+    folder = Path(work_dir or temporary.name)
+    try:
+        path = export_onnx(exact_rewrite(model, exportable=True), folder / "model.onnx",
+                           stride_logits=True)  # fmt: skip
+        if precision == "int8":
+            path = quantize_int8(path, folder / "model.int8.onnx", calibration)
+        return OnnxRuntimeModel(path)  # the session holds the file's contents
+    finally:
+        if temporary is not None:
+            temporary.cleanup()

@@ -2,8 +2,8 @@
 
 Autocast would cast every weight on every call (inference weights do not require grad, so
 its cast cache never applies) and round the logits to 16 bits. Here the early backbone
-stages, the factorised head's pyramid sums (see :mod:`pspnet.optimized.factorized`) and the
-classifier stay fp32; everything else runs in bf16 (CPU or CUDA) or fp16 (CUDA).
+stages, the factorised head's pyramid sums (see :mod:`pspnet.inference.optimized.factorized`)
+and the classifier stay fp32; everything else runs in bf16 (CPU or CUDA) or fp16 (CUDA).
 """
 
 from __future__ import annotations
@@ -16,12 +16,9 @@ from torch import nn
 from pspnet.errors import ConfigError
 from pspnet.models.pspnet import PSPNet
 
-# Backbone stages that bf16 inference keeps in fp32. CamVid val argmax agreement with fp32
-# (benchmarks/camvid_precision.py, the CPU model, emulated bf16): 99.850% with every stage in
-# bf16, 99.898% with the stem in fp32, 99.921% with stem and layer1, 99.944% with layer2 too.
-# The rounding of the early, high-resolution activations flips the most pixels, and those
-# stages are cheap: stem and layer1 are 7.5% of PSPNet-R50's FLOPs at 473 (exact rewrite),
-# 4.9% of R101's at 713.
+# Backbone stages that bf16 inference keeps in fp32: the rounding of the early,
+# high-resolution activations flips the most pixels, and those stages are a small share of the
+# FLOPs (docs/benchmarks.md, "CamVid: accuracy of the fast paths", measures each choice).
 BF16_FP32_STAGES = ("stem", "layer1")
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
 

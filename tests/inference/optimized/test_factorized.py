@@ -6,16 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pspnet.models import PSPNet
-from pspnet.models.pspnet import SegmentationHead
-from pspnet.models.pyramid import PyramidPooling
-from pspnet.optimized.factorized import (
+from pspnet.inference.optimized.factorized import (
     FactorizedHead,
     bilinear_matrix,
     factorize_head,
     tap_matrices,
 )
-from pspnet.optimized.fold import fold_batchnorm, to_channels_last
+from pspnet.inference.optimized.fold import fold_batchnorm, to_channels_last
+from pspnet.models import PSPNet
+from pspnet.models.pspnet import SegmentationHead
+from pspnet.models.pyramid import PyramidPooling
 
 BINS = [(1, 2, 3, 6), (1,), (2, 4), (3, 6, 8)]
 # Odd and even sizes, maps smaller than the largest bin, and a single pixel.

@@ -3,9 +3,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pspnet.inference.optimized.fold import fold_batchnorm, folded_parameters, to_channels_last
 from pspnet.models import PSPNet
 from pspnet.models.pyramid import BinBatchNorm
-from pspnet.optimized.fold import fold_batchnorm, folded_parameters, to_channels_last
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:

@@ -5,15 +5,15 @@ import pytest
 import torch
 
 from pspnet.config import InferenceConfig
-from pspnet.engine.inference import predict_probs
 from pspnet.errors import ConfigError
+from pspnet.inference.optimized.int8 import quantize_int8
+from pspnet.inference.optimized.optimize import choose_path, optimize
+from pspnet.inference.optimized.reduced import reduced_precision
+from pspnet.inference.protocol import probabilities
 from pspnet.models import PSPNet
-from pspnet.optimized.int8 import quantize_int8
-from pspnet.optimized.optimize import choose_path, optimize
-from pspnet.optimized.reduced import reduced_precision
 
 # The module, not the function of the same name that pspnet.optimized exports.
-optimize_module = importlib.import_module("pspnet.optimized.optimize")
+optimize_module = importlib.import_module("pspnet.inference.optimized.optimize")
 
 
 @pytest.fixture
@@ -50,9 +50,9 @@ def test_compiled_path_is_exact(model):
 def test_the_inference_routine_runs_every_path_unchanged(model, tmp_path):
     image = torch.randn(3, 50, 70)
     config = InferenceConfig(mode="slide", crop_size=(32, 32), flip=True)
-    expected = predict_probs(model, image, 5, config)
+    expected = probabilities(model, image, config)
     fast = optimize(model, "fp32", "onnx", work_dir=tmp_path)
-    assert (predict_probs(fast, image, 5, config) - expected).abs().max() <= 1e-5
+    assert (probabilities(fast, image, config) - expected).abs().max() <= 1e-5
 
 
 def test_forced_bf16_on_a_cpu_without_it_warns_and_stays_close(model, monkeypatch):
@@ -74,7 +74,7 @@ def dtypes(module: torch.nn.Module) -> set[torch.dtype]:
 def test_bf16_model_keeps_early_stages_pyramid_sums_and_classifier_in_fp32(model, monkeypatch):
     monkeypatch.setattr(optimize_module, "native_bf16", lambda: True)
     fast = optimize(model, "bf16", "eager")
-    network = fast.inner
+    network = fast.inner.model
     backbone = network.backbone
     assert dtypes(backbone.stem) == dtypes(backbone.layer1) == {torch.float32}
     for stage in (backbone.layer2, backbone.layer3, backbone.layer4, network.head.features):
@@ -90,7 +90,7 @@ def test_bf16_model_keeps_early_stages_pyramid_sums_and_classifier_in_fp32(model
 def test_bf16_stages_to_keep_in_fp32_are_a_choice(model, monkeypatch):
     monkeypatch.setattr(optimize_module, "native_bf16", lambda: True)
     everywhere = optimize(model, "bf16", "eager", fp32_stages=())
-    assert dtypes(everywhere.inner.backbone) == {torch.bfloat16}
+    assert dtypes(everywhere.inner.model.backbone) == {torch.bfloat16}
     images = torch.randn(1, 3, 40, 40)
     with torch.inference_mode():
         assert relative_error(everywhere(images), model(images)) <= 0.05
