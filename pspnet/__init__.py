@@ -1,5 +1,11 @@
 """PSPNet, the Pyramid Scene Parsing Network (Zhao et al., CVPR 2017), for PyTorch."""
 
+from pspnet.limits import set_decoder_ceiling
+
+set_decoder_ceiling()  # before anything below imports OpenCV
+
+# ruff: noqa: E402
+
 from pspnet.checkpoints import build_model, load_checkpoint, load_model, save_model
 from pspnet.errors import (
     CheckpointError,

@@ -17,6 +17,10 @@ class ImageTooLargeError(DatasetError):
     """An image whose pixel count is over the configured limit (refused before decoding)."""
 
 
+class UnsupportedImageError(DatasetError):
+    """Bytes of no image format whose size can be checked before decoding (HDR, not an image)."""
+
+
 class ConfigError(PSPNetError, ValueError):
     """A configuration file or override that does not fit the typed configuration."""
 

@@ -30,6 +30,7 @@ from pspnet.visualize import colorize, format_shares, overlay
 # Images decoded ahead of the network, and outputs waiting to be written: bounds memory.
 PREFETCH = 4
 SUFFIXES = ("_label.png", "_color.png", "_overlay.png")
+OUTPUT_SUFFIXES = (*SUFFIXES, "_confidence.png", "_probs.npy")
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,45 @@ def label_png(label: np.ndarray, palette: Sequence[tuple[int, int, int]]) -> Ima
     return image
 
 
+def output_names(files: Sequence[Path]) -> dict[Path, Path]:
+    """Each input's outputs' name: its path below the inputs' common folder, less its suffix.
+
+    ``predict photos/`` mirrors the folder tree, so two ``x.jpg`` in different subfolders keep
+    apart; a single image is named by its stem.
+
+    Raises:
+        DatasetError: two inputs would share outputs (``x.png`` and ``x.jpg`` in one folder),
+            naming both, before any work.
+    """
+    if not files:
+        return {}
+    common = common_folder(files)
+    names = {
+        path: Path(os.path.abspath(path)).relative_to(common).with_suffix("") for path in files
+    }
+    seen: dict[Path, Path] = {}
+    for path, name in names.items():
+        if name in seen:
+            raise DatasetError(
+                f"{seen[name]} and {path} would both write {name}_label.png ...; rename one, "
+                "or predict them into different --out folders"
+            )
+        seen[name] = path
+    return names
+
+
+def common_folder(files: Sequence[Path]) -> Path:
+    """The deepest folder holding every file (absolute)."""
+    return Path(os.path.commonpath([os.path.dirname(os.path.abspath(path)) for path in files]))
+
+
 def output_paths(
-    out_dir: Path, path: Path, save_probs: bool = False, confidence: bool = False
+    out_dir: Path, name: Path, save_probs: bool = False, confidence: bool = False
 ) -> tuple[Path, ...]:
-    """NAME_label.png, NAME_color.png, NAME_overlay.png (NAME_confidence.png, NAME_probs.npy)."""
-    names = [*SUFFIXES] + ["_confidence.png"] * confidence + ["_probs.npy"] * save_probs
-    return tuple(out_dir / f"{path.stem}{suffix}" for suffix in names)
+    """NAME_label.png, NAME_color.png, NAME_overlay.png (NAME_confidence.png, NAME_probs.npy)
+    in ``out_dir``, NAME as :func:`output_names` gives it (subfolders included)."""
+    suffixes = [*SUFFIXES] + ["_confidence.png"] * confidence + ["_probs.npy"] * save_probs
+    return tuple(out_dir / f"{name}{suffix}" for suffix in suffixes)
 
 
 def predict_files(
@@ -75,12 +109,14 @@ def predict_files(
     redo: bool = False,
     confidence: bool = False,
     unknown_below: float | None = None,
+    names: dict[Path, Path] | None = None,
+    limit: int | None = None,
 ) -> Iterator[PredictionResult]:
     """Segment each file and write its outputs (see :func:`output_paths`).
 
     Inputs whose outputs all exist are reported first and skipped (a resumed run), unless
-    ``redo``; then the others in input order. An unreadable input is reported in its result
-    and skipped; the others go on.
+    ``redo``; then the others in input order. An unreadable input, or one over ``limit``
+    pixels, is reported in its result and skipped; the others go on.
 
     Args:
         segmenter: the model and its inference settings.
@@ -90,25 +126,31 @@ def predict_files(
         redo: segment every input again, even those with all their outputs.
         confidence: also write NAME_confidence.png (255 = probability 1).
         unknown_below: label pixels whose confidence is under this as unknown (255).
+        names: each file's outputs' name (:func:`output_names` of every input, when ``files``
+            is one process's shard of them); :func:`output_names` of ``files`` when None.
+        limit: the pixel limit of an input (e.g. :meth:`Segmenter.pixel_limit`); the decoders'
+            when None.
 
     Raises:
+        DatasetError: two inputs would share outputs (before any work).
         InferenceError: the model failed on an image (e.g. out of memory), naming it.
     """
+    names = output_names(files) if names is None else names
     out_dir = make_folder(out_dir)
     todo = []
     for path in files:
-        outputs = output_paths(out_dir, path, save_probs, confidence)
+        outputs = output_paths(out_dir, names[path], save_probs, confidence)
         if not redo and all(p.is_file() for p in outputs):
             yield PredictionResult(path, outputs, done_before=True)
         else:
             todo.append((path, outputs))
     with io_executor(segmenter) as io:
-        reads = deque(io.submit(_read, path) for path, _ in todo[:PREFETCH])
+        reads = deque(io.submit(_read, path, limit) for path, _ in todo[:PREFETCH])
         writes: deque[Future] = deque()
         for index, (path, outputs) in enumerate(todo):
             image = reads.popleft().result()  # (H, W, 3) uint8, or an error message
             if index + PREFETCH < len(todo):
-                reads.append(io.submit(_read, todo[index + PREFETCH][0]))
+                reads.append(io.submit(_read, todo[index + PREFETCH][0], limit))
             if isinstance(image, str):
                 writes.append(_done(PredictionResult(path, error=image)))
             else:
@@ -151,9 +193,9 @@ class InlineExecutor(Executor):
         return future
 
 
-def _read(path: Path) -> np.ndarray | str:
+def _read(path: Path, limit: int | None) -> np.ndarray | str:
     try:
-        return to_rgb(path)
+        return to_rgb(path, limit)
     except DatasetError as err:
         return str(err)
 
@@ -181,7 +223,7 @@ def write_outputs(
         outputs: where to write, as :func:`output_paths` names them.
     """
     for target in outputs:
-        suffix = target.name[len(path.stem) :]
+        suffix = next(s for s in OUTPUT_SUFFIXES if target.name.endswith(s))
         if suffix == "_probs.npy":
             probs = result.probs.astype(np.float16)
             atomic_write(target, lambda tmp, probs=probs: _save_array(tmp, probs))

@@ -29,7 +29,7 @@ ALLOWED = {
     "reproduce": {"models", "data", "checkpoints", "config", "engine", "inference"},
 }
 ALLOWED["serve"] = ALLOWED["batch"]
-SHARED = {"errors", "files", "devices"}
+SHARED = {"errors", "files", "devices", "limits"}
 
 
 def part(module: str) -> str:

@@ -154,3 +154,42 @@ def test_a_failing_image_stops_the_run_naming_it_and_the_rank(tmp_path, checkpoi
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     assert _rank() == "rank 1: "  # how `pspnet CMD: error:` names the rank under torchrun
+
+
+def test_same_named_inputs_in_different_folders_keep_their_own_outputs(tmp_path, checkpoint):
+    images(tmp_path / "in" / "a", 1)
+    images(tmp_path / "in" / "b", 1, size=(32, 56))  # also img_000.png, another image
+    args = ["predict", str(tmp_path / "in" / "a" / "img_000.png"),
+            str(tmp_path / "in" / "b" / "img_000.png"), "--checkpoint", str(checkpoint),
+            "--out", str(tmp_path / "out"), "--mode", "whole"]  # fmt: skip
+    assert main(args) == 0
+    for folder, size in (("a", (40, 48)), ("b", (32, 56))):
+        label = Image.open(tmp_path / "out" / folder / "img_000_label.png")
+        assert label.size == size[::-1]
+    segmenter = Segmenter.from_checkpoint(checkpoint, mode="whole")
+    inputs = sorted((tmp_path / "in").rglob("*.png"))
+    again = list(predict_files(segmenter, inputs, tmp_path / "out"))
+    assert all(result.done_before for result in again)  # each found its own outputs
+
+
+def test_inputs_that_would_share_outputs_are_refused_before_any_work(tmp_path, checkpoint, capsys):
+    folder = images(tmp_path / "in", 1)
+    Image.open(folder / "img_000.png").save(folder / "img_000.jpg")
+    args = ["predict", str(folder), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "img_000.jpg and" in err and "img_000.png would both write img_000_label.png" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_image_over_the_memory_budget_is_skipped_before_decoding(tmp_path, checkpoint, capsys):
+    folder = images(tmp_path / "in", 1, size=(400, 400))
+    images(tmp_path / "small", 1)
+    args = ["predict", str(folder / "img_000.png"), str(tmp_path / "small" / "img_000.png"),
+            "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
+            "--mode", "whole", "--memory-budget-mb", "5"]  # fmt: skip
+    assert main(args) == 1
+    out = capsys.readouterr()
+    assert "in/img_000.png: image is 400x400" in out.err and "--memory-budget-mb" in out.err
+    assert (tmp_path / "out" / "small" / "img_000_label.png").is_file()
+    assert not (tmp_path / "out" / "in").exists()

@@ -40,6 +40,7 @@ from pspnet.cli.trained import cmd_eval, cmd_export, cmd_predict, cmd_serve
 from pspnet.data.importers import ImportFormat
 from pspnet.engine.metrics import AbsentPolicy
 from pspnet.errors import PSPNetError
+from pspnet.limits import DEFAULT_MEMORY_BUDGET_MB
 from pspnet.models.resnet import BackboneName, OutputStride, Stem
 
 
@@ -171,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--unknown-below", type=probability, metavar="P",
         help="label pixels whose confidence is under P as unknown (255; black in the pictures)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--memory-budget-mb", type=positive_float, default=DEFAULT_MEMORY_BUDGET_MB,
+        metavar="MB",
+        help="memory one image may cost (its decoded pixels, the network's logits and "
+        "activations, the outputs; an estimate): larger images are skipped with a message, "
+        f"before decoding (default {DEFAULT_MEMORY_BUDGET_MB})",
     )  # fmt: skip
     predict.add_argument(
         "--redo", action="store_true", help="segment inputs again whose outputs are all there"

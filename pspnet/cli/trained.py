@@ -146,17 +146,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pspnet.data.images import expand_inputs
     from pspnet.engine.distributed import setup_process, shard, sum_over_ranks
     from pspnet.inference.optimized.optimize import AMORTIZED_AFTER
-    from pspnet.predict import predict_files
+    from pspnet.predict import output_names, predict_files
 
     process = setup_process(args.device)  # under torchrun: this rank's shard of the inputs
     files = expand_inputs(args.inputs)
+    names = output_names(files)  # over every input, so ranks agree and collisions fail first
     mine = shard(files, process)
     segmenter = _segmenter(args, str(process.device), len(mine) >= AMORTIZED_AFTER)
+    limit = segmenter.pixel_limit(args.memory_budget_mb)
     written = done_before = failures = 0
     talk = process.world_size == 1
     with tqdm(total=len(mine), unit="image", desc="predicting", disable=not process.is_main) as bar:
         results = predict_files(segmenter, mine, args.out, args.save_probs, args.redo,
-                                args.confidence, args.unknown_below)  # fmt: skip
+                                args.confidence, args.unknown_below, names, limit)  # fmt: skip
         for result in results:
             bar.update(1)
             if result.error is not None:
@@ -167,7 +169,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             else:
                 written += 1
                 if talk:
-                    tqdm.write(f"{result.path.name}: {result.shares}")
+                    tqdm.write(f"{names[result.path]}: {result.shares}")
     written, done_before, failures = sum_over_ranks([written, done_before, failures], process)
     say(
         f"wrote {written} prediction(s) to {args.out}"

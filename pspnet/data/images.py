@@ -18,14 +18,10 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pspnet.errors import DatasetError, ImageTooLargeError
+from pspnet.errors import DatasetError, ImageTooLargeError, UnsupportedImageError
+from pspnet.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-
-# The largest image decoded, in pixels; PSPNET_MAX_IMAGE_PIXELS overrides it. 100 megapixels
-# is 50 Cityscapes frames and about 0.3 GB as RGB, 1.2 GB as the network's float input.
-DEFAULT_MAX_PIXELS = 100_000_000
-MAX_PIXELS_VARIABLE = "PSPNET_MAX_IMAGE_PIXELS"
 
 ImageInput = str | Path | np.ndarray | Image.Image
 
@@ -50,7 +46,8 @@ def check_pixels(height: int, width: int, source: str, limit: int | None = None)
     if height * width > limit:
         raise ImageTooLargeError(
             f"{source}: image is {width}x{height} ({height * width:,} pixels), over the limit "
-            f"of {limit:,}; downscale it, or raise {MAX_PIXELS_VARIABLE}"
+            f"of {limit:,}; downscale it, or raise the limit ({MAX_PIXELS_VARIABLE}, or the "
+            "command's memory budget, --memory-budget-mb)"
         )
 
 
@@ -70,21 +67,28 @@ def read_bytes(path: Path, what: str) -> np.ndarray:
 def decode(
     data: np.ndarray, flags: int, path: Path | str, what: str, limit: int | None = None
 ) -> np.ndarray:
-    """OpenCV's decoding of ``data``, the header's size checked against the limit first."""
+    """OpenCV's decoding of ``data``, the header's size checked against the limit first.
+
+    Only formats whose header PIL reads are decoded: what it cannot identify (Radiance HDR,
+    formats only OpenCV knows, garbage) has no size to check before decoding, so it is refused.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data.tobytes())) as header:  # reads the header only
                 width, height = header.size
-        check_pixels(height, width, str(path), limit)
     except Image.DecompressionBombError as err:  # PIL's own ceiling, twice MAX_IMAGE_PIXELS
         ceiling = 2 * (Image.MAX_IMAGE_PIXELS or 0)
         raise ImageTooLargeError(
             f"{path}: {what} declares more than {ceiling:,} pixels, over the limit of "
             f"{min(ceiling, limit or max_pixels()):,}; downscale it"
         ) from err
-    except (UnidentifiedImageError, OSError, ValueError):
-        pass  # a format PIL does not know: OpenCV's own limit and checks apply
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise UnsupportedImageError(
+            f"{path}: {what} is not an image in a format whose size can be checked before "
+            f"decoding ({', '.join(IMAGE_EXTENSIONS)}); convert it to PNG or JPEG"
+        ) from err
+    check_pixels(height, width, str(path), limit)
     try:
         image = cv2.imdecode(data, flags)
     except cv2.error as err:
@@ -94,7 +98,9 @@ def decode(
     return image
 
 
-def read_image(path: str | Path, exif_orientation: bool = False) -> np.ndarray:
+def read_image(
+    path: str | Path, exif_orientation: bool = False, limit: int | None = None
+) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB.
 
     Grey images are repeated to three channels, alpha is dropped and 16-bit images are
@@ -104,10 +110,11 @@ def read_image(path: str | Path, exif_orientation: bool = False) -> np.ndarray:
         path: the image file.
         exif_orientation: turn the image upright by its EXIF orientation. Off for datasets:
             labels are read unchanged, so their images must not be turned either.
+        limit: the pixel limit; :func:`max_pixels` when None.
     """
     path = Path(path)
     flags = cv2.IMREAD_COLOR | (0 if exif_orientation else cv2.IMREAD_IGNORE_ORIENTATION)
-    image = decode(read_bytes(path, "image"), flags, path, "image")
+    image = decode(read_bytes(path, "image"), flags, path, "image", limit)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -125,17 +132,18 @@ def decode_image(data: bytes, source: str, limit: int | None = None) -> np.ndarr
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def to_rgb(image: ImageInput) -> np.ndarray:
+def to_rgb(image: ImageInput, limit: int | None = None) -> np.ndarray:
     """Any supported image as (H, W, 3) uint8 RGB.
 
     Paths are decoded with their EXIF orientation applied; grey, RGBA and 16-bit images are
     converted; float arrays in [0, 1] are scaled to 0..255. Unreadable, truncated, empty,
-    oversized or non-finite images raise :class:`DatasetError` naming the file or the array.
+    oversized (over ``limit`` pixels, :func:`max_pixels` when None) or non-finite images raise
+    :class:`DatasetError` naming the file or the array.
     """
     if isinstance(image, (str, Path)):
-        return read_image(image, exif_orientation=True)
+        return read_image(image, exif_orientation=True, limit=limit)
     if isinstance(image, Image.Image):
-        check_pixels(image.height, image.width, "PIL image")
+        check_pixels(image.height, image.width, "PIL image", limit)
         image = np.asarray(image.convert("RGB"))
     array = np.asarray(image)
     if array.ndim == 2:
@@ -144,7 +152,7 @@ def to_rgb(image: ImageInput) -> np.ndarray:
         raise DatasetError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got {array.shape}")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise DatasetError(f"image array is empty: shape {array.shape}")
-    check_pixels(array.shape[0], array.shape[1], "image array")
+    check_pixels(array.shape[0], array.shape[1], "image array", limit)
     if array.dtype.kind not in "uifb":
         raise DatasetError(f"image array has dtype {array.dtype}; expected numbers")
     if array.dtype.kind == "f" and not np.isfinite(array).all():

@@ -44,6 +44,8 @@ from pspnet.inference.bands import (
     rows_read,
     slice_taps,
 )
+from pspnet.models.pspnet import ModelConfig
+from pspnet.models.resnet import DEPTHS
 
 Progress = Callable[[int, int], None]
 UNKNOWN = IGNORE_INDEX  # the label of pixels under ``unknown_below``
@@ -59,12 +61,14 @@ class Network:
         num_classes: C.
         align_corners: of that upsampling (the model's config).
         device: where the network runs; images are moved there.
+        config: the model's config, when known (it sizes the memory of an image).
     """
 
     forward: Callable[[torch.Tensor], torch.Tensor]
     num_classes: int
     align_corners: bool
     device: torch.device
+    config: ModelConfig | None = None
 
     @classmethod
     def of(cls, model: torch.nn.Module, device: torch.device | str | None = None) -> Network:
@@ -80,7 +84,7 @@ class Network:
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
         config = model.config
         return cls(model.stride_logits, config.num_classes, config.align_corners,
-                   torch.device(device))  # fmt: skip
+                   torch.device(device), config)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -402,3 +406,71 @@ def fit_window_batch(network: Network, config: InferenceConfig) -> int:
     _forward(network, torch.zeros(1, 3, *config.crop_size, device=device), config.flip)
     window = torch.cuda.max_memory_allocated(device) - before
     return windows_that_fit(free, window)
+
+
+# Bytes one output pixel costs outside the network, besides the stride logits: the decoded
+# image (3) and its float copy (12), labels (8, then 1) and confidence (4, then 4) on both sides
+# of the numpy conversion, and the pictures predict and serve draw (colour 3, overlay 3 with
+# its float32 blend 12 and the colour map it blends, 3).
+OUTPUT_BYTES = {"image": 15, "labels": 9, "confidence": 8, "pictures": 21}
+
+
+def image_memory(network: Network, config: InferenceConfig) -> tuple[float, float]:
+    """(fixed bytes, bytes per output pixel) one image costs the routine, beyond the weights.
+
+    An estimate from what the routine holds: the outputs (:data:`OUTPUT_BYTES`), every view's
+    stride logits (C floats per output-stride cell, twice with flip, up to four windows over a
+    pixel at a stride of 2/3), and the network's widest activations (three feature maps at
+    once: a block's input, output and shortcut) for the largest input it sees at once: a
+    window batch when sliding (fixed), the scaled image when whole (per pixel). Scales tied to
+    ``base_size`` or ``fit_within`` cost a fixed amount whatever the image's size.
+    """
+    model = network.config or ModelConfig(network.num_classes)
+    stride = model.output_stride
+    flips = 2 if config.flip else 1
+    cover = (math.ceil(1 / config.stride_rate) ** 2) if config.mode == "slide" else 1
+    logits_per_pixel = 4 * network.num_classes * flips * cover / stride**2
+    activation = 3 * 4 * _widest_floats_per_pixel(model)  # per network input pixel
+    fixed, per_pixel = 0.0, float(sum(OUTPUT_BYTES.values()))
+    areas = [s * s for s in config.scales]  # scaled pixels per output pixel
+    if config.base_size is not None or config.fit_within is not None:
+        long_side = config.base_size or max(config.fit_within)
+        fixed += sum(a * long_side**2 for a in areas) * logits_per_pixel
+        biggest_input = max(areas) * long_side**2
+    else:
+        per_pixel += sum(areas) * logits_per_pixel
+        biggest_input = None
+    if config.mode == "slide":
+        fixed += (
+            activation * config.crop_size[0] * config.crop_size[1] * config.window_batch * flips
+        )
+    elif biggest_input is not None:
+        fixed += activation * biggest_input * flips
+    else:
+        per_pixel += activation * max(areas) * flips
+    return fixed, per_pixel
+
+
+def pixels_within(budget_bytes: int, network: Network, config: InferenceConfig) -> int:
+    """The largest image, in pixels, whose inference stays within ``budget_bytes`` (at least 1):
+    :func:`image_memory`'s estimate, for a service's and a command's pixel limits.
+    """
+    fixed, per_pixel = image_memory(network, config)
+    return max(1, int((budget_bytes - fixed) // per_pixel))
+
+
+def _widest_floats_per_pixel(model: ModelConfig) -> float:
+    """The widest feature map's floats per input pixel: channels over its stride squared."""
+    kind, _ = DEPTHS[model.backbone]
+    expansion, width = (4 if kind == "bottleneck" else 1), model.base_width
+    stem = width if model.stem == "torchvision" else 2 * width // (1 if model.stem == "deep" else 2)
+    stride = model.output_stride
+    maps = [
+        stem / 2**2,  # the stem's convolutions at stride 2
+        width * expansion / 4**2,  # layer1
+        2 * width * expansion / min(stride, 8) ** 2,  # layer2
+        4 * width * expansion / min(stride, 16) ** 2,  # layer3
+        8 * width * expansion / stride**2,  # layer4
+        2 * 8 * width * expansion / stride**2 if model.use_ppm else 0,  # the pyramid's concat
+    ]
+    return max(maps)

@@ -14,12 +14,19 @@ from torch import nn
 
 from pspnet.checkpoints import LoadedCheckpoint, load_checkpoint
 from pspnet.config import InferenceConfig
-from pspnet.data.images import ImageInput, to_rgb
+from pspnet.data.images import ImageInput, max_pixels, to_rgb
 from pspnet.data.transforms import normalize
 from pspnet.devices import resolve_device
 from pspnet.errors import ConfigError
-from pspnet.inference.protocol import Network, Progress, fit_window_batch, segment_tensor
+from pspnet.inference.protocol import (
+    Network,
+    Progress,
+    fit_window_batch,
+    pixels_within,
+    segment_tensor,
+)
 from pspnet.inference.result import Segmentation, compact_labels
+from pspnet.limits import DEFAULT_MEMORY_BUDGET_MB
 from pspnet.weights.download import Progress as DownloadProgress
 
 
@@ -123,12 +130,20 @@ class Segmenter:
             segmenter.inference = dataclasses.replace(config, window_batch=batch)
         return segmenter
 
+    def pixel_limit(self, budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> int:
+        """The largest image, in pixels, this model segments within ``budget_mb`` MiB of memory
+        (an estimate, see :func:`pspnet.inference.protocol.image_memory`), and never more than
+        the decoders' limit."""
+        fitting = pixels_within(int(budget_mb * 2**20), self.network, self.inference)
+        return min(max_pixels(), fitting)
+
     def segment(
         self,
         image: ImageInput,
         probs: bool = False,
         unknown_below: float | None = None,
         progress: Progress | None = None,
+        limit: int | None = None,
     ) -> Segmentation:
         """Segment one image (a path, an (H, W, 3) array or a PIL image).
 
@@ -137,11 +152,13 @@ class Segmenter:
             probs: also return the (C, H, W) probabilities (the only buffer of that size).
             unknown_below: label pixels whose confidence is under this as unknown (255).
             progress: ``progress(windows_done, windows_total)`` after each forward pass.
+            limit: refuse an image of more pixels (before decoding a file); the decoders'
+                limit when None (see :meth:`pixel_limit` for one within a memory budget).
         """
         if unknown_below is not None and not 0 <= unknown_below <= 1:
             raise ConfigError(f"unknown_below must be in [0, 1], got {unknown_below}")
         start = time.perf_counter()
-        tensor = normalize(to_rgb(image))  # (3, H, W)
+        tensor = normalize(to_rgb(image, limit))  # (3, H, W)
         raw = segment_tensor(self.network, tensor, self.inference, progress, probs, unknown_below)
         return Segmentation(
             labels=compact_labels(raw.labels.cpu().numpy(), self.num_classes),
