@@ -219,7 +219,11 @@ def cmd_models(args: argparse.Namespace) -> int:
                 f"| {e.name} | {model['backbone']} | {model['stem']} | {top1} | {size} | "
                 f"{_yes(is_cached(e))} |"
             )
-    say(f"\nsizes estimated from the parameter count (fp32); cache: {cache_dir()}")
+    say(
+        f"\nsizes estimated from the parameter count (fp32); cache: {cache_dir()}; hashes are "
+        "the publishers' 8-hex prefixes: they detect corruption, not substitution (the full "
+        "SHA-256 is recorded at the first check and enforced after)"
+    )
     return 0
 
 

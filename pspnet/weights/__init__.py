@@ -2,7 +2,9 @@
 
 ``resolve("pspnet_r50-d8_4xb4-80k_ade20k-512x512")`` downloads (once) and returns the cached
 file and its registry entry; a URL is downloaded and cached the same way; a path is returned
-as it is. Everything that accepts a checkpoint goes through it.
+as it is. Everything that accepts a checkpoint goes through it. A registry download may be at
+most twice the entry's estimated size; :mod:`pspnet.weights.download` says what its hashes
+prove.
 """
 
 from __future__ import annotations
@@ -10,8 +12,22 @@ from __future__ import annotations
 from pathlib import Path
 
 from pspnet.errors import CheckpointError
-from pspnet.weights.download import Progress, cache_dir, cache_path, fetch, is_url, offline
-from pspnet.weights.registry import PublishedWeights, find, imagenet_backbone, registry
+from pspnet.weights.download import (
+    Progress,
+    cache_dir,
+    cache_path,
+    download_limit,
+    fetch,
+    is_url,
+    offline,
+)
+from pspnet.weights.registry import (
+    PublishedWeights,
+    estimated_bytes,
+    find,
+    imagenet_backbone,
+    registry,
+)
 
 __all__ = [
     "PublishedWeights",
@@ -46,5 +62,7 @@ def resolve(
         raise CheckpointError(
             f"{entry.name}: published, but not loadable here: {entry.unsupported}"
         )
-    url = entry.url if entry is not None else text
-    return fetch(url, entry.sha256 if entry else None, progress), entry
+    if entry is None:
+        return fetch(text, progress=progress), None
+    limit = download_limit(estimated_bytes(entry))
+    return fetch(entry.url, entry.sha256, progress, max_bytes=limit), entry

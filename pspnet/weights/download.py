@@ -1,36 +1,65 @@
-"""Downloading weights into a verified cache: streamed, hashed, renamed into place, shared safely.
+"""Downloading weights into a verified cache: streamed, bounded, hashed, renamed into place.
 
 The cache is ``$PSPNET_HOME`` (default ``~/.cache/pspnet``). A URL is cached under a folder
 named for a digest of its full address, so two URLs ending in the same file name never share
-a file. A download streams to a temporary file beside its destination, is checked against
-the expected SHA-256 (the registry's prefix, or the ``-<hex>.`` prefix in the file name, as
-torch.hub checks), and only then is renamed into place: an interrupted, truncated or wrong
-transfer leaves nothing in the cache. Processes fetching the same file (torchrun ranks) take
-turns on a lock file, and the later ones find the finished file.
+a file. A download streams to a ``.part`` file beside its destination, bounded in size and in
+time, is checked against the expected SHA-256 (the registry's, or the ``-<hex>.`` prefix in the
+file name, as torch.hub checks), flushed to the disk and only then renamed into place: an
+interrupted, oversized or wrong transfer leaves nothing in the cache, and the ``.part`` of a
+killed one is removed by the next attempt. A redirect from https to plain http is refused.
+Processes fetching the same file (torchrun ranks) take turns on a lock file, and the later
+ones find the finished file.
+
+What a hash proves: the registry's hashes are the 8 hex digits the publisher's file names
+carry. A prefix that short detects corruption (a truncated or damaged file), not substitution:
+a different file matching 32 bits is cheap to make. So the first time a file is verified, its
+full SHA-256 is recorded beside it in ``<file>.verified.json`` with its size and modification
+time, and every later use is checked against that record: an unchanged size and mtime are
+trusted (as ``make`` trusts them), anything else is hashed again and must match the recorded
+digest. A file found in the cache without a record (placed by hand, or cached by an earlier
+version) is hashed on first use and must match the expected hash; where there is none it
+cannot be verified and is downloaded again (refused offline). A URL with no expected hash is
+downloaded with a warning that it is unverified; its digest is recorded all the same, so later
+corruption is caught.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import glob
 import hashlib
 import http.client
+import json
 import os
 import re
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-from pspnet.errors import CheckpointError
+from pspnet.errors import CheckpointError, ConfigError, OutputError
+from pspnet.files import UMASK, atomic_write, fsync_file, fsync_folder
 
 HOME_VARIABLE = "PSPNET_HOME"
 OFFLINE_VARIABLE = "PSPNET_OFFLINE"
+MAX_BYTES_VARIABLE = "PSPNET_MAX_DOWNLOAD_BYTES"
+DOWNLOAD_TIMEOUT_VARIABLE = "PSPNET_DOWNLOAD_TIMEOUT"
+LOCK_TIMEOUT_VARIABLE = "PSPNET_LOCK_TIMEOUT"
 # torch.hub's rule: the first "-<hex>." in a file name is a prefix of the file's SHA-256.
 HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
+RECORD_SUFFIX = ".verified.json"
 CHUNK_BYTES = 1 << 20
-TIMEOUT_SECONDS = 30
+TIMEOUT_SECONDS = 30  # the longest a connection or a read may wait for the server: a stall
+DEFAULT_MAX_BYTES = 4 << 30  # for a URL outside the registry; the largest PSPNet is ~0.3 GB
+DEFAULT_DOWNLOAD_SECONDS = 3600.0  # a whole download, start to end
+DEFAULT_LOCK_SECONDS = 600.0  # waiting for another process's download of the same file
+LOCK_POLL_SECONDS = 0.1
 
 Progress = Callable[[int, int | None], None]
 
@@ -65,83 +94,350 @@ def expected_hash(url: str, sha256: str | None = None) -> str | None:
     return found[1] if found else None
 
 
-def fetch(url: str, sha256: str | None = None, progress: Progress | None = None) -> Path:
-    """The cached file of ``url``, downloaded and verified first if it is not cached yet.
+def download_limit(estimate: int | None = None) -> int:
+    """The most bytes a download may have: ``$PSPNET_MAX_DOWNLOAD_BYTES`` when set, else twice
+    ``estimate`` (a registry entry's size from its parameter count), else 4 GiB.
+
+    Raises:
+        ConfigError: ``$PSPNET_MAX_DOWNLOAD_BYTES`` is not a positive number.
+    """
+    if os.environ.get(MAX_BYTES_VARIABLE, "").strip():
+        return int(_positive(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES))
+    return 2 * estimate if estimate else DEFAULT_MAX_BYTES
+
+
+def fetch(
+    url: str,
+    sha256: str | None = None,
+    progress: Progress | None = None,
+    max_bytes: int | None = None,
+) -> Path:
+    """The cached file of ``url``, verified; downloaded first if it is not cached yet.
 
     Args:
         url: an http(s) address.
         sha256: the file's SHA-256 hex digest or a prefix of it; by default the ``-<hex>.``
-            in the file name, as torch.hub checks; no check when neither exists.
+            in the file name, as torch.hub checks. A short prefix detects corruption, not
+            substitution; the full digest recorded at the first check is enforced from then
+            on. With neither, the file is downloaded with a warning that it is unverified.
         progress: called as ``progress(bytes_done, bytes_total or None)`` while downloading.
+        max_bytes: the most bytes the download may have; by default :func:`download_limit`.
 
     Raises:
-        CheckpointError: offline with nothing cached, a network or HTTP error, a truncated
-            body or a hash mismatch, each naming the URL (and the cache path to fill by hand).
+        CheckpointError: a cached file that does not match its record or expected hash;
+            offline with no usable file; a network or HTTP error, a redirect from https to
+            http, a truncated, oversized or too slow transfer, a hash mismatch, another
+            process holding the file's lock too long; each naming the URL or file and the fix.
+        ConfigError: a bound's environment variable is not a positive number.
     """
     path = cache_path(url)
-    if path.is_file():
+    expected = expected_hash(url, sha256)
+    if _verified(url, path, expected):
         return path
     if offline():
+        raise CheckpointError(_offline_message(url, path, expected))
+    limit = download_limit() if max_bytes is None else max_bytes
+    with _locked(path):
+        if not _verified(url, path, expected):  # another process may have fetched it meanwhile
+            if expected is None:
+                warnings.warn(
+                    f"{url}: downloading it unverified: no SHA-256 was given and its file name "
+                    "carries none",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            _remove_parts(path)
+            _download(url, path, expected, progress, limit)
+    return path
+
+
+def record_path(path: Path) -> Path:
+    """The record of a cached file's verification: ``<file>.verified.json`` beside it."""
+    return path.with_name(path.name + RECORD_SUFFIX)
+
+
+# --- verifying the cache -------------------------------------------------------------------------
+
+
+def _verified(url: str, path: Path, expected: str | None) -> bool:
+    """Whether the cached file may be used: checked now or before; False when absent, or when
+    nothing can verify it (no record and no expected hash).
+
+    Raises:
+        CheckpointError: the file does not match its record or the expected hash.
+    """
+    if not path.is_file():
+        return False
+    stat = path.stat()  # before hashing: a change made while hashing shows at the next use
+    record = _read_record(path)
+    if record is None:
+        if expected is None:
+            return False
+        found = _file_sha256(path)
+        if not found.startswith(expected):
+            raise CheckpointError(_mismatch(path, f"{url} expects SHA-256 {expected}", found))
+        _record(path, url, found, expected, stat)
+        return True
+    if expected and not record["sha256"].startswith(expected):
         raise CheckpointError(
-            f"{url}: not in the cache and {OFFLINE_VARIABLE} is set; download it by hand to {path}"
+            f"{path}: verified earlier as SHA-256 {record['sha256']}, but {url} now expects "
+            f"{expected} (its registry entry or file name changed); {_fix(path)}"
         )
+    if (stat.st_size, stat.st_mtime_ns) == (record["size"], record["mtime_ns"]):
+        return True
+    found = _file_sha256(path)  # touched or rewritten since it was verified: look inside
+    if found != record["sha256"]:
+        raise CheckpointError(
+            _mismatch(path, f"it was verified as SHA-256 {record['sha256']} when cached", found)
+        )
+    _record(path, url, found, record.get("expected"), stat)
+    return True
+
+
+def _mismatch(path: Path, expected: str, found: str) -> str:
+    return (
+        f"{path}: {expected}, but the file's SHA-256 is {found} ({path.stat().st_size:,} bytes): "
+        f"it is corrupt (truncated or damaged) or a different file, and was not used; {_fix(path)}"
+    )
+
+
+def _fix(path: Path) -> str:
+    # The folder holds this URL's file and its record only: a copy put back by hand is checked
+    # against the expected hash again, not against the record of the file it replaces.
+    return f"delete the folder {path.parent} and run again online to download the file afresh"
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    """The file's verification record, or None if it has none (or one that cannot be read)."""
+    try:
+        record = json.loads(record_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    valid = (
+        isinstance(record, dict)
+        and isinstance(record.get("size"), int)
+        and isinstance(record.get("mtime_ns"), int)
+        and re.fullmatch(r"[0-9a-f]{64}", str(record.get("sha256")))
+    )
+    return record if valid else None
+
+
+def _record(path: Path, url: str, sha256: str, expected: str | None, stat: os.stat_result) -> None:
+    """Write the verification record of ``path``, atomically and durably.
+
+    A read-only cache (one an administrator shares) cannot take a record: the file is used all
+    the same, and hashed again at its next use.
+    """
+    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256,
+              "expected": expected, "url": url}  # fmt: skip
+    text = json.dumps(record, indent=2) + "\n"
+    try:
+        atomic_write(record_path(path), lambda tmp: Path(tmp).write_text(text))
+    except OutputError:
+        pass
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _offline_message(url: str, path: Path, expected: str | None) -> str:
+    if path.is_file():  # present, but no record and no hash: _verified could not vouch for it
+        return (
+            f"{path}: cached with no record of a verified download, and {url} gives no SHA-256 "
+            f"to check it against, so it is refused; {OFFLINE_VARIABLE} is set, so it cannot be "
+            "downloaded again: unset it to download the file afresh, or load it by its path"
+        )
+    return f"{url}: not in the cache and {OFFLINE_VARIABLE} is set; {_by_hand(path, expected)}"
+
+
+def _by_hand(path: Path, expected: str | None) -> str:
+    """What to do with a copy downloaded by other means, honestly."""
+    if expected is None:
+        return (
+            f"the URL gives no SHA-256, so a copy put at {path} by hand cannot be verified and "
+            "is refused: load your copy by its path instead"
+        )
+    what = "SHA-256" if len(expected) == 64 else "SHA-256 prefix"
+    return (
+        f"put a copy at {path}: it is checked against the expected {what} {expected} on first use"
+    )
+
+
+# --- downloading -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the lock of ``path``'s download; report once, then wait up to
+    ``$PSPNET_LOCK_TIMEOUT`` seconds, while another process holds it."""
     locks = cache_dir() / "locks"  # apart from the files: a failed download leaves none
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         locks.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CheckpointError(f"{cache_dir()}: cannot create the cache folder ({err})") from err
-    with open(locks / f"{path.parent.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be fetching the same file
-        if not path.is_file():
-            _download(url, path, expected_hash(url, sha256), progress)
-    return path
+    lock_file = locks / f"{path.parent.name}.lock"
+    timeout = _positive(LOCK_TIMEOUT_VARIABLE, DEFAULT_LOCK_SECONDS)
+    deadline = time.monotonic() + timeout
+    with open(lock_file, "w") as lock:
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            if not waiting:
+                waiting = True
+                warnings.warn(
+                    f"{path.name}: waiting for another process downloading the same file "
+                    f"(lock {lock_file}; up to {timeout:g} s, {LOCK_TIMEOUT_VARIABLE})",
+                    UserWarning,
+                    stacklevel=4,  # the caller of fetch
+                )
+            if time.monotonic() >= deadline:
+                raise CheckpointError(
+                    f"{lock_file}: another process has held the download lock of {path.name} "
+                    f"for {timeout:g} s ({LOCK_TIMEOUT_VARIABLE}); let it finish or stop it, "
+                    "then try again"
+                )
+            time.sleep(LOCK_POLL_SECONDS)
+        yield  # the lock goes with the file's closing
 
 
-def _download(url: str, path: Path, sha256: str | None, progress: Progress | None) -> None:
-    """Stream ``url`` into a temporary file beside ``path``, verify it, rename it into place."""
+def _remove_parts(path: Path) -> None:
+    """Remove the ``.part`` files a killed download of ``path`` left (the lock is held)."""
+    for part in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        part.unlink(missing_ok=True)
+
+
+def _download(
+    url: str, path: Path, sha256: str | None, progress: Progress | None, max_bytes: int
+) -> None:
+    """Stream ``url`` into a ``.part`` file beside ``path``, verify it, flush it to the disk,
+    rename it into place and record its verification."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest, size, total = _stream(url, out, progress, path)
-        if total is not None and size != total:
-            raise CheckpointError(
-                f"{url}: the transfer stopped at {size:,} of {total:,} bytes; nothing was cached, "
-                "try again"
-            )
-        found = digest.hexdigest()
+            found = _stream(url, out, progress, path, sha256, max_bytes)
         if sha256 and not found.startswith(sha256):
             raise CheckpointError(
                 f"{url}: SHA-256 {found[: max(8, len(sha256))]}... does not match the expected "
                 f"{sha256}; the file was not cached (a corrupt or substituted download)"
             )
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp's 0600 would hide a shared cache's files
+        fsync_file(tmp)  # before the rename: after a power loss, the whole file or none
         os.replace(tmp, path)
+        fsync_folder(path.parent)
+        _record(path, url, found, sha256, path.stat())
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def _stream(url: str, out, progress: Progress | None, path: Path):
-    """Copy the response body into ``out``; returns (sha256, bytes read, Content-Length)."""
+def _stream(
+    url: str, out, progress: Progress | None, path: Path, sha256: str | None, max_bytes: int
+) -> str:
+    """Copy the response body into ``out`` within the size and time bounds; its SHA-256."""
+    seconds = _positive(DOWNLOAD_TIMEOUT_VARIABLE, DEFAULT_DOWNLOAD_SECONDS)
+    deadline = time.monotonic() + seconds
     request = urllib.request.Request(url, headers={"User-Agent": "pspnet"})
-    digest, size = hashlib.sha256(), 0
+    opener = urllib.request.build_opener(HttpsRedirectHandler)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
-            length = response.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            while chunk := response.read(CHUNK_BYTES):
-                out.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-                if progress is not None:
-                    progress(size, total)
+        response = opener.open(request, timeout=min(TIMEOUT_SECONDS, seconds))
     except urllib.error.HTTPError as err:
         raise CheckpointError(f"{url}: the server answered HTTP {err.code} {err.reason}") from err
     except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
         reason = getattr(err, "reason", err)
         raise CheckpointError(
-            f"{url}: cannot download ({reason}); without a network, put the file at {path}"
+            f"{url}: cannot download ({reason}); without a network, {_by_hand(path, sha256)}"
         ) from err
-    except (http.client.HTTPException, OSError) as err:  # IncompleteRead: a body cut short
-        raise CheckpointError(f"{url}: the transfer broke off ({err}); nothing was cached") from err
-    return digest, size, total
+    digest, size = hashlib.sha256(), 0
+    with response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        if total is not None and total > max_bytes:
+            raise CheckpointError(
+                f"{url}: the server announces {total:,} bytes, {_over_limit(max_bytes)}; "
+                "nothing was downloaded"
+            )
+        try:
+            # read1 returns what has arrived, so the deadline is checked while a server trickles.
+            while chunk := response.read1(min(CHUNK_BYTES, max_bytes + 1 - size)):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise CheckpointError(
+                        f"{url}: the transfer passed {max_bytes:,} bytes and was cut off, "
+                        f"{_over_limit(max_bytes)}"
+                    )
+                if time.monotonic() > deadline:
+                    raise CheckpointError(
+                        f"{url}: the download took longer than {seconds:g} s "
+                        f"({DOWNLOAD_TIMEOUT_VARIABLE}) and was stopped at {size:,} bytes; "
+                        "nothing was cached"
+                    )
+                out.write(chunk)
+                digest.update(chunk)
+                if progress is not None:
+                    progress(size, total)
+        except TimeoutError as err:
+            raise CheckpointError(
+                f"{url}: the transfer stalled (no data for {min(TIMEOUT_SECONDS, seconds):g} s) "
+                f"at {size:,} bytes; nothing was cached, try again"
+            ) from err
+        except (http.client.HTTPException, OSError) as err:  # IncompleteRead: a body cut short
+            raise CheckpointError(
+                f"{url}: the transfer broke off ({err}); nothing was cached"
+            ) from err
+    if total is not None and size != total:
+        raise CheckpointError(
+            f"{url}: the transfer stopped at {size:,} of {total:,} bytes; nothing was cached, "
+            "try again"
+        )
+    return digest.hexdigest()
+
+
+def _over_limit(max_bytes: int) -> str:
+    return (
+        f"over the limit of {max_bytes:,} bytes (twice a registry entry's estimated size, or "
+        f"{MAX_BYTES_VARIABLE}; set it to allow more)"
+    )
+
+
+class HttpsRedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, except from https to plain http, which it refuses:
+    the file would travel where anyone on the way can change it."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        old, new = urllib.parse.urlparse(req.full_url), urllib.parse.urlparse(newurl)
+        if old.scheme == "https" and new.scheme != "https":
+            fp.close()
+            raise CheckpointError(
+                f"{req.full_url}: the server redirected to {newurl}, from https to plain "
+                f"{new.scheme}; refused (the file could be altered on the way); ask for an "
+                "https address"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _positive(variable: str, default: float) -> float:
+    """The positive number in ``$variable``, else ``default``.
+
+    Raises:
+        ConfigError: the variable holds something else.
+    """
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise ConfigError(f"{variable}={text!r}: must be a positive number")
+    return value

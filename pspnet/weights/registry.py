@@ -3,7 +3,9 @@
 Two kinds of entry: ``pspnet`` checkpoints (mmsegmentation's published PSPNets, loaded by our
 mmseg converter) and ImageNet ``backbones`` (torchvision's and open-mmlab's ResNets, for
 ``backbone_weights``). Each carries its URL and expected hash; a PSPNet entry also carries
-its dataset, the publisher's test settings and published mIoU.
+its dataset, the publisher's test settings and published mIoU. The hashes are the 8 hex digits
+the publisher's file names carry: they detect a corrupt download, not a substituted one
+(:mod:`pspnet.weights.download` records and enforces the full digest after the first check).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ class PublishedWeights:
         name: the publisher's name for it (mmseg's config name, or ours for a backbone).
         kind: "pspnet" (a whole network) or "backbone" (ImageNet ResNet weights).
         url: where it is downloaded from.
-        sha256: the expected SHA-256 hex digest, or the prefix the file name carries.
+        sha256: the expected SHA-256 hex digest, or the prefix the file name carries (a
+            prefix detects corruption, not substitution).
         model: ModelConfig fields it fixes (a backbone's depth and stem; a PSPNet's shape).
         dataset: the dataset it was trained on (our preset's name where we have one).
         num_classes: its classes (PSPNet entries).

@@ -201,3 +201,13 @@ def test_training_downloads_its_backbone_by_name_with_progress(
     assert events.index(downloads[-1]) < next(
         i for i, e in enumerate(events) if e["kind"] == "start"
     )
+
+
+def test_a_registry_download_is_bounded_by_twice_its_estimated_size(local_registry, monkeypatch):
+    weights = importlib.import_module("pspnet.weights")
+    monkeypatch.setattr(weights, "estimated_bytes", lambda entry: 1000)
+    with pytest.raises(CheckpointError, match="over the limit of 2,000 bytes"):
+        resolve("tiny_pspnet_camvid")
+    monkeypatch.setenv("PSPNET_MAX_DOWNLOAD_BYTES", str(10 << 20))  # the user's override
+    path, entry = resolve("tiny_pspnet_camvid")
+    assert entry.name == "tiny_pspnet_camvid" and path.is_file()
