@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -34,6 +32,7 @@ from pspnet.engine.distributed import Process, setup_process
 from pspnet.engine.evaluate import evaluate
 from pspnet.engine.losses import SegmentationLoss
 from pspnet.engine.optim import build_optimizer, poly_lr, set_learning_rate
+from pspnet.engine.runlog import RunLog, Throughput
 from pspnet.engine.state import TrainingState, restore_rng
 from pspnet.errors import ConfigError, DatasetError, TrainingError
 from pspnet.files import atomic_write, make_folder
@@ -378,55 +377,3 @@ def validate(state: TrainingState, val_set: Dataset, preset: DatasetPreset, run:
     run.log.record({"iteration": state.iteration, "val": metrics})
     run.emit({"kind": "val", "iteration": state.iteration, "metrics": metrics})
     return metrics
-
-
-class Throughput:
-    """Images per second over all ranks since the last reset."""
-
-    def __init__(self, world_size: int):
-        self.world_size = world_size
-        self.last = 0.0
-        self.reset()
-
-    def reset(self) -> None:
-        self.start, self.seen = time.perf_counter(), 0
-
-    def add(self, images: int) -> None:
-        self.seen += images * self.world_size
-
-    def rate(self) -> float:
-        self.last = self.seen / (time.perf_counter() - self.start)
-        return self.last
-
-
-class RunLog:
-    """metrics.jsonl and TensorBoard scalars of rank 0."""
-
-    def __init__(self, run_dir: Path, enabled: bool, resumed_at: int = 0):
-        self.enabled = enabled
-        self.path = run_dir / "metrics.jsonl"
-        self.writer = None
-        if not enabled:
-            return
-        if self.path.is_file():  # drop what a killed run logged after its last checkpoint
-            lines = self.path.read_text().splitlines()
-            kept = [line for line in lines if json.loads(line)["iteration"] <= resumed_at]
-            self.path.write_text("".join(line + "\n" for line in kept))
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resumed_at + 1)
-
-    def write(self, iteration: int, scalars: dict[str, float]) -> None:
-        if self.writer is not None:
-            for key, value in scalars.items():
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    self.writer.add_scalar(key, value, iteration)
-
-    def record(self, entry: dict) -> None:
-        if self.enabled:
-            with self.path.open("a") as f:
-                f.write(json.dumps(entry) + "\n")
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
