@@ -154,7 +154,7 @@ def predict_files(
             if isinstance(image, str):
                 writes.append(_done(PredictionResult(path, error=image)))
             else:
-                result = _segment(segmenter, image, path, save_probs, unknown_below)
+                result = segment_image(segmenter, image, path, save_probs, unknown_below)
                 writes.append(io.submit(write_outputs, image, result, path, outputs))
             while writes and (writes[0].done() or len(writes) > PREFETCH):
                 yield writes.popleft().result()
@@ -200,15 +200,20 @@ def _read(path: Path, limit: int | None) -> np.ndarray | str:
         return str(err)
 
 
-def _segment(
-    segmenter: Segmenter, image: np.ndarray, path: Path, probs: bool, unknown_below: float | None
+def segment_image(
+    segmenter: Segmenter,
+    image: np.ndarray,
+    name: Path | str,
+    probs: bool,
+    unknown_below: float | None,
 ) -> Segmentation:
+    """``segmenter.segment``, a failure raised as an :class:`InferenceError` naming the input."""
     try:
         return segmenter.segment(image, probs=probs, unknown_below=unknown_below)
     except PSPNetError:
         raise
     except Exception as err:  # out of memory, a broken runtime: name the image it failed on
-        raise InferenceError(f"{path}: inference failed ({type(err).__name__}: {err})") from err
+        raise InferenceError(f"{name}: inference failed ({type(err).__name__}: {err})") from err
 
 
 def write_outputs(

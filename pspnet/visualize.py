@@ -141,9 +141,12 @@ def overlay(
             f"image must be (H, W, 3) and label (H, W); got {image.shape} and {np.shape(label)}"
         )
     colours = colorize(label, palette, ignore_index)
-    weight = np.where(np.asarray(label) == ignore_index, 0.0, alpha)[..., None]  # (H, W, 1)
-    blended = (1 - weight) * image.astype(np.float32) + weight * colours
-    picture = Image.fromarray(blended.round().astype(np.uint8))
+    weight = np.where(np.asarray(label) == ignore_index, np.float32(0), np.float32(alpha))
+    weight = weight[..., None]  # (H, W, 1) float32: the blend stays float32, 12 bytes a pixel
+    blended = image.astype(np.float32)
+    blended *= 1 - weight
+    blended += weight * colours
+    picture = Image.fromarray(np.rint(blended, out=blended).astype(np.uint8))
     if not legend:
         return picture
     present = _present(label, ignore_index, of_all=unknown is not None)

@@ -29,6 +29,7 @@ ALLOWED = {
     "reproduce": {"models", "data", "checkpoints", "config", "engine", "inference"},
 }
 ALLOWED["serve"] = ALLOWED["batch"]
+ALLOWED["video"] = {"data", "inference", "visualize", "predict"}  # videos, cameras, streams
 SHARED = {"errors", "files", "devices", "limits"}
 
 
@@ -63,6 +64,15 @@ def test_the_graph_is_read_from_the_whole_package():
 def test_nothing_imports_the_cli():
     importers = [m for m, targets in imports().items() if "pspnet.cli" in targets]
     assert importers == ["pspnet.__main__"]
+
+
+def test_only_the_cli_imports_video():
+    importers = {
+        part(module)
+        for module, targets in imports().items()
+        if part(module) != "video" and any(part(target) == "video" for target in targets)
+    }
+    assert importers <= {"cli"}, sorted(importers)
 
 
 @pytest.mark.parametrize("source", sorted(ALLOWED))

@@ -44,6 +44,13 @@ def child(args: argparse.Namespace) -> None:
 
         status = main(["predict", args.image, "--checkpoint", args.checkpoint, "--out", args.out])
         assert status == 0, status
+        from pspnet.inference import Segmenter
+        from pspnet.inference.protocol import image_memory
+
+        segmenter = Segmenter.from_checkpoint(args.checkpoint)
+        fixed, per_pixel = image_memory(segmenter.network, segmenter.inference)
+        with Image.open(args.image) as picture:
+            estimate = fixed + per_pixel * picture.width * picture.height
     else:  # the earlier routine, as predict ran it: probabilities, then their argmax
         sys.path.insert(0, str(ROOT / "tests" / "inference"))
         from previous_routine import predict_probs
@@ -57,8 +64,10 @@ def child(args: argparse.Namespace) -> None:
         image = normalize(to_rgb(args.image))
         with torch.no_grad():
             predict_probs(model, image, model.config.num_classes, InferenceConfig()).argmax(0)
+        estimate = None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    print(json.dumps({"peak": peak, "seconds": time.perf_counter() - start}))
+    seconds = time.perf_counter() - start
+    print(json.dumps({"peak": peak, "seconds": seconds, "estimate": estimate}))
 
 
 def run(how: str, image: Path, checkpoint: Path, out: Path) -> dict:
@@ -107,7 +116,8 @@ def main() -> None:
         for count in args.classes:
             peaks = {}
             for size in args.sizes:
-                result = run("predict", images[size], checkpoints[count], folder / "out")
+                out = folder / f"out_{count}_{size}"  # fresh: predict skips finished images
+                result = run("predict", images[size], checkpoints[count], out)
                 peaks[size] = result["peak"]
                 rows.append(("predict", count, size, result))
                 print(rows[-1], flush=True)
@@ -125,14 +135,20 @@ def main() -> None:
 
 
 def render(rows: list) -> str:
-    lines = ["| routine | classes | image | peak RSS | seconds |", "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| routine | classes | image | peak RSS | image's part, estimated | seconds |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for how, count, size, result in rows:
         if how == "per pixel":
             lines.append(f"| bytes per output pixel (growth between the sizes) | {count} | | "
-                         f"{result['bytes']:.1f} B | |")  # fmt: skip
-        else:
-            peak, seconds = result["peak"] / MIB, result["seconds"]
-            lines.append(f"| {how} | {count} | {size} x {size} | {peak:,.0f} MiB | {seconds:.1f} |")
+                         f"{result['bytes']:.1f} B | | |")  # fmt: skip
+            continue
+        peak, seconds = result["peak"] / MIB, result["seconds"]
+        estimate = "" if result["estimate"] is None else f"{result['estimate'] / MIB:,.0f} MiB"
+        lines.append(
+            f"| {how} | {count} | {size} x {size} | {peak:,.0f} MiB | {estimate} | {seconds:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -143,7 +159,9 @@ def body(table: str) -> str:
         "random weights. The inference routine keeps the network's logits at its output",
         "stride and builds labels and confidence a band of rows at a time, so the peak grows",
         "with the pixels by a few bytes each whatever the class count; the earlier routine",
-        "held (C, H, W) float32 probabilities.",
+        "held (C, H, W) float32 probabilities. The estimate is what `pspnet predict`",
+        "and `serve` budget an image by (pspnet.inference.protocol.image_memory), beyond the",
+        "process itself (Python, torch and the model, a few hundred MiB).",
         f"CPU: {cpu_model()}.",
         "",
         f"    {command_line()}",

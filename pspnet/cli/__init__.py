@@ -25,6 +25,7 @@ from pspnet.cli.arguments import (
     positive_int,
     probability,
     shard_spec,
+    unit_fraction,
 )
 from pspnet.cli.commands import (
     cmd_convert,
@@ -154,11 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=cmd_eval)
 
     predict = commands.add_parser(
-        "predict", help="label, colour and overlay PNGs for images, folders or globs"
+        "predict",
+        help="label, colour and overlay PNGs for images, folders or globs; overlay videos",
     )
     predict.add_argument(
-        "inputs", nargs="+", metavar="INPUT",
-        help="image files, folders (searched recursively), globs, or @LIST (a file of paths)",
+        "inputs", nargs="*", metavar="INPUT",
+        help="image and video files, folders (searched recursively), globs, or @LIST (a file "
+        "of paths)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--source", metavar="SRC",
+        help="a live source instead of INPUT: a camera index (0) or an rtsp:// or http(s):// "
+        "stream; stopped by --max-frames, --duration or Ctrl+C, its outputs kept",
     )  # fmt: skip
     predict.add_argument(
         "--checkpoint", required=True, help="a file, a registry name (pspnet models) or a URL"
@@ -183,6 +191,35 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--redo", action="store_true", help="segment inputs again whose outputs are all there"
     )
+    video = predict.add_argument_group(
+        "videos and streams", "NAME_overlay.mp4 (the frames' size and rate), NAME/*_label.png"
+    )
+    video.add_argument(
+        "--save-labels", action="store_true",
+        help="also NAME/NNNNNN_label.png for every kept frame (NNNNNN: its index)",
+    )  # fmt: skip
+    video.add_argument(
+        "--every", type=positive_int, default=1, metavar="N",
+        help="keep every N-th frame (the overlay's rate is the source's / N)",
+    )  # fmt: skip
+    video.add_argument("--start", type=float, default=0.0, metavar="SEC",
+                       help="skip a video file's first SEC seconds")  # fmt: skip
+    video.add_argument(
+        "--duration", type=positive_float, metavar="SEC",
+        help="keep SEC seconds: of a file from --start, of a live source's recording",
+    )  # fmt: skip
+    video.add_argument("--max-frames", type=positive_int, metavar="N",
+                       help="stop after N kept frames")  # fmt: skip
+    video.add_argument(
+        "--smooth", type=unit_fraction, metavar="A",
+        help="average class probabilities over frames (weight A on the new frame) before the "
+        "argmax: less flicker, a lag behind motion; 1 is off (docs/benchmarks.md)",
+    )  # fmt: skip
+    video.add_argument(
+        "--stall-timeout", type=positive_float, default=10.0, metavar="SEC",
+        help="a camera or stream with no frame for SEC seconds has stalled: its outputs are "
+        "kept and the stall reported (default 10)",
+    )  # fmt: skip
     add_inference_options(predict)
     predict.set_defaults(run=cmd_predict)
 
@@ -199,7 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=cmd_export)
 
     serve = commands.add_parser(
-        "serve", help="an HTTP service and a web page over a checkpoint (needs pspnet[serve])"
+        "serve",
+        help="an HTTP service and a web page over a checkpoint (needs pspnet[serve])",
+        description="An HTTP service and a web page over a checkpoint. --backend auto stays "
+        "eager here; --backend compile recompiles for every new image size, on the request "
+        "path (15-22 s each for a ResNet-50 on a CPU), so use it only for images of one size.",
     )
     serve.add_argument(
         "--checkpoint", required=True, help="a file, a registry name (pspnet models) or a URL"
@@ -208,20 +249,50 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=port_number, default=8000)
     serve.add_argument(
         "--max-queue", type=non_negative_int, default=4,
-        help="requests waiting behind the running one; more get 503 (default 4)",
+        help="requests waiting behind the running one, their uploads and unsent answers "
+        "included; more get 503 (default 4)",
     )  # fmt: skip
     serve.add_argument(
         "--max-upload-mb", type=positive_float, default=20.0,
         help="the largest request body in MiB; larger get 413 (default 20)",
     )  # fmt: skip
     serve.add_argument(
-        "--max-pixels", type=positive_int, default=40_000_000,
-        help="the largest image, width x height; larger get 413 (default 40000000)",
+        "--memory-budget-mb", type=positive_float, default=2048.0,
+        help="MiB one image's inference may use beyond the weights (the decoded image, the "
+        "network's activations, the outputs and the overlay); sets the default --max-pixels. "
+        "Queued uploads (--max-queue x --max-upload-mb) come on top (default 2048)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-pixels", type=positive_int,
+        help="the largest image, width x height; larger get 413 (default: what "
+        "--memory-budget-mb allows; never more than the decoders' limit, "
+        "PSPNET_MAX_IMAGE_PIXELS or 100000000)",
     )  # fmt: skip
     serve.add_argument(
         "--timeout", type=positive_float, default=120.0,
-        help="seconds a request may wait and run before 504 (default 120)",
+        help="seconds a request may wait and run before 504; its inference stops at the next "
+        "window (default 120)",
     )  # fmt: skip
+    serve.add_argument(
+        "--upload-timeout", type=positive_float, default=30.0,
+        help="seconds a client has to send its image (then 408) and to read its answer (then "
+        "the connection closes) (default 30)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--max-connections", type=positive_int, default=64,
+        help="open connections at once; more get 503 (default 64)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--allowed-hosts", action="append", default=[], metavar="NAME",
+        help="a Host name clients reach the service by, e.g. the proxy's public name "
+        "(repeatable); the bound address and localhost are always allowed, others get 400",
+    )  # fmt: skip
+    serve.add_argument(
+        "--api-key",
+        help="a key every route but /healthz needs, as 'Authorization: Bearer KEY' or "
+        "'X-API-Key: KEY'; the page too, so a browser reaches it only through a proxy that "
+        "adds the header (default: $PSPNET_API_KEY, else none)",
+    )
     add_inference_options(serve)
     serve.set_defaults(run=cmd_serve)
 

@@ -149,8 +149,9 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
         choices=choices(Backend),
         default="auto",
         help="auto (default): eager, except torch.compile where it was measured faster on this "
-        "kind of device and the work repays its warm-up (docs/benchmarks.md): serve, and "
-        f"predict over {AMORTIZED_AFTER}+ images; compile: torch.compile; "
+        "kind of device and the work repays its warm-up (docs/benchmarks.md): predict over "
+        f"{AMORTIZED_AFTER}+ images (never serve: each new image size would recompile); "
+        "compile: torch.compile; "
         "cudagraphs: compile with CUDA graphs (CUDA; shapes that repeat, as sliding windows); "
         "onnx: ONNX Runtime (CPU)",
     )

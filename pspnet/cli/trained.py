@@ -147,17 +147,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pspnet.engine.distributed import setup_process, shard, sum_over_ranks
     from pspnet.inference.optimized.optimize import AMORTIZED_AFTER
     from pspnet.predict import output_names, predict_files
+    from pspnet.video.sources import is_video, quiet_backend_logs
 
+    if bool(args.inputs) == (args.source is not None):
+        raise ConfigError("give INPUT files, folders or globs, or --source SRC, not both")
+    quiet_backend_logs()  # OpenCV's and FFmpeg's warnings: our errors say one line instead
     process = setup_process(args.device)  # under torchrun: this rank's shard of the inputs
-    files = expand_inputs(args.inputs)
+    if args.source is not None and process.world_size > 1:
+        raise ConfigError("--source is read by one process; run it without torchrun")
+    files = expand_inputs(args.inputs, videos=True)
     names = output_names(files)  # over every input, so ranks agree and collisions fail first
+    videos = {path for path in files if is_video(path)}
+    _check_video_options(args, bool(videos) or args.source is not None, len(videos) < len(files))
     mine = shard(files, process)
     segmenter = _segmenter(args, str(process.device), len(mine) >= AMORTIZED_AFTER)
     limit = segmenter.pixel_limit(args.memory_budget_mb)
     written = done_before = failures = 0
     talk = process.world_size == 1
-    with tqdm(total=len(mine), unit="image", desc="predicting", disable=not process.is_main) as bar:
-        results = predict_files(segmenter, mine, args.out, args.save_probs, args.redo,
+    images = [path for path in mine if path not in videos]
+    with tqdm(total=len(images), unit="image", desc="predicting",
+              disable=not process.is_main or not images) as bar:  # fmt: skip
+        results = predict_files(segmenter, images, args.out, args.save_probs, args.redo,
                                 args.confidence, args.unknown_below, names, limit)  # fmt: skip
         for result in results:
             bar.update(1)
@@ -170,7 +180,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 written += 1
                 if talk:
                     tqdm.write(f"{names[result.path]}: {result.shares}")
-    written, done_before, failures = sum_over_ranks([written, done_before, failures], process)
+    sources = [(path, names[path]) for path in mine if path in videos]
+    if args.source is not None:
+        from pspnet.video.sources import parse_source, source_name
+
+        source = parse_source(args.source)
+        sources = [(source, source_name(source))]
+    videos_written, videos_before, unreadable = _predict_videos(
+        args, segmenter, sources, limit, process.is_main
+    )
+    counts = [written + videos_written, done_before + videos_before, failures + unreadable]
+    written, done_before, failures = sum_over_ranks(counts, process)
     say(
         f"wrote {written} prediction(s) to {args.out}"
         + (f" ({process.world_size} processes)" if process.world_size > 1 else "")
@@ -178,6 +198,72 @@ def cmd_predict(args: argparse.Namespace) -> int:
         + (f"; {failures} input(s) could not be read" if failures else "")
     )
     return 1 if failures else 0
+
+
+def _check_video_options(args: argparse.Namespace, videos: bool, images: bool) -> None:
+    """Refuse options that apply to no input: a mistyped command fails before any work."""
+    video_only = {
+        "--save-labels": args.save_labels,
+        "--every": args.every != 1,
+        "--start": args.start != 0,
+        "--duration": args.duration is not None,
+        "--max-frames": args.max_frames is not None,
+        "--smooth": args.smooth is not None,
+    }
+    image_only = {"--save-probs": args.save_probs, "--confidence": args.confidence}
+    for options, given, kind in ((video_only, videos, "videos"), (image_only, images, "images")):
+        used = [flag for flag, on in options.items() if on]
+        if used and not given:
+            raise ConfigError(f"{', '.join(used)}: only for {kind}, and no input is one")
+
+
+def _predict_videos(args, segmenter, sources, limit: int, main: bool) -> tuple[int, int, int]:
+    """Each video file (or the live source) through ``predict_video``, a bar of frames each;
+    (written, done before, unreadable). An unreadable file is skipped like an image; a live
+    source's errors end the command."""
+    from tqdm import tqdm
+
+    from pspnet.errors import DatasetError
+    from pspnet.video.predict import predict_video
+    from pspnet.video.sources import VideoSource
+
+    written = done_before = failures = 0
+    for source, name in sources:
+        bar = ProgressBar(desc=str(name), unit="frame")  # frames per second, a file's time left
+        try:
+            with VideoSource(source, args.every, args.start, args.duration, args.max_frames,
+                             args.stall_timeout) as video:  # fmt: skip
+                result = predict_video(segmenter, video, args.out, name, args.save_labels,
+                                       args.smooth, args.unknown_below, args.redo, limit,
+                                       bar.update_to)  # fmt: skip
+        except DatasetError as err:
+            if isinstance(source, int | str):  # a camera or stream: the command's only input
+                raise
+            failures += 1
+            tqdm.write(f"skipped {err}", file=sys.stderr)
+            continue
+        finally:
+            bar.close()
+        done_before += result.done_before
+        written += result.overlay is not None and not result.done_before
+        if main and not result.done_before:
+            tqdm.write(_video_line(result, args.stall_timeout))
+    return written, done_before, failures
+
+
+def _video_line(result, stall_timeout: float) -> str:
+    """What a video gave: ``clip.mp4: 120 frames -> out/clip_overlay.mp4 (mp4v, 30 fps, ...)``."""
+    why = {"end": "", "duration": " (--duration)", "max_frames": " (--max-frames)",
+           "interrupted": " (stopped by Ctrl+C)",
+           "stalled": f" (stalled: no frame for {stall_timeout:g} s)"}[result.stopped]  # fmt: skip
+    if result.overlay is None:
+        return f"{result.source}: no frame kept{why}; nothing written"
+    height, width = result.size
+    line = (
+        f"{result.source}: {result.frames} frames{why} -> {result.overlay} "
+        f"({result.codec}, {result.fps:g} fps, {width}x{height})"
+    )
+    return line + (f", labels in {result.labels}/" if result.labels is not None else "")
 
 
 # --- export -----------------------------------------------------------------------------------
@@ -207,12 +293,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
-        from pspnet.serve import ServeSettings, serve
+        from pspnet.serve import API_KEY_VARIABLE, ServeSettings, is_loopback, serve
     except ImportError as err:
         raise ConfigError(
             f"pspnet serve needs the serve extra ({err.name} is missing): "
             "pip install 'pspnet[serve]'"
         ) from err
+    import logging
+    import os
+
+    from pspnet.data.images import max_pixels
     from pspnet.errors import CheckpointError
     from pspnet.weights import find
     from pspnet.weights.download import is_url
@@ -220,21 +310,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
     local = not (is_url(args.checkpoint) or find(args.checkpoint))  # names load in the background
     if local and not Path(args.checkpoint).is_file():  # a typo fails now, not at /readyz
         raise CheckpointError(f"{args.checkpoint}: no such checkpoint file")
+    api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
     settings = ServeSettings(
         max_queue=args.max_queue,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         max_pixels=args.max_pixels,
+        memory_budget_bytes=int(args.memory_budget_mb * 2**20),
         timeout=args.timeout,
+        upload_timeout=args.upload_timeout,
+        max_connections=args.max_connections,
+        allowed_hosts=tuple(args.allowed_hosts),
+        api_key=api_key,
     )
+    if not is_loopback(args.host) and api_key is None:
+        print(
+            f"pspnet serve: warning: {args.host} is reachable from other machines and no "
+            "--api-key is set: anyone who reaches it can use it (see the README's proxy setup)",
+            file=sys.stderr,
+        )
+    if args.backend == "compile":
+        print(
+            "pspnet serve: warning: --backend compile recompiles for every new image size, on "
+            "the request path",
+            file=sys.stderr,
+        )
+    handler = logging.StreamHandler()  # the service's log: load errors, unexpected failures
+    handler.setFormatter(logging.Formatter("pspnet serve: %(levelname)s: %(message)s"))
+    logging.getLogger("pspnet.serve").addHandler(handler)
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{args.port}/"
 
-    def ready(segmenter) -> None:
+    def ready(segmenter, pixels: int) -> None:
         say(
-            f"pspnet serve: ready, {segmenter.num_classes} classes; the page is at {url}, "
-            f"the API at {url}v1/segment (Ctrl+C stops)"
+            f"pspnet serve: ready, {segmenter.num_classes} classes, images up to {pixels:,} "
+            f"pixels; the page is at {url}, the API at {url}v1/segment (Ctrl+C stops)"
         )
+        if args.max_pixels is not None and args.max_pixels > pixels:
+            say(f"pspnet serve: --max-pixels is over the decoders' limit of {max_pixels():,}")
 
     say(f"pspnet serve: loading {args.checkpoint} (health at {url}healthz)")
-    serve(lambda: _segmenter(args, amortized=True), settings, args.host, args.port, ready)
+    serve(lambda: _segmenter(args), settings, args.host, args.port, ready)
     return 0

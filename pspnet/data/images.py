@@ -22,6 +22,8 @@ from pspnet.errors import DatasetError, ImageTooLargeError, UnsupportedImageErro
 from pspnet.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Containers OpenCV's FFmpeg reads that ``predict`` finds in folders (:mod:`pspnet.video`).
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
 ImageInput = str | Path | np.ndarray | Image.Image
 
@@ -167,20 +169,26 @@ def to_rgb(image: ImageInput, limit: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+def expand_inputs(inputs: Sequence[str | Path], videos: bool = False) -> list[Path]:
     """Files, folders (their images, recursively), globs and ``@LIST`` files, in order, once each.
 
     ``@LIST`` names a text file of paths, one per line (blank lines and ``#`` comments
     skipped), so a million images need not pass through a shell.
 
+    Args:
+        inputs: what the user named.
+        videos: folders also give their videos (:data:`VIDEO_EXTENSIONS`); files named
+            directly, listed or matched by a glob are kept whatever they hold.
+
     Raises:
         DatasetError: an input that is no file or folder and matches nothing, naming it.
     """
+    extensions = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS * videos
     found: list[Path] = []
     for item in _with_lists(inputs):
         path = Path(item)
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in extensions)
         elif path.exists():
             found.append(path)
         else:

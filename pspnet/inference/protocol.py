@@ -113,8 +113,8 @@ class ScaleViews:
         views: (y, x, logits (C, h', w'), mirrored logits or None) per window, row-major.
         row_cover: (padded h,) windows covering each row.
         column_cover: (padded w,) windows covering each column.
-        rows: taps upsampling a window's logits to its height (the model's align_corners).
-        columns: taps upsampling them to its width.
+        rows: taps upsampling a window's logits to its height, None when they come at it.
+        align_corners: of that upsampling (the model's).
     """
 
     size: tuple[int, int]
@@ -124,7 +124,7 @@ class ScaleViews:
     row_cover: torch.Tensor
     column_cover: torch.Tensor
     rows: Taps | None = None
-    columns: Taps | None = None
+    align_corners: bool = False
 
 
 def scaled_size(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -254,7 +254,7 @@ def assemble(
         last = min(height, first + step)
         total = None
         for views, taps in zip(scales, resizes, strict=True):
-            part = _output_rows(views, taps, first, last, network)  # (C, rows, W)
+            part = _output_rows(views, taps, first, last, width, network)  # (C, rows, W)
             total = part if total is None else total.add_(part)
         total /= len(scales)
         confidence[first:last], labels[first:last] = total.max(dim=0)
@@ -265,23 +265,22 @@ def assemble(
     return RawSegmentation(labels, confidence, probs)
 
 
-def _output_taps(scaled: tuple[int, int], size: tuple[int, int], device) -> tuple | None:
-    """The final resize from a scale's size to the image's (half-pixel centres), or None."""
+def _output_taps(scaled: tuple[int, int], size: tuple[int, int], device) -> Taps | None:
+    """The rows of the final resize from a scale's size to the image's, or None (same size)."""
     if tuple(scaled) == tuple(size):
         return None
-    return (bilinear_taps(size[0], scaled[0], False, device),
-            bilinear_taps(size[1], scaled[1], False, device))  # fmt: skip
+    return bilinear_taps(size[0], scaled[0], False, device)  # half-pixel centres, as cv2
 
 
 def _output_rows(
-    views: ScaleViews, taps: tuple | None, first: int, last: int, network: Network
+    views: ScaleViews, taps: Taps | None, first: int, last: int, width: int, network: Network
 ) -> torch.Tensor:
     """Output rows [first, last) of one scale's probabilities, resized to the image's size."""
     if taps is None:
         return _scale_rows(views, first, last, network)
-    rows, columns = slice_taps(taps[0], first, last), taps[1]
+    rows = slice_taps(taps, first, last)
     low, high = rows_read(rows)
-    return resize_band(_scale_rows(views, low, high, network), rows, columns, low)
+    return resize_band(_scale_rows(views, low, high, network), rows, width, False, low)
 
 
 def _scale_rows(views: ScaleViews, first: int, last: int, network: Network) -> torch.Tensor:
@@ -309,7 +308,7 @@ def _window_probs(views: ScaleViews, logits: torch.Tensor, first: int, last: int
     if views.rows is not None:
         rows = slice_taps(views.rows, first, last)
         low, high = rows_read(rows)
-        logits = resize_band(logits[:, low:high], rows, views.columns, low)
+        logits = resize_band(logits[:, low:high], rows, views.window[1], views.align_corners, low)
     else:
         logits = logits[:, first:last]
     return logits.float().softmax(dim=0)
@@ -332,7 +331,7 @@ def _scale_views(size, padding, window, views, cover, network: Network) -> Scale
     if logits_size != tuple(window):  # upsampled as the model's forward does
         align, device = network.align_corners, network.device
         result.rows = bilinear_taps(window[0], logits_size[0], align, device)
-        result.columns = bilinear_taps(window[1], logits_size[1], align, device)
+        result.align_corners = align
     return result
 
 
@@ -408,21 +407,24 @@ def fit_window_batch(network: Network, config: InferenceConfig) -> int:
     return windows_that_fit(free, window)
 
 
-# Bytes one output pixel costs outside the network, besides the stride logits: the decoded
-# image (3) and its float copy (12), labels (8, then 1) and confidence (4, then 4) on both sides
-# of the numpy conversion, and the pictures predict and serve draw (colour 3, overlay 3 with
-# its float32 blend 12 and the colour map it blends, 3).
-OUTPUT_BYTES = {"image": 15, "labels": 9, "confidence": 8, "pictures": 21}
+# Bytes one output pixel costs outside the network's logits and activations, in the three
+# phases of an image (the largest counts): decoding (BGR and RGB, 6) and normalising (the float
+# image and two temporaries, 36); the routine (the uint8 and float images, 15, the padded copy
+# the windows are cut from, 12, labels and confidence, 12); writing (the uint8 image, 3, labels
+# and confidence, 5, the colour map, 3, the overlay's float32 blend, its weights and colours,
+# 22, the PNGs, 5).
+PHASE_BYTES = {"decoding": 42, "routine": 39, "writing": 38}
 
 
 def image_memory(network: Network, config: InferenceConfig) -> tuple[float, float]:
     """(fixed bytes, bytes per output pixel) one image costs the routine, beyond the weights.
 
-    An estimate from what the routine holds: the outputs (:data:`OUTPUT_BYTES`), every view's
-    stride logits (C floats per output-stride cell, twice with flip, up to four windows over a
-    pixel at a stride of 2/3), and the network's widest activations (three feature maps at
-    once: a block's input, output and shortcut) for the largest input it sees at once: a
-    window batch when sliding (fixed), the scaled image when whole (per pixel). Scales tied to
+    An estimate from what the routine holds: the image and its outputs (:data:`PHASE_BYTES`,
+    whichever phase holds most, the logits counted in the routine's), every view's stride
+    logits (C floats per output-stride cell, twice with flip, up to four windows over a pixel
+    at a stride of 2/3), and the network's widest activations (three feature maps at once: a
+    block's input, output and shortcut) for the largest input it sees at once: a window batch
+    when sliding (fixed), the scaled image when whole (per pixel). Scales tied to
     ``base_size`` or ``fit_within`` cost a fixed amount whatever the image's size.
     """
     model = network.config or ModelConfig(network.num_classes)
@@ -431,24 +433,23 @@ def image_memory(network: Network, config: InferenceConfig) -> tuple[float, floa
     cover = (math.ceil(1 / config.stride_rate) ** 2) if config.mode == "slide" else 1
     logits_per_pixel = 4 * network.num_classes * flips * cover / stride**2
     activation = 3 * 4 * _widest_floats_per_pixel(model)  # per network input pixel
-    fixed, per_pixel = 0.0, float(sum(OUTPUT_BYTES.values()))
     areas = [s * s for s in config.scales]  # scaled pixels per output pixel
+    fixed, routine = 0.0, float(PHASE_BYTES["routine"])
     if config.base_size is not None or config.fit_within is not None:
         long_side = config.base_size or max(config.fit_within)
         fixed += sum(a * long_side**2 for a in areas) * logits_per_pixel
         biggest_input = max(areas) * long_side**2
     else:
-        per_pixel += sum(areas) * logits_per_pixel
+        routine += sum(areas) * logits_per_pixel
         biggest_input = None
     if config.mode == "slide":
-        fixed += (
-            activation * config.crop_size[0] * config.crop_size[1] * config.window_batch * flips
-        )
+        window = config.crop_size[0] * config.crop_size[1]
+        fixed += activation * window * config.window_batch * flips
     elif biggest_input is not None:
         fixed += activation * biggest_input * flips
     else:
-        per_pixel += activation * max(areas) * flips
-    return fixed, per_pixel
+        routine += activation * max(areas) * flips
+    return fixed, max(PHASE_BYTES["decoding"], routine, PHASE_BYTES["writing"])
 
 
 def pixels_within(budget_bytes: int, network: Network, config: InferenceConfig) -> int:

@@ -16,20 +16,24 @@ the inference worker. Formats of ``/v1/segment?format=``:
 
 ``?unknown_below=P`` labels pixels whose confidence is under P as unknown (255) in every format.
 
-Errors are JSON ``{"error": ..., "status": ...}``: 400 not an image, 413 too large (body or
-pixels), 415 not an image type, 503 queue full (with ``Retry-After``) or model not ready, 504
-timed out.
+Errors are JSON ``{"error": ..., "status": ...}``: 400 not an image or a Host header this
+service does not answer to, 401 no or a wrong API key, 403 sent by a page of another site
+(its Origin), 408 the upload took too long, 413 too large (body or pixels), 415 not an image
+type or a format whose size cannot be checked before decoding, 500 an unexpected failure
+(logged; the body says only "internal error"), 503 every slot taken (with ``Retry-After``) or
+model not ready, 504 timed out. A client that leaves is answered 499 (counted, never read).
+Their messages name the upload, never a path of the server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import io
 import json
-import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Literal
 
@@ -38,19 +42,20 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from starlette.requests import ClientDisconnect
 
-from pspnet.data.images import decode_image
-from pspnet.errors import DatasetError, ImageTooLargeError
+from pspnet.data.images import decode_image, max_pixels
+from pspnet.errors import DatasetError, ImageTooLargeError, UnsupportedImageError
 from pspnet.inference import Segmentation, Segmenter
 from pspnet.inference.result import UNKNOWN_NAME
 from pspnet.predict import label_png
 from pspnet.serve.metrics import Metrics
-from pspnet.serve.worker import ClientGone, InferenceWorker, QueueFull, TimedOut
+from pspnet.serve.middleware import Access, Admission, CountRequests, InternalErrors, problem
+from pspnet.serve.worker import ClientGone, InferenceWorker, Job, TimedOut
 from pspnet.visualize import overlay
 
 Format = Literal["png", "json", "masks", "overlay"]
 FORMATS = ("png", "json", "masks", "overlay")
-RETRY_AFTER_SECONDS = 1
 
 
 @dataclass(frozen=True)
@@ -58,16 +63,33 @@ class ServeSettings:
     """Limits of the service.
 
     Attributes:
-        max_queue: requests that may wait behind the one being segmented; more get 503.
+        max_queue: requests that may wait behind the one being segmented; more get 503. A
+            request holds its place from before its upload is read until its answer is sent.
         max_upload_bytes: the largest request body; larger ones get 413 unread.
-        max_pixels: the largest image (width x height); larger ones get 413 undecoded.
-        timeout: seconds a request may wait and run before it gets 504.
+        max_pixels: the largest image (width x height); larger ones get 413 undecoded. None:
+            the largest whose inference fits ``memory_budget_bytes``. Never more than the
+            decoders' limit (:func:`pspnet.data.images.max_pixels`).
+        memory_budget_bytes: what one image's inference may cost beyond the weights (see
+            :func:`pspnet.inference.protocol.image_memory`); sets the default ``max_pixels``.
+        timeout: seconds a request may wait and run before it gets 504; its inference stops
+            at the next window.
+        upload_timeout: seconds a client has to send its whole upload (then 408) and, again,
+            to read its answer (then the connection closes).
+        max_connections: open connections at once; the server answers more with 503.
+        allowed_hosts: Host header names the service answers to besides the loopback names
+            and the address it is bound to (``serve`` adds that one).
+        api_key: the key every route but ``/healthz`` needs; None: no key.
     """
 
     max_queue: int = 4
     max_upload_bytes: int = 20 * 2**20
-    max_pixels: int = 40_000_000
+    max_pixels: int | None = None
+    memory_budget_bytes: int = 2048 * 2**20
     timeout: float = 120.0
+    upload_timeout: float = 30.0
+    max_connections: int = 64
+    allowed_hosts: tuple[str, ...] = ()
+    api_key: str | None = field(default=None, repr=False)
 
 
 class HTTPProblem(Exception):
@@ -82,18 +104,27 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
     """The FastAPI application serving the model that ``load()`` returns.
 
     Args:
-        load: returns the :class:`Segmenter`; called once, on the worker thread, so the
+        load: returns the :class:`Segmenter`; called once, on a background thread, so the
             service answers ``/healthz`` while the checkpoint loads and warms up.
         settings: the limits.
-        on_ready: called with the Segmenter once it is loaded and warmed up.
+        on_ready: called with the Segmenter and the pixel limit once it is loaded and warm.
     """
     settings = settings or ServeSettings()
     metrics = Metrics()
-    state = {"reading": 0}
+    limits = {}  # the pixel limit, known once the model is
+
+    def load_and_size() -> Segmenter:
+        segmenter = load()
+        limits["max_pixels"] = pixel_limit(settings, segmenter)
+        return segmenter
+
+    def ready(segmenter: Segmenter) -> None:
+        if on_ready is not None:
+            on_ready(segmenter, limits["max_pixels"])
 
     @asynccontextmanager
     async def lifespan(app):
-        app.state.worker = InferenceWorker(load, settings.max_queue, on_ready, metrics)
+        app.state.worker = InferenceWorker(load_and_size, ready, metrics)
         yield
         app.state.worker.close()
 
@@ -101,12 +132,16 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
     static = resources.files("pspnet.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
+    # Added innermost first: a request meets CountRequests, InternalErrors, Access, Admission.
+    app.add_middleware(Admission, path="/v1/segment", slots=settings.max_queue + 1,
+                       send_seconds=settings.upload_timeout)  # fmt: skip
+    app.add_middleware(Access, hosts=settings.allowed_hosts, api_key=settings.api_key)
+    app.add_middleware(InternalErrors)
     app.add_middleware(CountRequests, metrics=metrics)
 
     @app.exception_handler(HTTPProblem)
-    async def problem(request: Request, err: HTTPProblem):
-        body = {"error": err.message, "status": err.status}
-        return JSONResponse(body, status_code=err.status, headers=err.headers)
+    async def answer_problem(request: Request, err: HTTPProblem):
+        return problem(err.status, err.message, err.headers)
 
     @app.get("/", response_class=HTMLResponse)
     async def page():
@@ -132,7 +167,8 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
 
     @app.get("/v1/model")
     async def model(request: Request):
-        return describe(ready_segmenter(request.app.state.worker))
+        segmenter = ready_segmenter(request.app.state.worker)
+        return {**describe(segmenter), "limits": served_limits(settings, limits["max_pixels"])}
 
     @app.post("/v1/segment")
     async def segment(
@@ -146,24 +182,20 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
             raise HTTPProblem(400, f"unknown_below must be in [0, 1], got {unknown_below}")
         worker: InferenceWorker = request.app.state.worker
         ready_segmenter(worker)
-        try:  # refused before the body is read: a flood of uploads is never held in memory
-            worker.admit(reserved=state["reading"])
-        except QueueFull:
-            raise queue_full(settings) from None
-        state["reading"] += 1
         try:
-            data, name = await read_image_body(request, settings.max_upload_bytes)
-        finally:
-            state["reading"] -= 1
+            data, name = await read_image_body(
+                request, settings.max_upload_bytes, settings.upload_timeout
+            )
+        except ClientDisconnect:  # left mid-upload: nothing went wrong here
+            return Response(status_code=499)
 
-        def work(_: Segmenter) -> Response:  # on the worker thread, start to finish
-            image = decode_upload(data, name, settings.max_pixels)
-            return respond(format, image, worker.segment(image, unknown_below))
+        def work(job: Job) -> Response:  # on the worker thread, start to finish
+            image = decode_upload(data, name, limits["max_pixels"])
+            job.check()  # a large image takes a while to decode
+            return respond(format, image, worker.segment(image, unknown_below, job))
 
         try:
             return await worker.run(work, request.is_disconnected, settings.timeout)
-        except QueueFull:
-            raise queue_full(settings) from None
         except ClientGone:
             return Response(status_code=499)  # nobody reads it; nginx's "client closed"
         except TimedOut:
@@ -172,32 +204,21 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
     return app
 
 
-class CountRequests:
-    """ASGI middleware counting every response by route and status, with its latency.
+def pixel_limit(settings: ServeSettings, segmenter: Segmenter) -> int:
+    """``settings.max_pixels``, else what fits the memory budget; never over the decoders'."""
+    if settings.max_pixels is None:
+        return segmenter.pixel_limit(settings.memory_budget_bytes / 2**20)
+    return min(settings.max_pixels, max_pixels())
 
-    Plain ASGI rather than ``@app.middleware("http")``: Starlette's ``BaseHTTPMiddleware``
-    wraps ``receive`` so that ``request.is_disconnected()`` never sees a client leave, and a
-    queued request could not be dropped.
-    """
 
-    def __init__(self, app, metrics: Metrics):
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start, status = time.perf_counter(), [500]
-
-        async def sending(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            self.metrics.observe(scope["path"], status[0], time.perf_counter() - start)
+def served_limits(settings: ServeSettings, pixels: int) -> dict:
+    """``/v1/model``'s ``limits``: what a client may send."""
+    return {
+        "max_pixels": pixels,
+        "max_upload_bytes": settings.max_upload_bytes,
+        "timeout_s": settings.timeout,
+        "upload_timeout_s": settings.upload_timeout,
+    }
 
 
 def ready_segmenter(worker: InferenceWorker) -> Segmenter:
@@ -207,16 +228,14 @@ def ready_segmenter(worker: InferenceWorker) -> Segmenter:
     return worker.segmenter
 
 
-def queue_full(settings: ServeSettings) -> HTTPProblem:
-    return HTTPProblem(
-        503,
-        f"busy: {settings.max_queue} request(s) already waiting; retry shortly",
-        {"Retry-After": str(RETRY_AFTER_SECONDS)},
-    )
+async def read_image_body(request, limit: int, seconds: float) -> tuple[bytes, str]:
+    """The image bytes of a raw ``image/*`` body or of the multipart field ``image``.
 
-
-async def read_image_body(request, limit: int) -> tuple[bytes, str]:
-    """The image bytes of a raw ``image/*`` body or of the multipart field ``image``."""
+    Raises:
+        HTTPProblem: 415 not an image type, 413 over ``limit`` bytes, 408 not all sent
+            within ``seconds``, 400 a form without the field.
+        ClientDisconnect: the client left before sending it all.
+    """
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if not (kind.startswith("image/") or kind == "multipart/form-data"):
         raise HTTPProblem(
@@ -227,13 +246,13 @@ async def read_image_body(request, limit: int) -> tuple[bytes, str]:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise HTTPProblem(413, f"body of {int(length):,} bytes is over the limit {limit:,}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPProblem(413, f"body is over the limit of {limit:,} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    try:
+        async with asyncio.timeout(seconds):  # a client trickling bytes holds a slot
+            body = await read_body(request, limit)
+    except TimeoutError:
+        raise HTTPProblem(
+            408, f"the upload was not complete within {seconds:g} s", {"Connection": "close"}
+        ) from None
     if kind.startswith("image/"):
         return body, "the uploaded image"
     request._body = body  # Starlette parses the form from the body already read
@@ -244,11 +263,26 @@ async def read_image_body(request, limit: int) -> tuple[bytes, str]:
     return await upload.read(), upload.filename or "the uploaded image"
 
 
+async def read_body(request, limit: int) -> bytes:
+    """The whole body, refused as soon as it passes ``limit`` bytes (chunked uploads too)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPProblem(
+                413, f"body is over the limit of {limit:,} bytes", {"Connection": "close"}
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def decode_upload(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     try:
         return decode_image(data, name, max_pixels)
     except ImageTooLargeError as err:
         raise HTTPProblem(413, str(err)) from None
+    except UnsupportedImageError as err:  # e.g. Radiance HDR: no size to check before decoding
+        raise HTTPProblem(415, str(err)) from None
     except DatasetError as err:
         raise HTTPProblem(400, str(err)) from None
 

@@ -39,6 +39,12 @@ class Metrics:
             "Queued requests whose client left before they ran (never segmented)",
             registry=self.registry,
         )
+        self.stopped = Counter(
+            "pspnet_requests_stopped",
+            "Requests stopped while being segmented: their deadline passed, their client left "
+            "or the service stopped",
+            registry=self.registry,
+        )
         self.queue = Gauge("pspnet_queue_depth", "Requests waiting", registry=self.registry)
         self.in_flight = Gauge(
             "pspnet_in_flight", "Requests being segmented", registry=self.registry

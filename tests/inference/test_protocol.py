@@ -315,3 +315,25 @@ def test_window_batch_is_the_config_s_off_cuda():
     config = InferenceConfig(mode="slide", crop_size=(16, 16), window_batch=3)
     model = PSPNet(3, backbone="resnet18", base_width=4).eval()
     assert fit_window_batch(Network.of(model), config) == 3
+
+
+def test_an_image_s_memory_grows_with_its_pixels_and_classes_and_bounds_the_pixels():
+    from pspnet.inference.protocol import PHASE_BYTES, image_memory, pixels_within
+
+    def memory(classes, **options):
+        model = PSPNet(classes, backbone="resnet18", base_width=8).eval()
+        return image_memory(Network.of(model), InferenceConfig(**options))
+
+    fixed, per_pixel = memory(19)  # slide: the windows' activations are fixed
+    assert fixed > 0 and per_pixel >= max(PHASE_BYTES.values())
+    assert memory(150)[1] > per_pixel  # more classes, more stride logits per pixel
+    assert memory(19, flip=False)[1] < per_pixel
+    whole_fixed, whole_per_pixel = memory(19, mode="whole")
+    assert whole_fixed == 0 and whole_per_pixel > per_pixel  # the network sees the whole image
+    base_fixed, base_per_pixel = memory(19, mode="whole", base_size=512)
+    assert base_fixed > 0 and base_per_pixel < whole_per_pixel  # scaled to 512: fixed cost
+    model = PSPNet(19, backbone="resnet18", base_width=8).eval()
+    config = InferenceConfig()
+    pixels = pixels_within(2**30, Network.of(model), config)
+    assert fixed + per_pixel * pixels <= 2**30 < fixed + per_pixel * (pixels + 1)
+    assert pixels_within(1, Network.of(model), config) == 1

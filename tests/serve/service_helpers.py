@@ -16,7 +16,7 @@ import sys
 import time
 import uuid
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -225,12 +225,16 @@ def free_port() -> int:
 
 @dataclass
 class Service:
-    """A ``pspnet serve`` subprocess; ``readyz`` holds the statuses seen while it started."""
+    """A ``pspnet serve`` subprocess; ``readyz`` holds the statuses seen while it started.
+
+    ``headers`` go with the requests of :func:`wait_ready` (an API key).
+    """
 
     process: subprocess.Popen
     port: int
     log: Path
     readyz: list[int]
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def alive(self) -> bool:
@@ -246,20 +250,33 @@ class Service:
                 self.process.wait(timeout=10)
 
 
-def start_service(checkpoint: Path, log: Path, *options: str) -> Service:
+def start_service(
+    checkpoint: Path,
+    log: Path,
+    *options: str,
+    backend: str | None = "eager",
+    env: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Service:
     """Start ``python -m pspnet serve`` on a free loopback port; wait with :func:`wait_ready`.
 
     The server runs as many threads as this process: the sums of a convolution depend on
     how it is split, and the tests compare labels with this process's own exactly.
+
+    Args:
+        backend: ``--backend``; None leaves the default.
+        env: variables to set in the server's environment.
+        headers: sent with :func:`wait_ready`'s requests.
     """
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    variables = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), **(env or {})}
     command = [sys.executable, "-m", "pspnet", "serve", "--checkpoint", str(checkpoint)]
-    command += ["--backend", "eager"]  # auto compiles for a service on AVX2: minutes here
+    if backend is not None:
+        command += ["--backend", backend]
     command += ["--host", "127.0.0.1", "--port", str(port), *options]
     with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    return Service(process, port, log, [])
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=variables)
+    return Service(process, port, log, [], headers or {})
 
 
 def wait_ready(service: Service, within: float = 120.0) -> Service:
@@ -267,7 +284,7 @@ def wait_ready(service: Service, within: float = 120.0) -> Service:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline and service.alive:
         try:
-            reply = call(service.port, "GET", "/readyz", timeout=5)
+            reply = call(service.port, "GET", "/readyz", headers=service.headers, timeout=5)
         except OSError:
             time.sleep(0.05)  # not listening yet
             continue

@@ -215,12 +215,12 @@ def test_page_shows_what_the_api_answers(server, page, scene, tmp_path):
     notes.write_text("not an image")
     status, refusal = get_json(f"{server}/v1/segment?format=json", notes.read_bytes(),
                                {"Content-Type": "image/png"})  # fmt: skip
-    assert status == 400
+    assert status == 415  # no image format whose size can be checked before decoding
     reason = refusal["error"].removeprefix("the uploaded image: ")  # the page names the file
     page.set_input_files("#file-again", notes)
     error = page.locator("#error")
     expect(error).to_be_visible(timeout=SLOW)
-    expect(error).to_have_text(f"Could not segment notes.txt: {reason} · HTTP 400")
+    expect(error).to_have_text(f"Could not segment notes.txt: {reason} · HTTP 415")
     expect(legend.locator(".name")).to_have_text([c["name"] for c in by_share])  # still shown
     page.screenshot(path=shots / "3-error.png", full_page=True)
 

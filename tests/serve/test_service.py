@@ -247,8 +247,11 @@ def test_image_kinds_match_the_library(main, segmenter, tmp_path, make, upright)
 
 
 SMALL_PNG = encode(scene(64, 64, seed=6))
+# Radiance HDR: OpenCV decodes it, Pillow cannot read its size first, so it is refused unread.
+HDR = cv2.imencode(".hdr", np.ones((64, 64, 3), np.float32))[1].tobytes()
 BAD_REQUESTS = [
-    pytest.param(b"definitely not an image " * 20, "image/png", "png", 400, id="garbage"),
+    pytest.param(b"definitely not an image " * 20, "image/png", "png", 415, id="garbage"),
+    pytest.param(HDR, "image/vnd.radiance", "png", 415, id="radiance-hdr"),
     pytest.param(SMALL_PNG[: len(SMALL_PNG) // 2], "image/png", "png", 400, id="truncated-png"),
     pytest.param(pixel_bomb(100_000, 100_000), "image/png", "png", 413, id="pixel-bomb"),
     pytest.param(SMALL_PNG, "text/plain", "png", 415, id="text-content-type"),
