@@ -279,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
         "the connection closes) (default 30)",
     )  # fmt: skip
     serve.add_argument(
+        "--max-uploads", type=positive_int, default=8,
+        help="uploads read at once; more get 503 unread. A slow upload holds one of these, "
+        "never a --max-queue place (default 8)",
+    )  # fmt: skip
+    serve.add_argument(
         "--max-connections", type=positive_int, default=64,
         help="open connections at once; more get 503 (default 64)",
     )  # fmt: skip

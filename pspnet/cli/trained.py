@@ -318,6 +318,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         memory_budget_bytes=int(args.memory_budget_mb * 2**20),
         timeout=args.timeout,
         upload_timeout=args.upload_timeout,
+        max_uploads=args.max_uploads,
         max_connections=args.max_connections,
         allowed_hosts=tuple(args.allowed_hosts),
         api_key=api_key,

@@ -50,7 +50,18 @@ from pspnet.inference import Segmentation, Segmenter
 from pspnet.inference.result import UNKNOWN_NAME
 from pspnet.predict import label_png
 from pspnet.serve.metrics import Metrics
-from pspnet.serve.middleware import Access, Admission, CountRequests, InternalErrors, problem
+from pspnet.serve.middleware import (
+    BUSY_HEADERS,
+    Access,
+    Admission,
+    Busy,
+    CountRequests,
+    InternalErrors,
+    Places,
+    busy_message,
+    problem,
+    uploaded,
+)
 from pspnet.serve.worker import ClientGone, InferenceWorker, Job, TimedOut
 from pspnet.visualize import overlay
 
@@ -64,7 +75,10 @@ class ServeSettings:
 
     Attributes:
         max_queue: requests that may wait behind the one being segmented; more get 503. A
-            request holds its place from before its upload is read until its answer is sent.
+            request takes its place once its upload is read and holds it until its answer is
+            sent.
+        max_uploads: uploads read at once; more get 503 unread. A slow upload holds one of
+            these, never a queue place.
         max_upload_bytes: the largest request body; larger ones get 413 unread.
         max_pixels: the largest image (width x height); larger ones get 413 undecoded. None:
             the largest whose inference fits ``memory_budget_bytes``. Never more than the
@@ -82,6 +96,7 @@ class ServeSettings:
     """
 
     max_queue: int = 4
+    max_uploads: int = 8
     max_upload_bytes: int = 20 * 2**20
     max_pixels: int | None = None
     memory_budget_bytes: int = 2048 * 2**20
@@ -133,7 +148,8 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
     # Added innermost first: a request meets CountRequests, InternalErrors, Access, Admission.
-    app.add_middleware(Admission, path="/v1/segment", slots=settings.max_queue + 1,
+    places = Places(queue=settings.max_queue + 1, reading=settings.max_uploads)
+    app.add_middleware(Admission, path="/v1/segment", places=places,
                        send_seconds=settings.upload_timeout)  # fmt: skip
     app.add_middleware(Access, hosts=settings.allowed_hosts, api_key=settings.api_key)
     app.add_middleware(InternalErrors)
@@ -188,6 +204,10 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
             )
         except ClientDisconnect:  # left mid-upload: nothing went wrong here
             return Response(status_code=499)
+        try:
+            uploaded(request.scope, places)  # a queue place, now that the body is here
+        except Busy:
+            raise HTTPProblem(503, busy_message(places), BUSY_HEADERS) from None
 
         def work(job: Job) -> Response:  # on the worker thread, start to finish
             image = decode_upload(data, name, limits["max_pixels"])

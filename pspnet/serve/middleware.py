@@ -165,39 +165,61 @@ class SlowReader(Exception):
     """The client did not read its answer within the deadline."""
 
 
+class Places:
+    """The service's places: uploads being read, and requests queued or running.
+
+    An upload takes a reading place before its body is read; once read, it needs a queue place,
+    held until its answer is sent. A slow upload thus holds a reading place only, never one of
+    the few queue places, so it cannot keep other clients' images waiting; reading places bound
+    the memory of uploads in flight (``reading`` x the largest upload). Touched only on the
+    event loop: no lock.
+
+    Args:
+        queue: requests queued or running at once (``--max-queue`` + the running one).
+        reading: uploads read at once (``--max-uploads``).
+    """
+
+    def __init__(self, queue: int, reading: int):
+        self.queue, self.reading = queue, reading
+        self.queued = self.uploading = 0
+
+    def full(self) -> bool:
+        """Whether a new upload must be refused unread: no reading place, or the queue full."""
+        return self.uploading >= self.reading or self.queued >= self.queue
+
+
 class Admission:
-    """POSTs to ``path`` hold one of ``slots`` from before their body is read until answered.
+    """POSTs to ``path`` take a reading place before their body is read (503 unread when the
+    service is full) and give it back once read or abandoned; see :class:`Places`.
 
     Args:
         path: the route admitted (the others are not counted).
-        slots: requests admitted at once; one more gets 503 with ``Retry-After``, unread.
+        places: the service's reading and queue places; the route takes its queue place with
+            :func:`uploaded` once the body is read.
         send_seconds: the time a client has to read its answer; then the connection closes.
     """
 
-    def __init__(self, app, path: str, slots: int, send_seconds: float):
-        self.app, self.path, self.slots, self.send_seconds = app, path, slots, send_seconds
-        self.held = 0  # touched only on the event loop: no lock
+    def __init__(self, app, path: str, places: Places, send_seconds: float):
+        self.app, self.path, self.places, self.send_seconds = app, path, places, send_seconds
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        if self.held >= self.slots:
-            waiting = self.slots - 1  # one is being segmented
-            busy = problem(
-                503,
-                f"busy: {waiting} request(s) already waiting; retry shortly",
-                {"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-            await busy(scope, receive, send)
+        if self.places.full():
+            await busy(self.places)(scope, receive, send)
             return
-        self.held += 1
+        self.places.uploading += 1
+        held = scope.setdefault("state", {})["pspnet.places"] = {"reading": True, "queued": False}
         try:
             await self.app(scope, receive, self._paced(send))
         except SlowReader:
             log.warning("a client did not read its answer within %g s; closed", self.send_seconds)
         finally:
-            self.held -= 1
+            if held["reading"]:
+                self.places.uploading -= 1
+            if held["queued"]:
+                self.places.queued -= 1
 
     def _paced(self, send):
         """``send`` in pieces of :data:`SEND_PIECE_BYTES`, all within the send deadline."""
@@ -227,3 +249,38 @@ def in_pieces(message: dict):
         end = start + SEND_PIECE_BYTES
         last = end >= len(body)
         yield {"type": message["type"], "body": body[start:end], "more_body": more or not last}
+
+
+def busy(places: Places):
+    """503 with ``Retry-After``: every queue or reading place is taken."""
+    return problem(503, busy_message(places), BUSY_HEADERS)
+
+
+def busy_message(places: Places) -> str:
+    return (
+        f"busy: {places.queued} request(s) queued or running, {places.uploading} upload(s) "
+        "being read; retry shortly"
+    )
+
+
+BUSY_HEADERS = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
+def uploaded(scope, places: Places) -> None:
+    """The body is read: give back the reading place and take a queue place.
+
+    Raises:
+        Busy: the queue filled while the body was read (answered 503).
+    """
+    held = scope["state"]["pspnet.places"]
+    if held["reading"]:
+        held["reading"] = False
+        places.uploading -= 1
+    if places.queued >= places.queue:
+        raise Busy
+    places.queued += 1
+    held["queued"] = True
+
+
+class Busy(Exception):
+    """The queue is full."""

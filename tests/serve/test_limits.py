@@ -40,7 +40,7 @@ pytest.importorskip("uvicorn")
 TIMEOUT, UPLOAD_TIMEOUT = 3.0, 2.0
 DECODERS_LIMIT, MAX_PIXELS = 2_000_000, 4_000_000
 SLIDING = ("--mode", "slide", "--crop", "128", "128", "--no-flip", "--timeout", str(TIMEOUT),
-           "--max-queue", "1", "--upload-timeout", str(UPLOAD_TIMEOUT),
+           "--max-queue", "1", "--max-uploads", "3", "--upload-timeout", str(UPLOAD_TIMEOUT),
            "--max-pixels", str(MAX_PIXELS))  # fmt: skip
 KEY = "correct horse battery staple"
 PROXY_NAME = "seg.example.com"
@@ -148,6 +148,7 @@ def trickle(sock: socket.socket, until: float, answers: list) -> None:
 
 
 def test_slow_uploads_do_not_keep_the_slots(sliding):
+    """Two uploads trickling a byte at a time hold reading places, never the queue's two."""
     assert wait_for(lambda: idle(sliding), within=30)
     headers = {"Content-Type": "image/png", "Content-Length": "100000"}
     sockets = [raw_request(sliding.port, "POST", "/v1/segment", headers, b"\x89PNG") for _ in "ab"]
@@ -156,19 +157,22 @@ def test_slow_uploads_do_not_keep_the_slots(sliding):
     for thread in threads:
         thread.start()
     try:
-        # Both slots are taken by the trickling uploads: a normal request is refused at first,
-        busy = wait_for(lambda: segment(sliding.port, SHORT).status == 503, within=3)
+        time.sleep(0.5)  # both are reading now
         start = time.monotonic()
-        # then answered once the uploads' deadline passed.
-        served = wait_for(lambda: segment(sliding.port, SHORT).status == 200, within=10, step=0.2)
+        replies = [segment(sliding.port, SHORT) for _ in range(3)]  # one after the other
         waited = time.monotonic() - start
+        sockets.append(raw_request(sliding.port, "POST", "/v1/segment", headers, b"\x89PNG"))
+        sockets[-1].sendall(b"\0")  # a third upload, left open: every reading place is taken
+        time.sleep(0.3)
+        full = segment(sliding.port, SHORT)
     finally:
         for thread in threads:
             thread.join(timeout=15)
         for sock in sockets:
             sock.close()
-    assert busy, "the slow uploads never held the slots"
-    assert served and waited < UPLOAD_TIMEOUT + 2, f"a normal request waited {waited:.1f} s"
+    assert [r.status for r in replies] == [200, 200, 200], [r.body[:200] for r in replies]
+    assert waited < UPLOAD_TIMEOUT, f"normal requests waited {waited:.1f} s behind slow uploads"
+    assert full.status == 503  # three uploads in flight: every reading place taken
     assert answers == [408, 408], answers
 
 

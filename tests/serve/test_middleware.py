@@ -12,7 +12,13 @@ from PIL import Image
 pytest.importorskip("fastapi")
 
 from pspnet.serve.app import ServeSettings, create_app  # noqa: E402
-from pspnet.serve.middleware import SEND_PIECE_BYTES, Admission, host_name  # noqa: E402
+from pspnet.serve.middleware import (  # noqa: E402
+    SEND_PIECE_BYTES,
+    Admission,
+    Places,
+    host_name,
+    uploaded,
+)
 
 
 def scope(method: str, path: str, headers: dict[str, str]) -> dict:
@@ -81,12 +87,15 @@ def test_an_unexpected_failure_is_a_json_500_and_logged(caplog):
 def test_a_place_is_held_until_the_answer_is_sent_and_freed_when_it_is_not_read(caplog):
     body = b"x" * (4 * SEND_PIECE_BYTES)
 
+    places = Places(queue=1, reading=4)
+
     async def answer(scope, receive, send):
+        uploaded(scope, places)  # the body is read: a queue place, as the route takes it
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": body})
 
     async def exercise():
-        admission = Admission(answer, "/v1/segment", slots=1, send_seconds=0.3)
+        admission = Admission(answer, "/v1/segment", places=places, send_seconds=0.3)
         read, stalled = [], asyncio.Event()
 
         async def unread(message):  # the client reads one piece, then nothing
@@ -101,10 +110,10 @@ def test_a_place_is_held_until_the_answer_is_sent_and_freed_when_it_is_not_read(
 
         slow = asyncio.create_task(admission(scope("POST", "/v1/segment", {}), nothing, unread))
         await stalled.wait()
-        held = admission.held
+        held = places.queued
         refused = await ask(admission, "POST", "/v1/segment")
         await asyncio.wait_for(slow, timeout=5)
-        return held, refused, read, admission.held
+        return held, refused, read, places.queued + places.uploading
 
     with caplog.at_level(logging.WARNING, logger="pspnet.serve"):
         held, refused, read, after = asyncio.run(asyncio.wait_for(exercise(), timeout=10))
