@@ -4,6 +4,7 @@ Imported as ``from helpers import ...``: pytest puts tests/ on ``sys.path`` when
 tests/conftest.py, for the test files in every sub-folder too.
 """
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +72,10 @@ def trained_like(module: nn.Module, seed: int = 0) -> nn.Module:
                 steps = int(torch.randint(1, 100, (), generator=generator))
                 bn.num_batches_tracked.fill_(steps)
     return module.eval()
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing holds now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

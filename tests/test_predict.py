@@ -2,7 +2,6 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import free_port
 from PIL import Image
 
 from pspnet.checkpoints import save_model
@@ -39,12 +39,6 @@ def images(folder: Path, count: int, size=(40, 48)) -> Path:
 
 def files_of(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:

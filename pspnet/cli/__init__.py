@@ -342,7 +342,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Flags whose name is shorter than their InferenceConfig field's, and their value names.
 def _last_line(message: str) -> str:
     """The error itself: a DataLoader worker wraps it in a traceback users need not read."""
     if "Original Traceback" not in message:
@@ -374,8 +373,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.showwarning = lambda message, *_, **__: print(
         f"pspnet {args.command}: warning: {message}", file=sys.stderr
     )
+    status = 1
     try:
-        return args.run(args)
+        status = args.run(args)
+        return status
     except PSPNetError as err:
         print(f"pspnet {args.command}: error: {_rank()}{_last_line(str(err))}", file=sys.stderr)
         return 2
@@ -390,4 +391,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "pspnet.engine.distributed" in sys.modules:  # a command that may have joined a group
             from pspnet.engine.distributed import leave
 
-            leave()
+            leave(together=status == 0)

@@ -69,7 +69,14 @@ def sum_over_ranks(values: Sequence[int], process: Process) -> list[int]:
     return [int(v) for v in tensor.tolist()]
 
 
-def leave() -> None:
-    """Leave the process group, if one was joined: gloo's threads must stop before exit."""
+def leave(together: bool = False) -> None:
+    """Leave the process group, if one was joined: gloo's threads must stop before exit.
+
+    ``together`` (every rank finished its work) waits for the others first, so no rank tears
+    its connections down while another still writes its last files or sends its last tensor;
+    a rank that failed leaves at once rather than wait for ranks that may never come.
+    """
     if dist.is_available() and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()

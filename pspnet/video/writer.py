@@ -10,10 +10,14 @@ first of :data:`CODECS` that the installed build writes, probed once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -96,15 +100,16 @@ class VideoOutputs:
 
     def add(self, frame: VideoFrame) -> None:
         """Encode a frame's overlay (no legend: the video keeps the frames' size), write its
-        label PNG."""
+        label PNG. Ctrl+C waits for both, so a stopped recording has a label per frame."""
         result = frame.segmentation
         picture = overlay(frame.image, result.labels, result.palette, legend=False)
-        self._writer.write(cv2.cvtColor(np.asarray(picture), cv2.COLOR_RGB2BGR))
-        if self.labels is not None:
-            png = label_png(result.labels, result.palette)
-            target = self.staging / f"{frame.index:06d}_label.png"
-            atomic_write(target, lambda tmp: png.save(tmp, format="PNG"))
-        self.frames += 1
+        png = label_png(result.labels, result.palette) if self.labels is not None else None
+        with interrupt_after():
+            self._writer.write(cv2.cvtColor(np.asarray(picture), cv2.COLOR_RGB2BGR))
+            if png is not None:
+                target = self.staging / f"{frame.index:06d}_label.png"
+                atomic_write(target, lambda tmp: png.save(tmp, format="PNG"))
+            self.frames += 1
 
     def finish(self) -> None:
         """Close the overlay and move the outputs into place: the labels first, the overlay
@@ -125,3 +130,22 @@ class VideoOutputs:
         """Close and remove everything written so far."""
         self._writer.release()
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def interrupt_after() -> Iterator[None]:
+    """Ctrl+C inside the block raises :class:`KeyboardInterrupt` when the block ends.
+
+    Only the main thread receives signals; on another thread the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, _: caught.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+    if caught:
+        raise KeyboardInterrupt

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers import tiny_overrides
+from helpers import free_port, tiny_overrides
 
 from pspnet.checkpoints import load_checkpoint, load_model
 from pspnet.config import load_train_config
 from pspnet.data.datasets import SegmentationDataset
 from pspnet.data.presets import get_preset
+from pspnet.engine.distributed import leave
 from pspnet.engine.evaluate import evaluate
 from pspnet.engine.optim import poly_lr
 from pspnet.engine.train import train
@@ -163,11 +164,11 @@ def _ddp_worker(rank: int, world: int, root: str, out: str, port: int) -> None:
 
     train(config, Path(out) / "run", callback=record)
     Path(out, f"rank{rank}.json").write_text(json.dumps(sums))
-    torch.distributed.destroy_process_group()
+    leave(together=True)
 
 
 def test_two_cpu_processes_hold_identical_weights_after_every_step(tiny_camvid, tmp_path):
-    port = 29500 + os.getpid() % 1000
+    port = free_port()
     mp.spawn(_ddp_worker, args=(2, str(tiny_camvid), str(tmp_path), port), nprocs=2)
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [True] * 4

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from helpers import trained_like
+from helpers import free_port, trained_like
 from PIL import Image
 
 from pspnet.checkpoints import save_model
@@ -33,14 +33,14 @@ PALETTE = [(20 * i, 255 - 20 * i, 73 * i % 256) for i in range(11)]
 INFERENCE = {"mode": "whole", "flip": False}
 
 
-def write_tiny_checkpoint(path: Path) -> Path:
-    """A resnet18 PSPNet of width 4 whose random weights label a scene with several classes.
+def write_tiny_checkpoint(path: Path, base_width: int = 4) -> Path:
+    """A resnet18 PSPNet (of width 4) whose random weights label a scene with several classes.
 
     PSPNet's own init gives every class nearly the same score, so one class wins everywhere;
     random BN statistics and a unit-variance classifier spread the argmax over classes.
     """
     torch.manual_seed(0)
-    model = trained_like(PSPNet(len(CLASS_NAMES), backbone="resnet18", base_width=4))
+    model = trained_like(PSPNet(len(CLASS_NAMES), backbone="resnet18", base_width=base_width))
     with torch.no_grad():
         model.head.classifier.weight.normal_(0, 1, generator=torch.Generator().manual_seed(1))
         model.head.classifier.bias.zero_()
@@ -215,12 +215,6 @@ def memory_kib(pid: int, field: str = "VmRSS") -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     raise KeyError(field)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -3,10 +3,13 @@ load errors, image sizes never seen before and Ctrl+C. Real processes on 127.0.0
 
 Servers of a tiny checkpoint, started together once for the module:
 
-- ``sliding``: sliding windows of 128 (a 1000 x 1000 image is 144 forward passes, ~20 s on
-  two busy cores, under a second each), ``--timeout 3``, ``--max-queue 1`` (two slots),
+- ``sliding``: sliding windows of 128, ``--timeout 3``, ``--max-queue 1`` (two slots),
   ``--upload-timeout 2``, and a decoders' limit of 2 megapixels (``PSPNET_MAX_IMAGE_PIXELS``)
   under ``--max-pixels 4000000``;
+- ``slow``: a resnet18 of full width on one thread, sliding windows of 128 with flipping and
+  ``--timeout 3``: a 1400 x 1400 image is 578 forward passes of 10 GFLOP (~30 s on one core
+  of a 2-core Intel Xeon; a core of any CPU takes far over 3 s), each under 0.1 s, so a
+  request is stopped at its deadline or when its client leaves, on any machine;
 - ``keyed``: the default backend, ``--api-key`` and ``--allowed-hosts``;
 - ``broken``: a checkpoint file that does not load.
 """
@@ -46,8 +49,11 @@ KEY = "correct horse battery staple"
 PROXY_NAME = "seg.example.com"
 STOPPED = "pspnet_requests_stopped_total"
 REQUESTS = "pspnet_requests_total"
-# Slow enough under sliding windows to be stopped long before it ends; a few MB as PNG.
-LONG = encode(scene(1000, 1000, seed=20))
+SLOW_WINDOWS = ("--mode", "slide", "--crop", "128", "128", "--flip")
+SLOW = (*SLOW_WINDOWS, "--timeout", str(TIMEOUT), "--max-queue", "1")
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the work must not shrink with the number of cores
+# Slow enough on the slow service to be stopped long before it ends; a few MB as PNG.
+LONG = encode(scene(1400, 1400, seed=20))
 SHORT = encode(scene(64, 64, seed=21))
 
 
@@ -57,7 +63,13 @@ def checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def services(checkpoint):
+def wide_checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("wide")
+    return write_tiny_checkpoint(folder / "wide.safetensors", base_width=64)
+
+
+@pytest.fixture(scope="module")
+def services(checkpoint, wide_checkpoint):
     folder = checkpoint.parent
     broken = folder / "private" / "broken.safetensors"
     broken.parent.mkdir()
@@ -73,7 +85,10 @@ def services(checkpoint):
             backend=None, headers={"Authorization": f"Bearer {KEY}"},
         )  # fmt: skip
         started["broken"] = start_service(broken, folder / "broken.log")
+        started["slow"] = start_service(wide_checkpoint, folder / "slow.log", *SLOW,
+                                        env=ONE_THREAD)  # fmt: skip
         wait_ready(started["sliding"])
+        wait_ready(started["slow"])
         wait_ready(started["keyed"], within=300)  # a compiled path would take minutes
         yield started
     finally:
@@ -89,6 +104,11 @@ def sliding(services):
 @pytest.fixture(scope="module")
 def keyed(services):
     return services["keyed"]
+
+
+@pytest.fixture(scope="module")
+def slow(services):
+    return services["slow"]
 
 
 @pytest.fixture(scope="module")
@@ -109,29 +129,29 @@ def assert_problem(reply, status: int) -> None:
     assert set(reply.json()) == {"error", "status"} and reply.json()["status"] == status
 
 
-def test_a_running_request_is_stopped_by_its_deadline(sliding):
-    assert wait_for(lambda: idle(sliding), within=30)
-    stopped = metric(sliding.port, STOPPED)
-    late = segment(sliding.port, LONG)
+def test_a_running_request_is_stopped_by_its_deadline(slow):
+    assert wait_for(lambda: idle(slow), within=30)
+    stopped = metric(slow.port, STOPPED)
+    late = segment(slow.port, LONG)
     assert_problem(late, 504)
     # The worker is back within one window: the next request is answered within its own
-    # timeout, not after the ~20 s the late one would still have run.
-    after = segment(sliding.port, SHORT)
+    # timeout, not after the ~30 s the late one would still have run.
+    after = segment(slow.port, SHORT)
     assert after.status == 200, (after.status, after.body[:300])
-    assert late.seconds + after.seconds < TIMEOUT + 5, (late.seconds, after.seconds)  # not ~20 s
-    assert metric(sliding.port, STOPPED) == stopped + 1
+    assert late.seconds + after.seconds < TIMEOUT + 5, (late.seconds, after.seconds)  # not ~30 s
+    assert metric(slow.port, STOPPED) == stopped + 1
 
 
-def test_a_client_leaving_a_running_request_stops_it(sliding):
-    assert wait_for(lambda: idle(sliding), within=30)
-    stopped = metric(sliding.port, STOPPED)
+def test_a_client_leaving_a_running_request_stops_it(slow):
+    assert wait_for(lambda: idle(slow), within=30)
+    stopped = metric(slow.port, STOPPED)
     headers = {"Content-Type": "image/png", "Content-Length": str(len(LONG))}
-    with raw_request(sliding.port, "POST", "/v1/segment", headers, LONG):
-        assert wait_for(lambda: metric(sliding.port, "pspnet_in_flight") == 1, within=10)
-    assert wait_for(lambda: metric(sliding.port, STOPPED) == stopped + 1, within=2), (
+    with raw_request(slow.port, "POST", "/v1/segment", headers, LONG):
+        assert wait_for(lambda: metric(slow.port, "pspnet_in_flight") == 1, within=10)
+    assert wait_for(lambda: metric(slow.port, STOPPED) == stopped + 1, within=2), (
         "the inference went on after its client left"
     )
-    assert segment(sliding.port, SHORT).status == 200
+    assert segment(slow.port, SHORT).status == 200
 
 
 def trickle(sock: socket.socket, until: float, answers: list) -> None:
@@ -284,8 +304,10 @@ def test_a_load_error_is_logged_and_answered_without_paths(broken):
     assert call(broken.port, "GET", "/healthz").status == 200
 
 
-def test_ctrl_c_stops_a_running_request_within_seconds(checkpoint, tmp_path):
-    service = wait_ready(start_service(checkpoint, tmp_path / "stopping.log", *SLIDING[:6]))
+def test_ctrl_c_stops_a_running_request_within_seconds(wide_checkpoint, tmp_path):
+    service = start_service(wide_checkpoint, tmp_path / "stopping.log", *SLOW_WINDOWS,
+                            env=ONE_THREAD)  # fmt: skip
+    wait_ready(service)
     try:
         thread = threading.Thread(target=lambda: call(service.port, "POST", "/v1/segment", LONG,
                                                       {"Content-Type": "image/png"}),

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import free_port
 from PIL import Image
 
 from pspnet.checkpoints import load_checkpoint, save_model
@@ -63,9 +63,7 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory) -> Iterator[str]:
     """``pspnet serve`` in its own process on a free loopback port; its URL once ready."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     command = [sys.executable, "-m", "pspnet", "serve", "--checkpoint", str(checkpoint),
                "--port", str(port), "--backend", "eager"]  # fmt: skip
