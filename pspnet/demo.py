@@ -43,7 +43,7 @@ class DemoSettings:
     """The demo's budget; the defaults finish in minutes on two CPU cores.
 
     Attributes:
-        image_size: scene width in pixels.
+        image_width: scene width in pixels.
         image_height: scene height: tall scenes put the ground and the strip far below the
             cue at the top, beyond what a plain FCN's effective receptive field reaches.
         num_train: training scenes.
@@ -56,7 +56,7 @@ class DemoSettings:
         seed: data and initialisation seed.
     """
 
-    image_size: int = 64
+    image_width: int = 64
     image_height: int = 512
     num_train: int = 600
     num_val: int = 100
@@ -90,7 +90,7 @@ def names_file(path: Path) -> Path:
 
 def demo_config(settings: DemoSettings, data_root: Path, use_ppm: bool) -> TrainConfig:
     """Both networks' training config: identical but for the pyramid."""
-    size = (settings.image_height, settings.image_size)
+    size = (settings.image_height, settings.image_width)
     return TrainConfig(
         model=ModelConfig(
             len(SYNTHETIC_CLASSES), "resnet18", base_width=settings.base_width, use_ppm=use_ppm
@@ -145,7 +145,7 @@ def run_demo(
         data_root,
         settings.num_train,
         settings.num_val,
-        settings.image_size,
+        settings.image_width,
         settings.seed,
         settings.image_height,
     )
@@ -231,7 +231,7 @@ def _report(settings: DemoSettings, table: str, seconds: float) -> str:
         "Both networks are the same dilated ResNet-18 "
         f"(width {settings.base_width}, output stride 8), trained from scratch for "
         f"{settings.iterations} iterations of {settings.batch_size} scenes of "
-        f"{settings.image_size}x{settings.image_height}; the FCN lacks only the pyramid pooling "
+        f"{settings.image_width}x{settings.image_height}; the FCN lacks only the pyramid pooling "
         f"module.\n\nValidation IoU (%) on {settings.num_val} scenes:\n\n{table}\n\n"
         f"Total time: {seconds:.0f} s on {torch.get_num_threads()} CPU threads.\n\n"
         "![image, ground truth, FCN, PSPNet](grid.png)\n\n"

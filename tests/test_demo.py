@@ -16,7 +16,7 @@ from pspnet.engine.evaluate import evaluate
 from pspnet.inference.protocol import Network
 
 SETTINGS = DemoSettings(
-    image_size=32,
+    image_width=32,
     image_height=48,
     num_train=4,
     num_val=2,
@@ -44,7 +44,7 @@ def test_demo_writes_a_report_comparing_both_networks(demo):
         expected = [f"{100 * getattr(result.metrics[t], score):.1f}" for t in VARIANTS]
         assert line.split("|")[2:4] == [f" {value} " for value in expected], line
     # One row of grid_scenes x (image, truth, FCN, PSPNet) cells, each at least a scene wide.
-    assert Image.open(result.grid).size[0] >= SETTINGS.grid_scenes * 4 * SETTINGS.image_size
+    assert Image.open(result.grid).size[0] >= SETTINGS.grid_scenes * 4 * SETTINGS.image_width
 
 
 def test_demo_scores_are_the_saved_networks_on_every_val_pixel(demo):

@@ -65,4 +65,4 @@ def resolve(
     if entry is None:
         return fetch(text, progress=progress), None
     limit = download_limit(estimated_bytes(entry))
-    return fetch(entry.url, entry.sha256, progress, max_bytes=limit), entry
+    return fetch(entry.url, entry.sha256_prefix, progress, max_bytes=limit), entry

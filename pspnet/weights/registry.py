@@ -38,8 +38,8 @@ class PublishedWeights:
         name: the publisher's name for it (mmseg's config name, or ours for a backbone).
         kind: "pspnet" (a whole network) or "backbone" (ImageNet ResNet weights).
         url: where it is downloaded from.
-        sha256: the expected SHA-256 hex digest, or the prefix the file name carries (a
-            prefix detects corruption, not substitution).
+        sha256_prefix: the start of the file's SHA-256 hex digest, as its name carries it
+            (torch.hub's rule; a prefix detects corruption, not substitution).
         model: ModelConfig fields it fixes (a backbone's depth and stem; a PSPNet's shape).
         dataset: the dataset it was trained on (our preset's name where we have one).
         num_classes: its classes (PSPNet entries).
@@ -53,7 +53,7 @@ class PublishedWeights:
     name: str
     kind: Kind
     url: str
-    sha256: str
+    sha256_prefix: str
     model: dict[str, Any] = field(default_factory=dict)
     dataset: str | None = None
     num_classes: int | None = None

@@ -51,7 +51,7 @@ def checkpoint(tmp_path_factory) -> Path:
     write_synthetic_dataset(root / "data", num_train=16, num_val=1, size=64, seed=0, height=64)
     names_file(root / "data" / "classes.txt")
     settings = DemoSettings(
-        image_size=64, image_height=64, num_train=16, num_val=1, iterations=40, batch_size=4,
+        image_width=64, image_height=64, num_train=16, num_val=1, iterations=40, batch_size=4,
         base_width=4, lr=0.05,
     )  # fmt: skip
     train(demo_config(settings, root / "data", use_ppm=True), root / "run", resume=False)

@@ -37,7 +37,7 @@ def test_the_registry_lists_every_metafile_entry_with_its_source_numbers():
     )
     for entry in ENTRIES:
         assert entry.url.startswith("https://download.")
-        assert entry.sha256 in entry.file_name  # the prefix torch.hub reads from the name
+        assert entry.sha256_prefix in entry.file_name  # the prefix torch.hub reads from the name
 
 
 @pytest.mark.parametrize("entry", [e for e in PSPNETS if not e.unsupported], ids=lambda e: e.name)
@@ -122,7 +122,7 @@ def local_registry(tmp_path, monkeypatch, trained):
                 "miou": 12.34,
                 "miou_ms_flip": 13.57,
                 "url": url,
-                "sha256": digest,
+                "sha256_prefix": digest,
             }
         ],
         "backbones": [
@@ -130,7 +130,7 @@ def local_registry(tmp_path, monkeypatch, trained):
                 "name": "tiny_resnet18_v1c",
                 "model": {"backbone": "resnet18", "stem": "deep_narrow"},
                 "url": backbone_url,
-                "sha256": backbone_digest,
+                "sha256_prefix": backbone_digest,
             }
         ],
     }  # fmt: skip

@@ -29,7 +29,7 @@ from torch import nn
 
 from pspnet.errors import ConfigError
 from pspnet.inference.optimized.factorized import factorize_head
-from pspnet.inference.optimized.fold import fold_batchnorm
+from pspnet.inference.optimized.fold import fold_batchnorm, to_channels_last
 from pspnet.inference.optimized.reduced import BF16_FP32_STAGES, reduced_precision
 from pspnet.models.pspnet import ModelConfig, PSPNet, StrideLogits
 
@@ -247,7 +247,7 @@ def optimize(
     rewritten = exact_rewrite(model)
     if precision in DTYPES:
         reduced_precision(rewritten, DTYPES[precision], fp32_stages)
-    rewritten.to(memory_format=torch.channels_last)
+    to_channels_last(rewritten)
     inner: nn.Module = StrideLogits(rewritten)
     if backend == "cudagraphs":  # one graph per input shape, replayed
         inner = torch.compile(inner, mode="reduce-overhead", dynamic=False, options=FREEZING)
