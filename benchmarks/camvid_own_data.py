@@ -67,9 +67,10 @@ TARGET_ARMS = {
 
 
 def runs_of(arms: dict, base: list[str], prefix: str = "") -> list:
+    """Every arm with the first seed, then every arm with the next: a cut-short grid compares."""
     runs = []
-    for name, (label, overrides) in arms.items():
-        for seed in SEEDS:
+    for seed in SEEDS:
+        for name, (label, overrides) in arms.items():
             config = load_train_config(CONFIG, [*base, *overrides, f"seed={seed}", *EXTRA])
             runs.append((f"{prefix}{name}-seed{seed}", Variant(f"{prefix}{name}", 0, label),
                          seed, config))  # fmt: skip
@@ -154,8 +155,18 @@ def mean_spread(values: list[float]) -> str:
     )
 
 
+def finished(grid: Path, arm: str) -> list[Path]:
+    """The arm's run folders whose run has ended (a run still going has no result.json)."""
+    folders = [grid / f"{arm}-seed{seed}" for seed in SEEDS]
+    return [folder for folder in folders if (folder / "result.json").is_file()]
+
+
 def arm_scores(grid: Path, arm: str) -> list[dict]:
-    return [final_val(grid / f"{arm}-seed{s}") for s in SEEDS if (grid / f"{arm}-seed{s}").is_dir()]
+    return [final_val(folder) for folder in finished(grid, arm)]
+
+
+def seeds_row(arms: dict) -> str:
+    return "| seeds | " + " | ".join(str(len(scores)) for scores in arms.values()) + " |"
 
 
 def verdict(better: list[float], worse: list[float]) -> str:
@@ -186,6 +197,10 @@ def thin_section(out: Path) -> list[str]:
             for a in arms}  # fmt: skip
     lines.append("| classes at 0 IoU (any seed) | " + " | ".join(
         ", ".join(zero[a]) or "none" for a in arms) + " |")  # fmt: skip
+    lines.append(seeds_row(arms))
+    missing = [label for arm, (label, _) in THIN_ARMS.items() if arm not in arms]
+    if missing:
+        lines += ["", "Not run: " + "; ".join(missing) + "."]
     lines += ["", "| comparison (mIoU) | verdict |", "|---|---|"]
     base = [100 * s["miou"] for s in arms.get("pspnet", [])]
     for arm in arms:
@@ -207,10 +222,11 @@ def finetune_section(out: Path) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     cells = [mean_spread([100 * s["miou"] for s in arms[a]]) for a in arms]
     lines.append("| **mIoU** | " + " | ".join(cells) + " |")
+    lines.append(seeds_row(arms))
     lines += ["", "Training loss (main + 0.4 aux) over the first iterations, mean of the seeds:",
               "", "| iteration | " + " | ".join(TARGET_ARMS[a][0] for a in arms) + " |",
               "|---|" + "---|" * len(arms)]  # fmt: skip
-    curves = {a: [dict(losses(grid / f"{a}-seed{s}", 100)) for s in SEEDS] for a in arms}
+    curves = {a: [dict(losses(folder, 100)) for folder in finished(grid, a)] for a in arms}
     for iteration in (5, 10, 20, 30, 50, 75, 100):
         cells = []
         for arm in arms:
@@ -237,8 +253,8 @@ def report(out: Path) -> None:
         "",
         f"Written by `{command_line()}` from the run folders of `python -m "
         "benchmarks.camvid_own_data thin` and `... finetune`.",
-        f"CPU: {cpu_model()}. Every arm has two seeds; cells are mean ± half the spread "
-        "(max - min) over the seeds, in %. An effect counts only beyond the spread: the two "
+        f"CPU: {cpu_model()}. Cells are mean ± half the spread (max - min) over an arm's "
+        "seeds (the `seeds` row), in %. An effect counts only beyond the spread: the two "
         "arms' seed ranges do not overlap.",
         "",
         "## Thin and rare classes",

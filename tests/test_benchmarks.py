@@ -142,3 +142,40 @@ def test_the_gpu_grid_script_runs_two_shards_into_one_report(tiny_camvid, tmp_pa
     assert len(list(out.glob("results/*/result.json"))) == 22
     assert "not run" not in (out / "ablation.md").read_text()
     assert "grid: " in (out / "machine.txt").read_text()
+
+
+def _finished_run(folder, miou: float, classes: int) -> None:
+    import json
+
+    folder.mkdir(parents=True)
+    val = {"miou": miou, "mean_acc": miou, "pixel_acc": 0.9, "iou": [miou] * classes}
+    lines = [{"iteration": i, "loss": 2.0 / i} for i in (5, 10, 20)]
+    lines.append({"iteration": 20, "val": val})
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    (folder / "result.json").write_text(json.dumps({"miou": miou}))
+
+
+def test_own_data_report_counts_only_what_lies_beyond_the_seed_spread(tmp_path, monkeypatch):
+    from benchmarks import camvid_own_data as own
+
+    monkeypatch.setattr(own, "DOC", tmp_path / "doc.md")
+    monkeypatch.setattr(own, "RESULTS", tmp_path / "results")
+    out = tmp_path / "runs"
+    for seed, (pspnet, fcn, weights) in enumerate(((0.46, 0.50, 0.47), (0.47, 0.51, 0.49))):
+        _finished_run(out / "thin" / f"pspnet-seed{seed}", pspnet, 11)
+        _finished_run(out / "thin" / f"fcn-seed{seed}", fcn, 11)
+        _finished_run(out / "thin" / f"weights-seed{seed}", weights, 11)
+    _finished_run(out / "finetune" / "scratch-seed0", 0.3, len(own.TARGET))
+    (out / "finetune" / "init-fresh-seed0").mkdir()  # still running: not counted
+    (out / "thin" / "ohem-seed0").mkdir()
+    own.report(out)
+    text = own.DOC.read_text()
+    assert "| FCN baseline (model.use_ppm=false) vs the config as it is | better, beyond" in text
+    assert "| class weights auto vs the config as it is | within the spread |" in text
+    assert "Not run: OHEM (0.7, 30000); class weights auto + OHEM." in text
+    assert "| **mIoU** | 46.5 ± 0.5 | 50.5 ± 0.5 | 48.0 ± 1.0 |" in text
+    assert "| seeds | 2 | 2 | 2 |" in text and "| seeds | 1 |" in text
+    assert "init, classifier re-initialised" not in text  # no finished run of that arm
+    copied = sorted(p.parent.name for p in (tmp_path / "results").rglob("val.json"))
+    assert copied == ["fcn-seed0", "fcn-seed1", "pspnet-seed0", "pspnet-seed1", "scratch-seed0",
+                      "weights-seed0", "weights-seed1"]  # fmt: skip

@@ -135,3 +135,10 @@ def test_repo_configs_load(path):
     assert CONFIGS
     config = load_train_config(path)
     assert load_train_config(path, [f"batch_size={config.batch_size}"]) == config
+
+
+def test_the_thin_classes_config_is_the_cpu_config_with_class_weights():
+    folder = CONFIGS[0].parent
+    thin = load_train_config(folder / "camvid_pspnet_r18_cpu_thin.yaml")
+    cpu = load_train_config(folder / "camvid_pspnet_r18_cpu.yaml", ["loss.class_weights=auto"])
+    assert thin.loss.class_weights == "auto" and thin == cpu
