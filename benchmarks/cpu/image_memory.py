@@ -45,7 +45,7 @@ def child(args: argparse.Namespace) -> None:
         status = main(["predict", args.image, "--checkpoint", args.checkpoint, "--out", args.out])
         assert status == 0, status
         from pspnet.inference import Segmenter
-        from pspnet.inference.protocol import image_memory
+        from pspnet.inference.memory import image_memory
 
         segmenter = Segmenter.from_checkpoint(args.checkpoint)
         fixed, per_pixel = image_memory(segmenter.network, segmenter.inference)
@@ -160,7 +160,7 @@ def body(table: str) -> str:
         "stride and builds labels and confidence a band of rows at a time, so the peak grows",
         "with the pixels by a few bytes each whatever the class count; the earlier routine",
         "held (C, H, W) float32 probabilities. The estimate is what `pspnet predict`",
-        "and `serve` budget an image by (pspnet.inference.protocol.image_memory), beyond the",
+        "and `serve` budget an image by (pspnet.inference.memory.image_memory), beyond the",
         "process itself (Python, torch and the model, a few hundred MiB).",
         f"CPU: {cpu_model()}.",
         "",

@@ -39,8 +39,9 @@ from benchmarks.harness import measure, trained_like
 from benchmarks.report import command_line, write_section
 from pspnet.config import InferenceConfig
 from pspnet.errors import ConfigError
+from pspnet.inference.memory import fit_window_batch
 from pspnet.inference.optimized.optimize import exact_rewrite, optimize
-from pspnet.inference.protocol import Network, fit_window_batch, probabilities
+from pspnet.inference.protocol import Network, probabilities
 from pspnet.models import PSPNet
 
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from NVIDIA's data sheets (the sheets

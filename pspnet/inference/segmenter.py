@@ -18,13 +18,8 @@ from pspnet.data.images import ImageInput, max_pixels, to_rgb
 from pspnet.data.transforms import normalize
 from pspnet.devices import resolve_device
 from pspnet.errors import ConfigError
-from pspnet.inference.protocol import (
-    Network,
-    Progress,
-    fit_window_batch,
-    pixels_within,
-    segment_tensor,
-)
+from pspnet.inference.memory import fit_window_batch, pixels_within
+from pspnet.inference.protocol import Network, Progress, segment_tensor
 from pspnet.inference.result import Segmentation, compact_labels
 from pspnet.limits import DEFAULT_MEMORY_BUDGET_MB
 from pspnet.weights.download import Progress as DownloadProgress
@@ -132,7 +127,7 @@ class Segmenter:
 
     def pixel_limit(self, budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> int:
         """The largest image, in pixels, this model segments within ``budget_mb`` MiB of memory
-        (an estimate, see :func:`pspnet.inference.protocol.image_memory`), and never more than
+        (an estimate, see :func:`pspnet.inference.memory.image_memory`), and never more than
         the decoders' limit."""
         fitting = pixels_within(int(budget_mb * 2**20), self.network, self.inference)
         return min(max_pixels(), fitting)

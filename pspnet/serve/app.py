@@ -84,7 +84,7 @@ class ServeSettings:
             the largest whose inference fits ``memory_budget_bytes``. Never more than the
             decoders' limit (:func:`pspnet.data.images.max_pixels`).
         memory_budget_bytes: what one image's inference may cost beyond the weights (see
-            :func:`pspnet.inference.protocol.image_memory`); sets the default ``max_pixels``.
+            :func:`pspnet.inference.memory.image_memory`); sets the default ``max_pixels``.
         timeout: seconds a request may wait and run before it gets 504; its inference stops
             at the next window.
         upload_timeout: seconds a client has to send its whole upload (then 408) and, again,

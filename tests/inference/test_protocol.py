@@ -10,14 +10,8 @@ import torch
 from torch import nn
 
 from pspnet.config import InferenceConfig
-from pspnet.inference.protocol import (
-    Network,
-    fit_window_batch,
-    scaled_size,
-    segment_tensor,
-    window_starts,
-    windows_that_fit,
-)
+from pspnet.inference.memory import fit_window_batch, windows_that_fit
+from pspnet.inference.protocol import Network, scaled_size, segment_tensor, window_starts
 from pspnet.models import PSPNet
 
 # ---- reference: semseg's tool/test.py, rewritten in plain loops, numpy float64 and cv2 ----
@@ -318,7 +312,7 @@ def test_window_batch_is_the_config_s_off_cuda():
 
 
 def test_an_image_s_memory_grows_with_its_pixels_and_classes_and_bounds_the_pixels():
-    from pspnet.inference.protocol import PHASE_BYTES, image_memory, pixels_within
+    from pspnet.inference.memory import PHASE_BYTES, image_memory, pixels_within
 
     def memory(classes, **options):
         model = PSPNet(classes, backbone="resnet18", base_width=8).eval()
