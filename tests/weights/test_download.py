@@ -26,7 +26,7 @@ from pspnet.checkpoints import build_model, save_model
 from pspnet.errors import CheckpointError
 from pspnet.models import ModelConfig, PSPNet
 from pspnet.models.resnet import ResNet
-from pspnet.weights import download
+from pspnet.weights import download, verify
 from pspnet.weights.download import cache_path, fetch
 
 
@@ -266,9 +266,9 @@ def test_a_cached_file_corrupted_after_download_is_caught(server, tmp_path):
     data = bytes(range(256)) * 100
     url = f"{base}/{publish(handler, 'w.pth', data)}"
     path = fetch(url)
-    assert records(tmp_path / "cache") == [download.record_path(path)]
+    assert records(tmp_path / "cache") == [verify.record_path(path)]
     full = hashlib.sha256(data).hexdigest()
-    assert json.loads(download.record_path(path).read_text())["sha256"] == full
+    assert json.loads(verify.record_path(path).read_text())["sha256"] == full
     path.write_bytes(data[:1000])  # truncated by a full disk, or a crash of another tool
     with pytest.raises(CheckpointError, match="corrupt") as error:
         fetch(url)
@@ -289,13 +289,13 @@ def test_a_touched_but_unchanged_file_is_hashed_once_and_used(server, monkeypatc
     url = f"{base}/{publish(handler, 'w.pth', b'weights' * 1000)}"
     path = fetch(url)
     hashed = []
-    file_sha256 = download._file_sha256
-    monkeypatch.setattr(download, "_file_sha256", lambda p: hashed.append(p) or file_sha256(p))
+    file_sha256 = verify.file_sha256
+    monkeypatch.setattr(verify, "file_sha256", lambda p: hashed.append(p) or file_sha256(p))
     assert fetch(url) == path and hashed == []  # size and mtime as recorded: trusted
     mtime = path.stat().st_mtime_ns + 5_000_000_000
     os.utime(path, ns=(mtime, mtime))  # copied with cp, restored from a backup
     assert fetch(url) == path and hashed == [path]
-    assert json.loads(download.record_path(path).read_text())["mtime_ns"] == mtime
+    assert json.loads(verify.record_path(path).read_text())["mtime_ns"] == mtime
     assert fetch(url) == path and hashed == [path]  # the record was brought up to date
 
 
@@ -307,7 +307,7 @@ def test_a_hand_placed_file_is_checked_against_the_expected_hash_on_first_use(se
     cache_path(right).parent.mkdir(parents=True)
     cache_path(right).write_bytes(data)
     assert fetch(right).read_bytes() == data
-    record = json.loads(download.record_path(cache_path(right)).read_text())
+    record = json.loads(verify.record_path(cache_path(right)).read_text())
     assert record["sha256"] == hashlib.sha256(data).hexdigest() and record["url"] == right
     wrong = f"{base}/{publish(handler, 'wrong.pth', data)}"
     cache_path(wrong).parent.mkdir(parents=True)
@@ -317,7 +317,7 @@ def test_a_hand_placed_file_is_checked_against_the_expected_hash_on_first_use(se
     expected = wrong.rsplit("-", 1)[1].split(".")[0]
     assert f"expects SHA-256 {expected}" in str(error.value)
     assert hashlib.sha256(b"something else").hexdigest() in str(error.value)
-    assert not download.record_path(cache_path(wrong)).exists()
+    assert not verify.record_path(cache_path(wrong)).exists()
     assert handler.requests == []
 
 
@@ -338,7 +338,7 @@ def test_the_full_digest_recorded_at_first_check_is_enforced_after(server, tmp_p
     handler.files["w.pth"] = data
     prefix = hashlib.sha256(data).hexdigest()[:4]
     path = fetch(f"{base}/w.pth", sha256=prefix)
-    full = json.loads(download.record_path(path).read_text())["sha256"]
+    full = json.loads(verify.record_path(path).read_text())["sha256"]
     assert full == hashlib.sha256(data).hexdigest()
     substitute = _same_prefix(data, 4)
     path.write_bytes(substitute)  # matches the prefix: the prefix alone would let it through
@@ -357,7 +357,7 @@ def test_an_unhashed_url_is_downloaded_with_a_warning_and_still_recorded(server,
     with pytest.warns(UserWarning, match="unverified") as caught:
         path = fetch(url)
     assert len(caught) == 1 and url in str(caught[0].message)
-    record = json.loads(download.record_path(path).read_text())
+    record = json.loads(verify.record_path(path).read_text())
     assert record["expected"] is None and record["sha256"] == hashlib.sha256(data).hexdigest()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # from the cache: checked against the record, no warning
@@ -512,7 +512,7 @@ def test_a_killed_downloads_part_file_is_removed_by_the_next_attempt(server, tmp
     assert fetch(url).read_bytes() == b"whole"
     assert not stale.exists()
     left = sorted(p.name for p in folder.iterdir())
-    assert left == [cache_path(url).name, download.record_path(cache_path(url)).name]
+    assert left == [cache_path(url).name, verify.record_path(cache_path(url)).name]
 
 
 def _hold_lock(url: str):
