@@ -223,6 +223,13 @@ def finetune_section(out: Path) -> list[str]:
     cells = [mean_spread([100 * s["miou"] for s in arms[a]]) for a in arms]
     lines.append("| **mIoU** | " + " | ".join(cells) + " |")
     lines.append(seeds_row(arms))
+    lines += ["", "| comparison (mIoU) | verdict |", "|---|---|"]
+    miou = {arm: [100 * s["miou"] for s in scores] for arm, scores in arms.items()}
+    for better, worse in (("init-fresh", "scratch"), ("init-by-name", "scratch"),
+                          ("init-by-name", "init-fresh")):  # fmt: skip
+        if better in miou and worse in miou:
+            lines.append(f"| {TARGET_ARMS[better][0]} vs {TARGET_ARMS[worse][0]} | "
+                         f"{verdict(miou[better], miou[worse])} |")  # fmt: skip
     lines += ["", "Training loss (main + 0.4 aux) over the first iterations, mean of the seeds:",
               "", "| iteration | " + " | ".join(TARGET_ARMS[a][0] for a in arms) + " |",
               "|---|" + "---|" * len(arms)]  # fmt: skip

@@ -166,6 +166,7 @@ def test_own_data_report_counts_only_what_lies_beyond_the_seed_spread(tmp_path, 
         _finished_run(out / "thin" / f"fcn-seed{seed}", fcn, 11)
         _finished_run(out / "thin" / f"weights-seed{seed}", weights, 11)
     _finished_run(out / "finetune" / "scratch-seed0", 0.3, len(own.TARGET))
+    _finished_run(out / "finetune" / "init-by-name-seed0", 0.4, len(own.TARGET))
     (out / "finetune" / "init-fresh-seed0").mkdir()  # still running: not counted
     (out / "thin" / "ohem-seed0").mkdir()
     own.report(out)
@@ -176,6 +177,8 @@ def test_own_data_report_counts_only_what_lies_beyond_the_seed_spread(tmp_path, 
     assert "| **mIoU** | 46.5 ± 0.5 | 50.5 ± 0.5 | 48.0 ± 1.0 |" in text
     assert "| seeds | 2 | 2 | 2 |" in text and "| seeds | 1 |" in text
     assert "init, classifier re-initialised" not in text  # no finished run of that arm
+    assert "| init, rows carried by name vs from scratch | better, beyond the spread |" in text
     copied = sorted(p.parent.name for p in (tmp_path / "results").rglob("val.json"))
-    assert copied == ["fcn-seed0", "fcn-seed1", "pspnet-seed0", "pspnet-seed1", "scratch-seed0",
-                      "weights-seed0", "weights-seed1"]  # fmt: skip
+    runs = ["fcn-seed0", "fcn-seed1", "init-by-name-seed0", "pspnet-seed0", "pspnet-seed1",
+            "scratch-seed0", "weights-seed0", "weights-seed1"]  # fmt: skip
+    assert copied == runs
