@@ -74,9 +74,13 @@ def leave(together: bool = False) -> None:
 
     ``together`` (every rank finished its work) waits for the others first, so no rank tears
     its connections down while another still writes its last files or sends its last tensor;
-    a rank that failed leaves at once rather than wait for ranks that may never come.
+    a rank that failed leaves at once rather than wait for ranks that may never come, and a
+    wait past the group's timeout (a rank still at work, or gone) ends in leaving all the same.
     """
     if dist.is_available() and dist.is_initialized():
         if together:
-            dist.barrier()
+            try:
+                dist.barrier()
+            except RuntimeError:  # DistBackendError: the others did not come within the timeout
+                pass
         dist.destroy_process_group()

@@ -1,3 +1,4 @@
+import datetime
 import json
 import os
 import signal
@@ -230,3 +231,22 @@ def test_binary_masks_fail_before_the_first_step_with_the_fix(tmp_path):
     fixed = config_for(tmp_path, **{"data.dataset": "custom", "data.val_split": "train",
                                     "data.label_map": "{255: 1}", "iterations": 2})  # fmt: skip
     assert train(fixed, tmp_path / "run").iteration == 2
+
+
+def _leaving_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group(
+        "gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=2)
+    )
+    if rank == 0:
+        started = time.monotonic()
+        leave(together=True)  # rank 1 never comes to the barrier
+        Path(out, "waited").write_text(f"{time.monotonic() - started:.1f}")
+    else:
+        time.sleep(6)  # still at work, then gone without waiting
+        torch.distributed.destroy_process_group()
+
+
+def test_a_rank_left_waiting_for_the_others_leaves_after_the_timeout(tmp_path):
+    mp.spawn(_leaving_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    assert 1.5 <= float((tmp_path / "waited").read_text()) < 6
