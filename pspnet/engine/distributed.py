@@ -6,6 +6,7 @@ CUDA, gloo on the CPU); without torchrun a process is rank 0 of 1 and nothing is
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -79,8 +80,7 @@ def leave(together: bool = False) -> None:
     """
     if dist.is_available() and dist.is_initialized():
         if together:
-            try:
+            # DistBackendError, a RuntimeError: the others did not come within the timeout.
+            with contextlib.suppress(RuntimeError):
                 dist.barrier()
-            except RuntimeError:  # DistBackendError: the others did not come within the timeout
-                pass
         dist.destroy_process_group()

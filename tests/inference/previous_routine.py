@@ -109,38 +109,6 @@ def predict_labels(
     return predict_probs(model, image, num_classes, config, progress).argmax(0)
 
 
-def windows_that_fit(
-    free_bytes: int, window_bytes: int, cap: int = 16, headroom: float = 0.8
-) -> int:
-    """Windows per forward pass whose memory (``window_bytes`` each) fits ``headroom`` of free.
-
-    Memory grows linearly with the windows of a pass; at least 1, at most ``cap`` (a
-    Cityscapes image at 713 has 8 windows per scale).
-    """
-    return max(1, min(cap, int(free_bytes * headroom) // max(1, window_bytes)))
-
-
-def fit_window_batch(
-    model: nn.Module, config: InferenceConfig, num_classes: int, device: torch.device
-) -> int:
-    """``window_batch`` sized to the free memory of CUDA ``device``, from one measured window.
-
-    One window (and its mirror with ``flip``) runs through ``model``; its peak memory above
-    what was allocated before is the cost of a window. On other devices: ``config``'s.
-    """
-    if device.type != "cuda":
-        return config.window_batch
-    torch.cuda.synchronize(device)
-    torch.cuda.empty_cache()
-    free, _ = torch.cuda.mem_get_info(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    _forward_probs(model, torch.zeros(1, 3, *config.crop_size, device=device), num_classes,
-                   config.flip)  # fmt: skip
-    window = torch.cuda.max_memory_allocated(device) - before
-    return windows_that_fit(free, window)
-
-
 class _Counter:
     """Counts windows across scales for the progress callback."""
 

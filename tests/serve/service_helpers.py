@@ -34,7 +34,7 @@ INFERENCE = {"mode": "whole", "flip": False}
 
 
 def write_tiny_checkpoint(path: Path, base_width: int = 4) -> Path:
-    """A resnet18 PSPNet (of width 4) whose random weights label a scene with several classes.
+    """A resnet18 PSPNet (width ``base_width``) whose random weights give a scene several classes.
 
     PSPNet's own init gives every class nearly the same score, so one class wins everywhere;
     random BN statistics and a unit-variance classifier spread the argmax over classes.

@@ -1,7 +1,7 @@
 """``pspnet serve`` against misuse: deadlines, slow and vanishing clients, foreign Hosts, keys,
 load errors, image sizes never seen before and Ctrl+C. Real processes on 127.0.0.1.
 
-Servers of a tiny checkpoint, started together once for the module:
+Servers, started together once for the module (a tiny checkpoint unless said):
 
 - ``sliding``: sliding windows of 128, ``--timeout 3``, ``--max-queue 1`` (two slots),
   ``--upload-timeout 2``, and a decoders' limit of 2 megapixels (``PSPNET_MAX_IMAGE_PIXELS``)
