@@ -1,10 +1,10 @@
 """Published weights by name or URL: the registry, and a verified download cache.
 
 ``resolve("pspnet_r50-d8_4xb4-80k_ade20k-512x512")`` downloads (once) and returns the cached
-file and its registry entry; a URL is downloaded and cached the same way; a path is returned
-as it is. Everything that accepts a checkpoint goes through it. A registry download may be at
-most twice the entry's estimated size; :mod:`pspnet.weights.download` says what its hashes
-prove.
+file and its registry entry; a URL is downloaded and cached the same way (a plain-http one
+only with its SHA-256 prefix in its file name); a path is returned as it is. Everything that
+accepts a checkpoint goes through it. A registry download may be at most twice the entry's
+estimated size; :mod:`pspnet.weights.download` says what its hashes prove.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def resolve(
         progress: download progress, ``progress(bytes_done, bytes_total or None)``.
 
     Raises:
-        CheckpointError: an unsupported registry entry, or a failed download.
+        CheckpointError: an unsupported registry entry, a plain-http URL with no SHA-256, or a
+            failed download.
     """
     text = str(spec)
     if Path(text).exists() or not (is_url(text) or find(text)):

@@ -6,11 +6,14 @@ a file. A download streams to a ``.part`` file beside its destination, bounded i
 time, is checked against the expected SHA-256 (the registry's, or the ``-<hex>.`` prefix in the
 file name, as torch.hub checks), flushed to the disk and only then renamed into place: an
 interrupted, oversized or wrong transfer leaves nothing in the cache, and the ``.part`` of a
-killed one is removed by the next attempt. A redirect from https to plain http is refused.
+killed one is removed by the next attempt. A redirect from https to plain http is refused, and
+so is a plain-http URL with no SHA-256 to check: https without one is downloaded with a warning.
 Processes fetching the same file (torchrun ranks) take turns on a lock file, and the later
 ones find the finished file.
 
-What a hash proves, and how a cached file is verified: :mod:`pspnet.weights.verify`.
+What a hash proves, and how a cached file is verified: :mod:`pspnet.weights.verify`; the HTTP
+transfer itself (bounds, redirects, ``$PSPNET_OFFLINE``) is :mod:`pspnet.downloads`, shared with
+the dataset downloader.
 """
 
 from __future__ import annotations
@@ -19,47 +22,42 @@ import contextlib
 import fcntl
 import glob
 import hashlib
-import http.client
 import os
 import re
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
-from pspnet.errors import CheckpointError, ConfigError
+from pspnet.downloads import (
+    DOWNLOAD_TIMEOUT_VARIABLE,
+    OFFLINE_VARIABLE,
+    Progress,
+    offline,
+    positive,
+    transfer,
+)
+from pspnet.errors import CheckpointError
 from pspnet.files import UMASK, fsync_file, fsync_folder
-from pspnet.weights.verify import CHUNK_BYTES, verified, write_record
+from pspnet.weights.verify import verified, write_record
 
 HOME_VARIABLE = "PSPNET_HOME"
-OFFLINE_VARIABLE = "PSPNET_OFFLINE"
 MAX_BYTES_VARIABLE = "PSPNET_MAX_DOWNLOAD_BYTES"
-DOWNLOAD_TIMEOUT_VARIABLE = "PSPNET_DOWNLOAD_TIMEOUT"
 LOCK_TIMEOUT_VARIABLE = "PSPNET_LOCK_TIMEOUT"
 # torch.hub's rule: the first "-<hex>." in a file name is a prefix of the file's SHA-256.
 HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")
-TIMEOUT_SECONDS = 30  # the longest a connection or a read may wait for the server: a stall
 DEFAULT_MAX_BYTES = 4 << 30  # for a URL outside the registry; the largest PSPNet is ~0.3 GB
 DEFAULT_DOWNLOAD_SECONDS = 3600.0  # a whole download, start to end
 DEFAULT_LOCK_SECONDS = 600.0  # waiting for another process's download of the same file
 LOCK_POLL_SECONDS = 0.1
-
-Progress = Callable[[int, int | None], None]
 
 
 def cache_dir() -> Path:
     """Where downloads are kept: ``$PSPNET_HOME``, else ``~/.cache/pspnet``."""
     home = os.environ.get(HOME_VARIABLE)
     return Path(home) if home else Path.home() / ".cache" / "pspnet"
-
-
-def offline() -> bool:
-    """Whether ``$PSPNET_OFFLINE`` forbids the network (any value but "", "0", "false")."""
-    return os.environ.get(OFFLINE_VARIABLE, "").strip().lower() not in ("", "0", "false", "no")
 
 
 def is_url(text: str | Path) -> bool:
@@ -89,7 +87,7 @@ def download_limit(estimate: int | None = None) -> int:
         ConfigError: ``$PSPNET_MAX_DOWNLOAD_BYTES`` is not a positive number.
     """
     if os.environ.get(MAX_BYTES_VARIABLE, "").strip():
-        return int(_positive(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES))
+        return int(positive(MAX_BYTES_VARIABLE, DEFAULT_MAX_BYTES))
     return 2 * estimate if estimate else DEFAULT_MAX_BYTES
 
 
@@ -106,12 +104,14 @@ def fetch(
         sha256: the file's SHA-256 hex digest or a prefix of it; by default the ``-<hex>.``
             in the file name, as torch.hub checks. A short prefix detects corruption, not
             substitution; the full digest recorded at the first check is enforced from then
-            on. With neither, the file is downloaded with a warning that it is unverified.
+            on. With neither, an https file is downloaded with a warning that it is
+            unverified, and a plain-http one is refused.
         progress: called as ``progress(bytes_done, bytes_total or None)`` while downloading.
         max_bytes: the most bytes the download may have; by default :func:`download_limit`.
 
     Raises:
-        CheckpointError: a cached file that does not match its record or expected hash;
+        CheckpointError: a plain-http URL with no SHA-256; a cached file that does not match
+            its record or expected hash;
             offline with no usable file; a network or HTTP error, a redirect from https to
             http, a truncated, oversized or too slow transfer, a hash mismatch, another
             process holding the file's lock too long; each naming the URL or file and the fix.
@@ -119,6 +119,8 @@ def fetch(
     """
     path = cache_path(url)
     expected = expected_hash(url, sha256)
+    if expected is None and urllib.parse.urlsplit(url).scheme.lower() == "http":
+        raise CheckpointError(_plain_http_message(url))
     if verified(url, path, expected):
         return path
     if offline():
@@ -136,6 +138,16 @@ def fetch(
             _remove_parts(path)
             _download(url, path, expected, progress, limit)
     return path
+
+
+def _plain_http_message(url: str) -> str:
+    return (
+        f"{url}: refused: plain http with no SHA-256 to check the file against, so anyone on "
+        "the way could change it unnoticed; use its https address, its registry name (pspnet "
+        "models lists them) or a file name carrying its SHA-256 prefix as torch.hub names "
+        "files (name-<sha256 prefix>.pth), pass sha256= to pspnet.weights.fetch, or download "
+        "it yourself and give its path"
+    )
 
 
 def _offline_message(url: str, path: Path, expected: str | None) -> str:
@@ -175,7 +187,7 @@ def _locked(path: Path) -> Iterator[None]:
     except OSError as err:
         raise CheckpointError(f"{cache_dir()}: cannot create the cache folder ({err})") from err
     lock_file = locks / f"{path.parent.name}.lock"
-    timeout = _positive(LOCK_TIMEOUT_VARIABLE, DEFAULT_LOCK_SECONDS)
+    timeout = positive(LOCK_TIMEOUT_VARIABLE, DEFAULT_LOCK_SECONDS)
     deadline = time.monotonic() + timeout
     with open(lock_file, "w") as lock:
         waiting = False
@@ -215,9 +227,21 @@ def _download(
     """Stream ``url`` into a ``.part`` file beside ``path``, verify it, flush it to the disk,
     rename it into place and record its verification."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as out:
-            found = _stream(url, out, progress, path, sha256, max_bytes)
+        found = transfer(
+            url,
+            Path(tmp),
+            error=CheckpointError,
+            max_bytes=max_bytes,
+            limit=(
+                "twice a registry entry's estimated size, or "
+                f"{MAX_BYTES_VARIABLE}; set it to allow more"
+            ),
+            by_hand=_by_hand(path, sha256),
+            seconds=positive(DOWNLOAD_TIMEOUT_VARIABLE, DEFAULT_DOWNLOAD_SECONDS),
+            progress=progress,
+        )
         if sha256 and not found.startswith(sha256):
             raise CheckpointError(
                 f"{url}: SHA-256 {found[: max(8, len(sha256))]}... does not match the expected "
@@ -231,106 +255,3 @@ def _download(
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def _stream(
-    url: str, out, progress: Progress | None, path: Path, sha256: str | None, max_bytes: int
-) -> str:
-    """Copy the response body into ``out`` within the size and time bounds; its SHA-256."""
-    seconds = _positive(DOWNLOAD_TIMEOUT_VARIABLE, DEFAULT_DOWNLOAD_SECONDS)
-    deadline = time.monotonic() + seconds
-    request = urllib.request.Request(url, headers={"User-Agent": "pspnet"})
-    opener = urllib.request.build_opener(HttpsRedirectHandler)
-    try:
-        response = opener.open(request, timeout=min(TIMEOUT_SECONDS, seconds))
-    except urllib.error.HTTPError as err:
-        raise CheckpointError(f"{url}: the server answered HTTP {err.code} {err.reason}") from err
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-        reason = getattr(err, "reason", err)
-        raise CheckpointError(
-            f"{url}: cannot download ({reason}); without a network, {_by_hand(path, sha256)}"
-        ) from err
-    digest, size = hashlib.sha256(), 0
-    with response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else None
-        if total is not None and total > max_bytes:
-            raise CheckpointError(
-                f"{url}: the server announces {total:,} bytes, {_over_limit(max_bytes)}; "
-                "nothing was downloaded"
-            )
-        try:
-            # read1 returns what has arrived, so the deadline is checked while a server trickles.
-            while chunk := response.read1(min(CHUNK_BYTES, max_bytes + 1 - size)):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise CheckpointError(
-                        f"{url}: the transfer passed {max_bytes:,} bytes and was cut off, "
-                        f"{_over_limit(max_bytes)}"
-                    )
-                if time.monotonic() > deadline:
-                    raise CheckpointError(
-                        f"{url}: the download took longer than {seconds:g} s "
-                        f"({DOWNLOAD_TIMEOUT_VARIABLE}) and was stopped at {size:,} bytes; "
-                        "nothing was cached"
-                    )
-                out.write(chunk)
-                digest.update(chunk)
-                if progress is not None:
-                    progress(size, total)
-        except TimeoutError as err:
-            raise CheckpointError(
-                f"{url}: the transfer stalled (no data for {min(TIMEOUT_SECONDS, seconds):g} s) "
-                f"at {size:,} bytes; nothing was cached, try again"
-            ) from err
-        except (http.client.HTTPException, OSError) as err:  # IncompleteRead: a body cut short
-            raise CheckpointError(
-                f"{url}: the transfer broke off ({err}); nothing was cached"
-            ) from err
-    if total is not None and size != total:
-        raise CheckpointError(
-            f"{url}: the transfer stopped at {size:,} of {total:,} bytes; nothing was cached, "
-            "try again"
-        )
-    return digest.hexdigest()
-
-
-def _over_limit(max_bytes: int) -> str:
-    return (
-        f"over the limit of {max_bytes:,} bytes (twice a registry entry's estimated size, or "
-        f"{MAX_BYTES_VARIABLE}; set it to allow more)"
-    )
-
-
-class HttpsRedirectHandler(urllib.request.HTTPRedirectHandler):
-    """Follows redirects as urllib does, except from https to plain http, which it refuses:
-    the file would travel where anyone on the way can change it."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        old, new = urllib.parse.urlparse(req.full_url), urllib.parse.urlparse(newurl)
-        if old.scheme == "https" and new.scheme != "https":
-            fp.close()
-            raise CheckpointError(
-                f"{req.full_url}: the server redirected to {newurl}, from https to plain "
-                f"{new.scheme}; refused (the file could be altered on the way); ask for an "
-                "https address"
-            )
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-def _positive(variable: str, default: float) -> float:
-    """The positive number in ``$variable``, else ``default``.
-
-    Raises:
-        ConfigError: the variable holds something else.
-    """
-    text = os.environ.get(variable, "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise ConfigError(f"{variable}={text!r}: must be a positive number")
-    return value

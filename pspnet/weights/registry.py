@@ -127,9 +127,12 @@ def imagenet_backbone(backbone: str, stem: str) -> PublishedWeights:
     if candidates:
         return candidates[0]
     offered = sorted(
-        {f"{e.model['backbone']} with stem {e.model['stem']}" for e in registry().values()
-         if e.kind == "backbone"}
-    )  # fmt: skip
+        {
+            f"{e.model['backbone']} with stem {e.model['stem']}"
+            for e in registry().values()
+            if e.kind == "backbone"
+        }
+    )
     raise ConfigError(
         f"no published ImageNet weights for {backbone} with stem {stem!r} (the paper's 64-64-128 "
         f"stem has none to download); published: {', '.join(offered)}; or give a file"
@@ -159,3 +162,14 @@ def is_cached(entry: PublishedWeights) -> bool:
     from pspnet.weights.download import cache_path
 
     return cache_path(entry.url).is_file()
+
+
+@dataclass(frozen=True)
+class ModelsSettings:
+    """``pspnet models``: published weights to use by name.
+
+    Attributes:
+        dataset: only this dataset's (ade20k, cityscapes, voc ...).
+    """
+
+    dataset: str | None = None

@@ -105,8 +105,13 @@ def write_record(
     A read-only cache (one an administrator shares) cannot take a record: the file is used all
     the same, and hashed again at its next use.
     """
-    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256,
-              "expected": expected, "url": url}  # fmt: skip
+    record = {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": sha256,
+        "expected": expected,
+        "url": url,
+    }
     text = json.dumps(record, indent=2) + "\n"
     try:
         atomic_write(record_path(path), lambda tmp: Path(tmp).write_text(text))

@@ -22,6 +22,7 @@ import torch
 from layouts import mmseg_checkpoint, semseg_checkpoint
 
 import pspnet
+from pspnet import downloads
 from pspnet.checkpoints import build_model, save_model
 from pspnet.errors import CheckpointError
 from pspnet.models import ModelConfig, PSPNet
@@ -90,6 +91,54 @@ def server(tmp_path, monkeypatch):
     stop()
 
 
+def serve_tls(handler, tmp_path, monkeypatch) -> http.server.ThreadingHTTPServer:
+    """``handler`` served over TLS on 127.0.0.1, its certificate trusted as a system store's."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl for a certificate")
+    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(certificate),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+@pytest.fixture
+def https(server, tmp_path, monkeypatch):
+    """The server's files over TLS as well; yields its base URL, ``https://127.0.0.1:PORT``."""
+    httpd = serve_tls(server[1], tmp_path, monkeypatch)
+    yield f"https://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
 def publish(handler, name: str, data: bytes, right_hash: bool = True) -> str:
     """Serve ``data`` under ``name`` with torch.hub's ``-<sha256 prefix>.`` in the file name."""
     digest = hashlib.sha256(data).hexdigest()[:8] if right_hash else "00000000"
@@ -101,8 +150,11 @@ def publish(handler, name: str, data: bytes, right_hash: bool = True) -> str:
 
 def cached_files(home: Path) -> list[Path]:
     """The files in the cache, verification records apart (``records`` lists those)."""
-    return sorted(p for p in (home / "downloads").rglob("*") if p.is_file()
-                  and not p.name.endswith(".verified.json"))  # fmt: skip
+    return sorted(
+        p
+        for p in (home / "downloads").rglob("*")
+        if p.is_file() and not p.name.endswith(".verified.json")
+    )
 
 
 def records(home: Path) -> list[Path]:
@@ -118,8 +170,9 @@ def test_first_download_then_cache_hit_with_the_server_stopped(server, tmp_path)
     url = f"{base}/{name}"
     seen = []
     loaded = pspnet.load_model(url, progress=lambda done, total: seen.append((done, total)))
-    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
-                                                 model.state_dict().values()))  # fmt: skip
+    assert all(
+        torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values())
+    )
     size = (tmp_path / "m.safetensors").stat().st_size
     assert seen[-1] == (size, size) and handler.requests == [f"/{name}"]
     assert cached_files(tmp_path / "cache") == [cache_path(url)]
@@ -152,8 +205,8 @@ def test_a_url_is_cached_by_its_full_address(server, tmp_path):
     base, handler, _ = server
     handler.files["a/w.bin"] = b"first"
     handler.files["b/w.bin"] = b"second"
-    with pytest.warns(UserWarning, match="unverified"):
-        first, second = fetch(f"{base}/a/w.bin"), fetch(f"{base}/b/w.bin")
+    first = fetch(f"{base}/a/w.bin", sha256=hashlib.sha256(b"first").hexdigest())
+    second = fetch(f"{base}/b/w.bin", sha256=hashlib.sha256(b"second").hexdigest())
     assert first != second and first.name == second.name == "w.bin"
     assert (first.read_bytes(), second.read_bytes()) == (b"first", b"second")
 
@@ -182,12 +235,11 @@ def test_a_truncated_body_caches_nothing(server, tmp_path):
     assert cached_files(tmp_path / "cache") == []
 
 
-@pytest.mark.filterwarnings("ignore:.*unverified")
 @pytest.mark.parametrize("code", [404, 500])
 def test_http_errors_name_the_url_and_cache_nothing(server, tmp_path, code):
     base, _, _ = server
     with pytest.raises(CheckpointError, match=f"HTTP {code}") as error:
-        fetch(f"{base}/status/{code}")
+        fetch(f"{base}/status/{code}", sha256="12345678")
     assert f"{base}/status/{code}" in str(error.value)
     assert cached_files(tmp_path / "cache") == []
 
@@ -349,14 +401,16 @@ def test_the_full_digest_recorded_at_first_check_is_enforced_after(server, tmp_p
         fetch(f"{base}/w.pth", sha256="0000")
 
 
-def test_an_unhashed_url_is_downloaded_with_a_warning_and_still_recorded(server, tmp_path):
-    base, handler, _ = server
+def test_an_unhashed_https_url_is_downloaded_with_a_warning_and_still_recorded(server, https):
+    _, handler, _ = server
     data = b"no hash anywhere" * 10
     handler.files["plain.bin"] = data
-    url = f"{base}/plain.bin"
+    url = f"{https}/plain.bin"
     with pytest.warns(UserWarning, match="unverified") as caught:
         path = fetch(url)
-    assert len(caught) == 1 and url in str(caught[0].message)
+    # Only ours: an earlier test's unclosed socket may be collected meanwhile (ResourceWarning).
+    (unverified,) = [str(w.message) for w in caught if "unverified" in str(w.message)]
+    assert url in unverified
     record = json.loads(verify.record_path(path).read_text())
     assert record["expected"] is None and record["sha256"] == hashlib.sha256(data).hexdigest()
     with warnings.catch_warnings():
@@ -367,17 +421,17 @@ def test_an_unhashed_url_is_downloaded_with_a_warning_and_still_recorded(server,
         fetch(url)
 
 
-def test_a_hand_placed_file_for_an_unhashed_url_is_refused_offline(server, monkeypatch):
+def test_a_hand_placed_file_for_an_unhashed_url_is_refused_offline(server, https, monkeypatch):
     base, handler, _ = server
     handler.files["plain.bin"] = b"served"
-    url = f"{base}/plain.bin"
+    url = f"{https}/plain.bin"
     cache_path(url).parent.mkdir(parents=True)
     cache_path(url).write_bytes(b"put here by hand")
     monkeypatch.setenv("PSPNET_OFFLINE", "1")
     with pytest.raises(CheckpointError, match="refused") as error:
         fetch(url)
     assert str(cache_path(url)) in str(error.value) and "by its path" in str(error.value)
-    missing = f"{base}/other.bin"
+    missing = f"{https}/other.bin"
     with pytest.raises(CheckpointError, match="cannot be verified") as error:
         fetch(missing)
     assert str(cache_path(missing)) in str(error.value)
@@ -388,11 +442,27 @@ def test_a_hand_placed_file_for_an_unhashed_url_is_refused_offline(server, monke
         assert fetch(url).read_bytes() == b"served"  # online: downloaded afresh instead
 
 
+def test_a_plain_http_url_with_no_sha256_is_refused(server, tmp_path):
+    base, handler, _ = server
+    handler.files["plain.bin"] = b"in the clear"
+    url = f"{base}/plain.bin"
+    with pytest.raises(CheckpointError, match="refused: plain http with no SHA-256") as error:
+        pspnet.weights.resolve(url)  # what every command that takes a checkpoint calls
+    message = str(error.value)
+    assert message.startswith(url) and "https address" in message and "pspnet models" in message
+    assert "name-<sha256 prefix>.pth" in message and "sha256=" in message
+    assert handler.requests == [] and cached_files(tmp_path / "cache") == []
+    full = hashlib.sha256(b"in the clear").hexdigest()
+    assert fetch(url, sha256=full).read_bytes() == b"in the clear"  # a hash, given: verified
+    with pytest.raises(CheckpointError, match="refused"):
+        fetch(url)  # cached now, but the same address without its hash is still refused
+
+
 # --- redirects, bounds, leftovers, the lock, durability ----------------------------------------
 
 
 def _redirect(old: str, new: str) -> urllib.request.Request | None:
-    handler = download.HttpsRedirectHandler()
+    handler = downloads.HttpsRedirectHandler(CheckpointError)
     return handler.redirect_request(
         urllib.request.Request(old), io.BytesIO(), 302, "Found", email.message.Message(), new
     )
@@ -414,18 +484,9 @@ def test_an_http_redirect_is_followed(server):
     assert handler.requests == [f"/redirect/{name}", f"/{name}"]
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl for a certificate")
 def test_an_https_server_redirecting_to_http_is_refused(server, tmp_path, monkeypatch):
     base, handler, _ = server
     name = publish(handler, "w.pth", b"in the clear")
-    certificate, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-         "-days", "1", "-keyout", str(key), "-out", str(certificate)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
-    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))  # trust it, as a system store would
 
     class Moved(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
@@ -437,11 +498,7 @@ def test_an_https_server_redirecting_to_http_is_refused(server, tmp_path, monkey
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Moved)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(certificate, key)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    httpd = serve_tls(Moved, tmp_path, monkeypatch)
     url = f"https://127.0.0.1:{httpd.server_address[1]}/{name}"
     try:
         with pytest.raises(CheckpointError, match="from https to plain http") as error:
@@ -472,8 +529,11 @@ def test_a_body_growing_past_the_limit_is_cut_off(server, tmp_path):
     name = publish(handler, "endless.pth", bytes(100_000))
     seen = []
     with pytest.raises(CheckpointError, match=r"passed 10,000 bytes and was cut off") as error:
-        fetch(f"{base}/unsized/{name}", progress=lambda done, total: seen.append(done),
-              max_bytes=10_000)  # fmt: skip
+        fetch(
+            f"{base}/unsized/{name}",
+            progress=lambda done, total: seen.append(done),
+            max_bytes=10_000,
+        )
     assert f"{base}/unsized/{name}" in str(error.value)
     assert seen and max(seen) <= 10_000
     assert cached_files(tmp_path / "cache") == []
@@ -496,7 +556,7 @@ def test_a_stalled_transfer_names_the_url(server, tmp_path, monkeypatch):
     base, handler, _ = server
     handler.chunk_delay = 1.0  # one chunk, then a pause longer than the read timeout
     url = f"{base}/{publish(handler, 'stuck.pth', bytes(8192))}"
-    monkeypatch.setattr(download, "TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(downloads, "TIMEOUT_SECONDS", 0.2)
     with pytest.raises(CheckpointError, match=r"stalled \(no data for 0.2 s\) at 4,096 bytes"):
         fetch(url)
     assert cached_files(tmp_path / "cache") == []

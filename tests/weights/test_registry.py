@@ -107,8 +107,11 @@ def local_registry(tmp_path, monkeypatch, trained):
     model = trained(PSPNet.from_config(config))
     torch.save(mmseg_checkpoint(model.state_dict(), config), tmp_path / "m.pth")
     url, digest = serve("tiny_pspnet", (tmp_path / "m.pth").read_bytes())
-    backbone = {k.removeprefix("backbone."): v for k, v in mmseg_checkpoint(
-        model.state_dict(), config)["state_dict"].items() if k.startswith("backbone.")}  # fmt: skip
+    backbone = {
+        k.removeprefix("backbone."): v
+        for k, v in mmseg_checkpoint(model.state_dict(), config)["state_dict"].items()
+        if k.startswith("backbone.")
+    }
     backbone_url, backbone_digest = serve("tiny_v1c", _saved(backbone, tmp_path / "b.pth"))
     listing = {
         "pspnet": [
@@ -117,8 +120,12 @@ def local_registry(tmp_path, monkeypatch, trained):
                 "dataset": "camvid",
                 "num_classes": 11,
                 "model": {**model_fields, "base_width": 4},
-                "test": {"mode": "slide", "crop_size": [24, 24], "stride": [16, 16],
-                         "resize": [40, 30]},
+                "test": {
+                    "mode": "slide",
+                    "crop_size": [24, 24],
+                    "stride": [16, 16],
+                    "resize": [40, 30],
+                },
                 "miou": 12.34,
                 "miou_ms_flip": 13.57,
                 "url": url,
@@ -133,7 +140,7 @@ def local_registry(tmp_path, monkeypatch, trained):
                 "sha256_prefix": backbone_digest,
             }
         ],
-    }  # fmt: skip
+    }
     path = tmp_path / "registry.yaml"
     path.write_text(yaml.safe_dump(listing))
     monkeypatch.setattr(registry_module, "REGISTRY_FILE", path)
@@ -192,8 +199,11 @@ def test_training_downloads_its_backbone_by_name_with_progress(
     from pspnet.config import load_train_config
     from pspnet.engine.train import train
 
-    overrides = [*tiny_overrides(tiny_camvid, iterations=1), "model.stem=deep_narrow",
-                 "backbone_weights=tiny_resnet18_v1c"]  # fmt: skip
+    overrides = [
+        *tiny_overrides(tiny_camvid, iterations=1),
+        "model.stem=deep_narrow",
+        "backbone_weights=tiny_resnet18_v1c",
+    ]
     events = []
     train(load_train_config(None, overrides), tmp_path / "run", callback=events.append)
     downloads = [e for e in events if e["kind"] == "download"]
