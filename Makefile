@@ -2,7 +2,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint bench browser
+.PHONY: install demo test lint bench browser docs
+
+# The documentation site (mkdocs.yml). Material prints a notice about MkDocs 2.0 on every build;
+# the variable silences it.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs
+SITE_DIR := site
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -29,5 +34,11 @@ browser:
 		echo "no /usr/bin/chromium: the browser test will be skipped (as root: apt-get install chromium)"; \
 	fi
 
+# The docs are built --strict: a broken link, a missing page or a stale anchor fails the test.
 test: install lint browser
+	$(MKDOCS) build --strict --site-dir $(SITE_DIR)
 	$(PY) -m pytest -q
+
+# Serves the documentation at http://127.0.0.1:8000/, rebuilt as docs/ or pspnet/ change.
+docs: install
+	$(MKDOCS) serve
