@@ -51,11 +51,16 @@ THIN = ("Pole", "SignSymbol", "Pedestrian", "Bicyclist")
 
 # The target task: (class, CamVid classes it is made of); "other" is CamVid's void (11).
 TARGET = (
-    ("Sky", ("Sky",)), ("Building", ("Building",)), ("Road", ("Road",)),
-    ("Pavement", ("Pavement",)), ("Tree", ("Tree",)), ("car", ("Car",)),
+    ("Sky", ("Sky",)),
+    ("Building", ("Building",)),
+    ("Road", ("Road",)),
+    ("Pavement", ("Pavement",)),
+    ("Tree", ("Tree",)),
+    ("car", ("Car",)),
     ("person", ("Pedestrian", "Bicyclist")),
-    ("street furniture", ("Pole", "SignSymbol", "Fence")), ("other", ()),
-)  # fmt: skip
+    ("street furniture", ("Pole", "SignSymbol", "Fence")),
+    ("other", ()),
+)
 INIT_CLASSES = "{person: Pedestrian, street furniture: Pole}"
 FEW_IMAGES = 24
 TARGET_ITERATIONS = 600
@@ -72,8 +77,9 @@ def runs_of(arms: dict, base: list[str], prefix: str = "") -> list:
     for seed in SEEDS:
         for name, (label, overrides) in arms.items():
             config = load_train_config(CONFIG, [*base, *overrides, f"seed={seed}", *EXTRA])
-            runs.append((f"{prefix}{name}-seed{seed}", Variant(f"{prefix}{name}", 0, label),
-                         seed, config))  # fmt: skip
+            runs.append(
+                (f"{prefix}{name}-seed{seed}", Variant(f"{prefix}{name}", 0, label), seed, config)
+            )
     return runs
 
 
@@ -81,8 +87,11 @@ def progress(event: dict) -> None:
     if event["iteration"] % 100 == 0:
         eta = event["eta_seconds"]
         left = f", {eta / 60:.0f} min left" if eta is not None else ""
-        print(f"run {event['index'] + 1}/{event['total']} {event['run']}: "
-              f"{event['iteration']}/{event['iterations']}{left}", flush=True)  # fmt: skip
+        print(
+            f"run {event['index'] + 1}/{event['total']} {event['run']}: "
+            f"{event['iteration']}/{event['iterations']}{left}",
+            flush=True,
+        )
 
 
 def thin(out: Path, arms: list[str] | None = None) -> None:
@@ -96,8 +105,10 @@ def write_lists(root: Path) -> None:
     pairs = [line.split() for line in lines if line.strip()]
     half = len(pairs) // 2
     absolute = [f"{CAMVID / image} {CAMVID / label}" for image, label in pairs]
-    val = [f"{CAMVID / a} {CAMVID / b}" for a, b in (x.split() for x in
-           (CAMVID / "val.txt").read_text().split("\n") if x.strip())]  # fmt: skip
+    val = [
+        f"{CAMVID / a} {CAMVID / b}"
+        for a, b in (x.split() for x in (CAMVID / "val.txt").read_text().split("\n") if x.strip())
+    ]
     root.mkdir(parents=True, exist_ok=True)
     (root / "first_half.txt").write_text("\n".join(absolute[:half]) + "\n")
     step = (len(pairs) - half) // FEW_IMAGES  # spread over the second half's sequences
@@ -119,19 +130,31 @@ def finetune(out: Path) -> None:
     write_lists(lists)
     source_base = [f"data.root={CAMVID}", f"data.train_split={lists / 'first_half'}"]
     source = load_train_config(CONFIG, [*source_base, "seed=0", *EXTRA])
-    run_grid(out / "finetune", [("source-seed0", Variant("source", 0, "source"), 0, source)],
-             progress=progress)  # fmt: skip
+    run_grid(
+        out / "finetune",
+        [("source-seed0", Variant("source", 0, "source"), 0, source)],
+        progress=progress,
+    )
     init = out / "finetune" / "source-seed0" / "last.pt"
     base = [
-        "data.dataset=custom", f"data.root={lists}", "data.train_split=few",
-        f"data.label_map={target_label_map()}", f"iterations={TARGET_ITERATIONS}",
-        "val_every=0", "log_every=5", "checkpoint_every=100",
-    ]  # fmt: skip
+        "data.dataset=custom",
+        f"data.root={lists}",
+        "data.train_split=few",
+        f"data.label_map={target_label_map()}",
+        f"iterations={TARGET_ITERATIONS}",
+        "val_every=0",
+        "log_every=5",
+        "checkpoint_every=100",
+    ]
     arms = {
-        name: (label, overrides if name == "scratch" else
-               [f"init={init}", f"init_classes={INIT_CLASSES}", *overrides])
+        name: (
+            label,
+            overrides
+            if name == "scratch"
+            else [f"init={init}", f"init_classes={INIT_CLASSES}", *overrides],
+        )
         for name, (label, overrides) in TARGET_ARMS.items()
-    }  # fmt: skip
+    }
     run_grid(out / "finetune", runs_of(arms, base), progress=progress)
 
 
@@ -189,14 +212,22 @@ def thin_section(out: Path) -> list[str]:
         cells = [mean_spread([100 * s["iou"][index] for s in arms[a]]) for a in arms]
         bold = f"**{name}**" if name in THIN else name
         lines.append(f"| {bold} | " + " | ".join(cells) + " |")
-    for key, label in (("miou", "**mIoU**"), ("mean_acc", "mean class accuracy"),
-                       ("pixel_acc", "pixel accuracy")):  # fmt: skip
+    for key, label in (
+        ("miou", "**mIoU**"),
+        ("mean_acc", "mean class accuracy"),
+        ("pixel_acc", "pixel accuracy"),
+    ):
         cells = [mean_spread([100 * s[key] for s in arms[a]]) for a in arms]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    zero = {a: [names[i] for i in range(len(names)) if min(s["iou"][i] for s in arms[a]) == 0]
-            for a in arms}  # fmt: skip
-    lines.append("| classes at 0 IoU (any seed) | " + " | ".join(
-        ", ".join(zero[a]) or "none" for a in arms) + " |")  # fmt: skip
+    zero = {
+        a: [names[i] for i in range(len(names)) if min(s["iou"][i] for s in arms[a]) == 0]
+        for a in arms
+    }
+    lines.append(
+        "| classes at 0 IoU (any seed) | "
+        + " | ".join(", ".join(zero[a]) or "none" for a in arms)
+        + " |"
+    )
     lines.append(seeds_row(arms))
     missing = [label for arm, (label, _) in THIN_ARMS.items() if arm not in arms]
     if missing:
@@ -215,8 +246,10 @@ def finetune_section(out: Path) -> list[str]:
     names = [name for name, _ in TARGET]
     arms = {arm: arm_scores(grid, arm) for arm in TARGET_ARMS}
     arms = {arm: scores for arm, scores in arms.items() if scores}
-    lines = ["| class | " + " | ".join(TARGET_ARMS[a][0] for a in arms) + " |",
-             "|---|" + "---|" * len(arms)]  # fmt: skip
+    lines = [
+        "| class | " + " | ".join(TARGET_ARMS[a][0] for a in arms) + " |",
+        "|---|" + "---|" * len(arms),
+    ]
     for index, name in enumerate(names):
         cells = [mean_spread([100 * s["iou"][index] for s in arms[a]]) for a in arms]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -225,14 +258,23 @@ def finetune_section(out: Path) -> list[str]:
     lines.append(seeds_row(arms))
     lines += ["", "| comparison (mIoU) | verdict |", "|---|---|"]
     miou = {arm: [100 * s["miou"] for s in scores] for arm, scores in arms.items()}
-    for better, worse in (("init-fresh", "scratch"), ("init-by-name", "scratch"),
-                          ("init-by-name", "init-fresh")):  # fmt: skip
+    for better, worse in (
+        ("init-fresh", "scratch"),
+        ("init-by-name", "scratch"),
+        ("init-by-name", "init-fresh"),
+    ):
         if better in miou and worse in miou:
-            lines.append(f"| {TARGET_ARMS[better][0]} vs {TARGET_ARMS[worse][0]} | "
-                         f"{verdict(miou[better], miou[worse])} |")  # fmt: skip
-    lines += ["", "Training loss (main + 0.4 aux) over the first iterations, mean of the seeds:",
-              "", "| iteration | " + " | ".join(TARGET_ARMS[a][0] for a in arms) + " |",
-              "|---|" + "---|" * len(arms)]  # fmt: skip
+            lines.append(
+                f"| {TARGET_ARMS[better][0]} vs {TARGET_ARMS[worse][0]} | "
+                f"{verdict(miou[better], miou[worse])} |"
+            )
+    lines += [
+        "",
+        "Training loss (main + 0.4 aux) over the first iterations, mean of the seeds:",
+        "",
+        "| iteration | " + " | ".join(TARGET_ARMS[a][0] for a in arms) + " |",
+        "|---|" + "---|" * len(arms),
+    ]
     curves = {a: [dict(losses(folder, 100)) for folder in finished(grid, a)] for a in arms}
     for iteration in (5, 10, 20, 30, 50, 75, 100):
         cells = []
@@ -242,8 +284,11 @@ def finetune_section(out: Path) -> list[str]:
         lines.append(f"| {iteration} | " + " | ".join(cells) + " |")
     source = grid / "source-seed0"
     if source.is_dir():
-        lines += ["", f"Source model (first half of train, 11 classes): val mIoU "
-                      f"{100 * final_val(source)['miou']:.2f}."]  # fmt: skip
+        lines += [
+            "",
+            f"Source model (first half of train, 11 classes): val mIoU "
+            f"{100 * final_val(source)['miou']:.2f}.",
+        ]
     return lines
 
 

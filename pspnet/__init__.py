@@ -16,6 +16,7 @@ from pspnet.errors import (
     TrainingError,
 )
 from pspnet.inference import Segmentation, Segmenter
+from pspnet.inference.settings import InferenceOverrides, RuntimeSettings
 from pspnet.models import ModelConfig, PSPNet
 
 __version__ = "0.1.0"
@@ -24,10 +25,12 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DatasetError",
+    "InferenceOverrides",
     "ModelConfig",
     "OutputError",
     "PSPNet",
     "PSPNetError",
+    "RuntimeSettings",
     "Segmentation",
     "Segmenter",
     "TrainingError",

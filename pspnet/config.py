@@ -18,17 +18,21 @@ from typing import Any, Literal
 
 import yaml
 
+from pspnet.checkpoints.transfer import Classifier
 from pspnet.data.presets import IGNORE_INDEX, DatasetPreset, get_preset
+from pspnet.data.transforms import Augmentation
 from pspnet.errors import ConfigError
 from pspnet.models.pspnet import ModelConfig
+from pspnet.settings import check_settings, setting
 
-Precision = Literal["fp32", "bf16", "fp16"]
+TrainingPrecision = Literal["fp32", "bf16", "fp16"]
 Mode = Literal["whole", "slide"]
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Where the data is and how it is augmented.
+class DataConfig(Augmentation):
+    """Where the data is and how it is augmented (crop_size, scale, rotate, blur and flip:
+    :class:`~pspnet.data.transforms.Augmentation`'s fields).
 
     Attributes:
         dataset: preset name: ade20k, voc, cityscapes, camvid or custom.
@@ -42,29 +46,20 @@ class DataConfig:
         label_map: ``{stored value: train id}`` applied to index labels before training
             (values not listed keep the preset's mapping; a train id of 255 ignores the value),
             e.g. ``{255: 1}`` for 0/255 binary masks.
-        crop_size: training crop (height, width).
-        scale: random scale range, or None to switch it off.
-        rotate: random rotation range in degrees, or None.
-        blur: random Gaussian blur.
-        flip: random horizontal mirror.
         workers: data-loading processes per rank.
     """
 
     dataset: str = "camvid"
-    root: str = "../shared/data/camvid"
+    root: str = "data/camvid"
     train_split: str = "train"
     val_split: str = "val"
     num_classes: int | None = None
     names_file: str | None = None
     label_map: dict[int, int] | None = None
-    crop_size: tuple[int, int] = (473, 473)
-    scale: tuple[float, float] | None = (0.5, 2.0)
-    rotate: tuple[float, float] | None = (-10.0, 10.0)
-    blur: bool = True
-    flip: bool = True
     workers: int = 2
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.num_classes is not None:
             _integer(self, "num_classes", 1)
         if self.label_map is not None:
@@ -73,26 +68,6 @@ class DataConfig:
                 "label_map",
                 "a mapping of stored values 0..255 to train ids 0..255",
                 self.label_map,
-            )
-        _require(
-            _is_pair(self.crop_size) and all(_is_int(v) and v >= 1 for v in self.crop_size),
-            "crop_size",
-            "two integers >= 1 (height, width)",
-            self.crop_size,
-        )
-        if self.scale is not None:
-            _require(
-                _is_range(self.scale) and self.scale[0] > 0,
-                "scale",
-                "two finite numbers with 0 < low <= high, or null",
-                self.scale,
-            )
-        if self.rotate is not None:
-            _require(
-                _is_range(self.rotate),
-                "rotate",
-                "two finite numbers (degrees) with low <= high, or null",
-                self.rotate,
             )
         _integer(self, "workers", 0)
 
@@ -186,33 +161,31 @@ class InferenceConfig:
     """
 
     mode: Mode = "slide"
-    crop_size: tuple[int, int] = (473, 473)
-    stride_rate: float = 2 / 3
-    scales: tuple[float, ...] = (1.0,)
-    base_size: int | None = None
+    crop_size: tuple[int, int] = setting((473, 473), flag="--crop", metavar=("H", "W"), low=1)
+    stride_rate: float = setting(2 / 3, low=0, low_open=True, high=1)
+    scales: tuple[float, ...] = setting((1.0,), low=0, low_open=True)
+    base_size: int | None = setting(None, low=1)
     flip: bool = True
-    window_batch: int = 1
-    fit_within: tuple[int, int] | None = None
+    window_batch: int = setting(1, low=1)
+    fit_within: tuple[int, int] | None = setting(None, metavar=("LONG", "SHORT"), low=1)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "crop_size", tuple(int(v) for v in self.crop_size))
+        # YAML and JSON give lists, and sizes written as 473.0: hold them as the types say.
+        object.__setattr__(self, "crop_size", _numbers(self.crop_size, int))
+        object.__setattr__(self, "scales", _numbers(self.scales, float))
         if self.fit_within is not None:
-            object.__setattr__(self, "fit_within", tuple(int(v) for v in self.fit_within))
-            if len(self.fit_within) != 2 or min(self.fit_within) < 1:
-                raise ConfigError(f"fit_within must be two positive sizes, got {self.fit_within}")
-        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
-        if self.mode not in ("whole", "slide"):
-            raise ConfigError(f"mode must be 'whole' or 'slide', got {self.mode!r}")
-        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
-            raise ConfigError(f"crop_size must be two positive sizes, got {self.crop_size}")
-        if not 0 < self.stride_rate <= 1:
-            raise ConfigError(f"stride_rate must be in (0, 1], got {self.stride_rate}")
-        if not self.scales or min(self.scales) <= 0:
-            raise ConfigError(f"scales must be positive and not empty, got {self.scales}")
-        if self.base_size is not None and self.base_size < 1:
-            raise ConfigError(f"base_size must be positive or None, got {self.base_size}")
-        if self.window_batch < 1:
-            raise ConfigError(f"window_batch must be at least 1, got {self.window_batch}")
+            object.__setattr__(self, "fit_within", _numbers(self.fit_within, int))
+        check_settings(self)
+
+
+def _numbers(values: Any, kind: type) -> Any:
+    """``values`` as a tuple of ``kind`` when they are whole numbers, else as given (refused
+    by the check that follows)."""
+    if not isinstance(values, (list, tuple)) or not all(map(_is_finite, values)):
+        return values
+    if kind is int and any(v != int(v) for v in values):
+        return tuple(values)
+    return tuple(kind(v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -265,8 +238,8 @@ class TrainConfig:
     backbone_weights: str | None = None
     init: str | None = None
     init_classes: dict[str, str] | None = None
-    init_classifier: Literal["by_name", "fresh"] = "by_name"
-    precision: Precision = "fp32"
+    init_classifier: Classifier = "by_name"
+    precision: TrainingPrecision = "fp32"
     channels_last: bool = False
     compile: bool = False
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -283,10 +256,13 @@ class TrainConfig:
         _integer(self, "seed", 0, 2**32 - 1)  # the sampler multiplies it into a 64-bit seed
         _integer(self, "val_limit", 0)  # 0: every validation image
         weights = self.loss.class_weights
-        if isinstance(weights, tuple) and len(weights) != self.model.num_classes:
-            raise ValueError(
-                f"loss.class_weights has {len(weights)} weights for "
-                f"{self.model.num_classes} classes"
+        if isinstance(weights, tuple):
+            classes = self.model.num_classes
+            _require(
+                len(weights) == classes,
+                "loss.class_weights",
+                f"{classes} weights, one per class of model.num_classes",
+                list(weights),
             )
 
     def to_dict(self) -> dict:
@@ -294,6 +270,31 @@ class TrainConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """``pspnet train``: a run of the paper's recipe, resumable.
+
+    Attributes:
+        config: YAML config (configs/*.yaml); the paper's recipe on CamVid when none.
+        overrides: override config fields, e.g. optim.lr=0.02 data.crop_size=[321,321];
+            repeat --set or give several (each applies, later ones win for the same key).
+        out: run folder; a run it holds (last.pt) resumes.
+        resume: resume the run in out from its last.pt (--no-resume: start over).
+    """
+
+    config: Path | None = None
+    overrides: tuple[str, ...] = setting((), flag="--set", repeat=True, metavar="KEY=VALUE")
+    out: Path
+    resume: bool = setting(True, flag="--no-resume")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    def train_config(self) -> TrainConfig:
+        """The run's configuration: the file with the overrides applied."""
+        return load_train_config(self.config, self.overrides)
 
 
 def _require(ok: bool, name: str, requirement: str, value: Any) -> None:
@@ -312,15 +313,6 @@ def _is_int(value: Any) -> bool:
 
 def _is_finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_pair(value: Any) -> bool:
-    return isinstance(value, (tuple, list)) and len(value) == 2
-
-
-def _is_range(value: Any) -> bool:
-    """Whether ``value`` is (low, high), two finite numbers with low <= high."""
-    return _is_pair(value) and all(map(_is_finite, value)) and value[0] <= value[1]
 
 
 def _integer(config: Any, name: str, low: int, high: int | None = None) -> None:

@@ -33,6 +33,7 @@ from pspnet.engine.metrics import SegmentationMetrics
 from pspnet.engine.train import train
 from pspnet.inference import Segmenter
 from pspnet.models.pspnet import ModelConfig
+from pspnet.settings import check_settings, setting
 from pspnet.visualize import colorize, make_grid
 
 VARIANTS = {"FCN (use_ppm=False)": "fcn", "PSPNet": "pspnet"}  # titles start with the short name
@@ -54,18 +55,23 @@ class DemoSettings:
         lr: base learning rate (the new layers get 10x).
         grid_scenes: validation scenes shown in the picture grid.
         seed: data and initialisation seed.
+        out: the folder the report, pictures and both models are written to.
     """
 
-    image_width: int = 64
-    image_height: int = 512
-    num_train: int = 600
-    num_val: int = 100
-    iterations: int = 600
-    batch_size: int = 8
-    base_width: int = 8
-    lr: float = 0.02
-    grid_scenes: int = 6
-    seed: int = 0
+    image_width: int = setting(64, low=8)
+    image_height: int = setting(512, low=8)
+    num_train: int = setting(600, low=1)
+    num_val: int = setting(100, low=1)
+    iterations: int = setting(600, low=1)
+    batch_size: int = setting(8, low=1)
+    base_width: int = setting(8, low=1)
+    lr: float = setting(0.02, low=0, low_open=True)
+    grid_scenes: int = setting(6, low=1)
+    seed: int = setting(0, low=0)
+    out: Path = Path("demo_out")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass
@@ -126,19 +132,17 @@ def context_miou(metrics: SegmentationMetrics) -> float:
 
 
 def run_demo(
-    out_dir: str | Path,
-    settings: DemoSettings | None = None,
-    callback: Callable[[str, dict], None] | None = None,
+    settings: DemoSettings | None = None, callback: Callable[[str, dict], None] | None = None
 ) -> DemoResult:
     """Generate the data, train and evaluate FCN and PSPNet, write report.md and grid.png.
 
     Args:
-        out_dir: folder for the data, both runs and the report.
-        settings: the budget (defaults: a few minutes on two CPU cores).
+        settings: the budget (defaults: a few minutes on two CPU cores) and the folder for
+            the data, both runs and the report.
         callback: receives (variant, training event) for progress display.
     """
     settings = settings or DemoSettings()
-    out_dir = Path(out_dir)
+    out_dir = Path(settings.out)
     start = time.perf_counter()
     data_root = out_dir / "data"
     write_synthetic_dataset(
@@ -235,5 +239,5 @@ def _report(settings: DemoSettings, table: str, seconds: float) -> str:
         f"module.\n\nValidation IoU (%) on {settings.num_val} scenes:\n\n{table}\n\n"
         f"Total time: {seconds:.0f} s on {torch.get_num_threads()} CPU threads.\n\n"
         "![image, ground truth, FCN, PSPNet](grid.png)\n\n"
-        f"Settings: `{json.dumps(settings.__dict__)}`\n"
+        f"Settings: `{json.dumps(settings.__dict__, default=str)}`\n"
     )

@@ -14,9 +14,6 @@ import os
 DEFAULT_MAX_PIXELS = 100_000_000
 MAX_PIXELS_VARIABLE = "PSPNET_MAX_IMAGE_PIXELS"
 OPENCV_VARIABLE = "OPENCV_IO_MAX_IMAGE_PIXELS"
-# The memory one image may cost inference (``predict``, ``eval``, ``serve``) by default; the
-# pixel limit of a model follows from it (:func:`pspnet.inference.memory.pixels_within`).
-DEFAULT_MEMORY_BUDGET_MB = 4096
 
 
 def set_decoder_ceiling() -> None:

@@ -110,6 +110,7 @@ def overlay(
     image: np.ndarray,
     label: np.ndarray,
     palette: Palette,
+    *,
     alpha: float = 0.5,
     class_names: Sequence[str] | None = None,
     legend: bool = True,
@@ -326,11 +327,18 @@ def _as_rgb(cell: Cell, cell_size: int | tuple[int, int] | None) -> Image.Image:
 # stays within 17/255 of the full map.
 _VIRIDIS = np.array(
     [
-        (68, 1, 84), (71, 45, 123), (59, 82, 139), (44, 114, 142), (33, 145, 140),
-        (40, 174, 128), (94, 201, 98), (173, 220, 48), (253, 231, 37),
+        (68, 1, 84),
+        (71, 45, 123),
+        (59, 82, 139),
+        (44, 114, 142),
+        (33, 145, 140),
+        (40, 174, 128),
+        (94, 201, 98),
+        (173, 220, 48),
+        (253, 231, 37),
     ],
     dtype=np.float64,
-)  # fmt: skip
+)
 _NO_TRUTH_GREY = (200, 200, 200)
 
 
@@ -376,8 +384,10 @@ def _draw_confusion(matrix: np.ndarray, names: list[str]) -> Image.Image:
     draw.text((pad, pad), "Confusion matrix, row-normalised", font=title_font, fill="black")
     draw.text(
         (pad + title_font.getlength("Confusion matrix, row-normalised") + 12, pad + 3),
-        "(rows: ground truth, columns: prediction)", font=axis_font, fill=(90, 90, 90),
-    )  # fmt: skip
+        "(rows: ground truth, columns: prediction)",
+        font=axis_font,
+        fill=(90, 90, 90),
+    )
     _draw_cells(image, matrix, left, top, cell)
     for index, text in shown.items():
         middle = index * cell + cell // 2
@@ -394,8 +404,9 @@ def _draw_confusion(matrix: np.ndarray, names: list[str]) -> Image.Image:
         (left, top + side + 10),
         f"{count} classes; grey rows: no ground-truth pixels"
         + (f"; one class in {step} named" if step > 1 else ""),
-        font=axis_font, fill=(90, 90, 90),
-    )  # fmt: skip
+        font=axis_font,
+        fill=(90, 90, 90),
+    )
     return image
 
 
@@ -428,3 +439,11 @@ def _draw_colour_bar(image: Image.Image, x: int, top: int, length: int) -> None:
         y = top + round((1 - fraction) * (length - 1))
         draw.line([(x + 18, y), (x + 22, y)], fill="black")
         draw.text((x + 25, y), f"{round(100 * fraction)}%", font=font, fill="black", anchor="lm")
+
+
+def label_png(label: np.ndarray, palette: Sequence[tuple[int, int, int]]) -> Image.Image:
+    """A palette-indexed PNG image: pixel values are the class indices, shown in colour."""
+    image = Image.fromarray(label.astype(np.uint8), mode="P")
+    flat = [channel for colour in palette for channel in colour]
+    image.putpalette(flat + [0] * (768 - len(flat)))
+    return image

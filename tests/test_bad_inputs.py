@@ -22,6 +22,7 @@ from pspnet.cli import main
 from pspnet.config import InferenceConfig
 from pspnet.errors import CheckpointError, ConfigError, DatasetError
 from pspnet.inference import Segmenter
+from pspnet.inference.settings import RuntimeSettings
 from pspnet.models import PSPNet
 
 
@@ -77,38 +78,81 @@ CLI_CASES = [
     ("export to an uncreatable folder", "export {model} /proc/no/such/m.onnx", 2, "/proc/no"),
     ("export onto a folder", "export {model} {folder}", 2, "{folder}"),
     ("convert onto a folder", "convert {model} {folder}", 2, "{folder}"),
-    ("negative scale", "predict {image} --checkpoint {model} --out {root}/o --scales -1", 2,
-     "--scales"),
+    (
+        "negative scale",
+        "predict {image} --checkpoint {model} --out {root}/o --scales -1",
+        2,
+        "--scales",
+    ),
     ("zero crop", "eval --checkpoint {model} --root {root} --crop 0 0", 2, "--crop"),
-    ("zero window batch", "predict {image} --checkpoint {model} --out {root}/o --window-batch 0",
-     2, "--window-batch"),
-    ("stride rate over 1", "predict {image} --checkpoint {model} --out {root}/o --stride-rate 2",
-     2, "--stride-rate"),
-    ("zero base size", "predict {image} --checkpoint {model} --out {root}/o --base-size 0", 2,
-     "--base-size"),
-    ("unknown mode", "predict {image} --checkpoint {model} --out {root}/o --mode tiles", 2,
-     "--mode"),
-    ("absent CUDA device", "predict {image} --checkpoint {model} --out {root}/o --device cuda:99",
-     2, "--device"),
-    ("unknown device", "predict {image} --checkpoint {model} --out {root}/o --device tpu", 2,
-     "--device"),
-    ("int8 without calibration",
-     "predict {image} --checkpoint {model} --out {root}/o --precision int8", 2, "--calibration"),
+    (
+        "zero window batch",
+        "predict {image} --checkpoint {model} --out {root}/o --window-batch 0",
+        2,
+        "--window-batch",
+    ),
+    (
+        "stride rate over 1",
+        "predict {image} --checkpoint {model} --out {root}/o --stride-rate 2",
+        2,
+        "--stride-rate",
+    ),
+    (
+        "zero base size",
+        "predict {image} --checkpoint {model} --out {root}/o --base-size 0",
+        2,
+        "--base-size",
+    ),
+    (
+        "unknown mode",
+        "predict {image} --checkpoint {model} --out {root}/o --mode tiles",
+        2,
+        "--mode",
+    ),
+    (
+        "absent CUDA device",
+        "predict {image} --checkpoint {model} --out {root}/o --device cuda:99",
+        2,
+        "--device",
+    ),
+    (
+        "unknown device",
+        "predict {image} --checkpoint {model} --out {root}/o --device tpu",
+        2,
+        "--device",
+    ),
+    (
+        "int8 without calibration",
+        "predict {image} --checkpoint {model} --out {root}/o --precision int8",
+        2,
+        "--calibration",
+    ),
     ("zero classes", "info --num-classes 0", 2, "--num-classes"),
     ("zero size", "info --size 0", 2, "--size"),
     ("not a number", "info --size big", 2, "--size"),
     ("unknown backbone", "info --backbone resnet51", 2, "--backbone"),
     ("negative limit", "eval --checkpoint {model} --root {root} --limit -1", 2, "--limit"),
     ("zero demo iterations", "demo --iterations 0", 2, "--iterations"),
-    ("missing checkpoint", "predict {image} --checkpoint {root}/nope.pth --out {root}/o", 2,
-     "nope.pth"),
-    ("folder as checkpoint", "predict {image} --checkpoint {folder} --out {root}/o", 2,
-     "{folder}"),
+    (
+        "missing checkpoint",
+        "predict {image} --checkpoint {root}/nope.pth --out {root}/o",
+        2,
+        "nope.pth",
+    ),
+    ("folder as checkpoint", "predict {image} --checkpoint {folder} --out {root}/o", 2, "{folder}"),
     ("corrupt checkpoint", "convert {corrupt} {root}/c.safetensors", 2, "{corrupt}"),
-    ("missing input", "predict {root}/missing.png --checkpoint {model} --out {root}/o", 2,
-     "missing.png"),
-    ("image over the pixel limit", "predict {bomb} --checkpoint {model} --out {root}/o", 1,
-     "{bomb}"),
+    (
+        "missing input",
+        "predict {root}/missing.png --checkpoint {model} --out {root}/o",
+        2,
+        "missing.png",
+    ),
+    (
+        "image over the pixel limit",
+        "predict {bomb} --checkpoint {model} --out {root}/o",
+        1,
+        "{bomb}",
+    ),
     ("pred-dir without gt-dir", "eval --pred-dir {folder}", 2, "--gt-dir"),
     ("eval without a source", "eval --root {root}", 2, "--checkpoint"),
     ("missing dataset root", "eval --checkpoint {model} --root {root}/nowhere", 2, "nowhere"),
@@ -118,31 +162,53 @@ CLI_CASES = [
     ("unreadable config file", "train --config {yaml} --out {root}/r", 2, "{yaml}"),
     ("negative batch size", "train --out {root}/r --set batch_size=-2", 2, "batch_size"),
     ("zero learning rate", "train --out {root}/r --set optim.lr=0", 2, "optim.lr"),
-    ("zero crop in config", "train --out {root}/r --set data.crop_size=[0,8]", 2,
-     "data.crop_size"),
+    ("zero crop in config", "train --out {root}/r --set data.crop_size=[0,8]", 2, "data.crop_size"),
     ("negative workers", "train --out {root}/r --set data.workers=-1", 2, "data.workers"),
     ("zero iterations", "train --out {root}/r --set iterations=0", 2, "iterations"),
-    ("unknown config key", "train --out {root}/r --set optim.learning_rate=0.1", 2,
-     "learning_rate"),
+    (
+        "unknown config key",
+        "train --out {root}/r --set optim.learning_rate=0.1",
+        2,
+        "learning_rate",
+    ),
     ("override without =", "train --out {root}/r --set optim.lr", 2, "optim.lr"),
     ("serve port out of range", "serve --checkpoint {model} --port 70000", 2, "--port"),
     ("serve negative queue", "serve --checkpoint {model} --max-queue -1", 2, "--max-queue"),
-    ("serve zero upload limit", "serve --checkpoint {model} --max-upload-mb 0", 2,
-     "--max-upload-mb"),
+    (
+        "serve zero upload limit",
+        "serve --checkpoint {model} --max-upload-mb 0",
+        2,
+        "--max-upload-mb",
+    ),
     ("serve missing checkpoint", "serve --checkpoint {root}/nope.safetensors", 2, "nope"),
     ("models of an unknown dataset", "models --dataset kitti", 2, "kitti"),
     ("reproduce without a root", "reproduce ablation --out {root}/grid", 2, "--root"),
-    ("reproduce zero seeds", "reproduce ablation --root {root} --out {root}/g --seeds 0", 2,
-     "--seeds"),
-    ("reproduce unknown budget", "reproduce ablation --out {root}/g --budget huge", 2,
-     "--budget"),
-    ("missing list of inputs", "predict @{root}/nolist.txt --checkpoint {model} --out {root}/o",
-     2, "nolist.txt"),
-    ("zero fit-within", "predict {image} --checkpoint {model} --out {root}/o --fit-within 0 5",
-     2, "--fit-within"),
-    ("run folder is a file", "train --out {file} --set iterations=1 data.root={camvid}", 2,
-     "{file}"),
-]  # fmt: skip
+    (
+        "reproduce zero seeds",
+        "reproduce ablation --root {root} --out {root}/g --seeds 0",
+        2,
+        "--seeds",
+    ),
+    ("reproduce unknown budget", "reproduce ablation --out {root}/g --budget huge", 2, "--budget"),
+    (
+        "missing list of inputs",
+        "predict @{root}/nolist.txt --checkpoint {model} --out {root}/o",
+        2,
+        "nolist.txt",
+    ),
+    (
+        "zero fit-within",
+        "predict {image} --checkpoint {model} --out {root}/o --fit-within 0 5",
+        2,
+        "--fit-within",
+    ),
+    (
+        "run folder is a file",
+        "train --out {file} --set iterations=1 data.root={camvid}",
+        2,
+        "{file}",
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -165,9 +231,18 @@ def test_cli_bad_input_is_one_clear_line(argv, status, named, files, capsys):
 def test_the_table_covers_every_subcommand():
     commands = {argv.split()[0] for _, argv, _, _ in CLI_CASES}
     assert commands == {
-        "predict", "export", "convert", "eval", "info", "demo", "data", "train", "serve",
-        "models", "reproduce",
-    }  # fmt: skip
+        "predict",
+        "export",
+        "convert",
+        "eval",
+        "info",
+        "demo",
+        "data",
+        "train",
+        "serve",
+        "models",
+        "reproduce",
+    }
 
 
 def test_segmenter_refuses_an_empty_image(files):
@@ -204,9 +279,9 @@ def test_load_model_refuses_a_corrupt_file_without_unsafe_advice(files):
 
 def test_unknown_devices_are_config_errors(files):
     with pytest.raises(ConfigError, match="tpu"):
-        Segmenter.from_checkpoint(files["model"], device="tpu")
+        Segmenter.from_checkpoint(files["model"], RuntimeSettings(device="tpu"))
     with pytest.raises(ConfigError, match="cuda:99"):
-        Segmenter.from_checkpoint(files["model"], device="cuda:99")
+        Segmenter.from_checkpoint(files["model"], RuntimeSettings(device="cuda:99"))
 
 
 def test_inference_settings_are_validated_as_config_errors():

@@ -94,17 +94,30 @@ def test_gpu_camvid_pack_refuses_a_copy_over_its_size_limit(tiny_camvid, tmp_pat
         camvid.pack(tiny_camvid, tmp_path / "again", max_mib=0.001)
 
 
-def test_gpu_inference_script_runs_its_paths_on_the_cpu(tiny_camvid, tmp_path, monkeypatch,
-                                                        capsys):  # fmt: skip
+def test_gpu_inference_script_runs_its_paths_on_the_cpu(tiny_camvid, tmp_path, monkeypatch, capsys):
     from benchmarks.gpu import inference as gpu_inference
     from pspnet.checkpoints import save_model
     from pspnet.models import PSPNet
 
     save_model(PSPNet(11, backbone="resnet18", base_width=4), tmp_path / "camvid.safetensors")
     paths = ["reference", "exact eager", "bf16 eager", "fp16"]
-    run(gpu_inference, ["--smoke", "--device", "cpu", "--runs", "1", "--paths", *paths,
-                        "--checkpoint", str(tmp_path / "camvid.safetensors"),
-                        "--camvid", str(tiny_camvid)], monkeypatch)  # fmt: skip
+    run(
+        gpu_inference,
+        [
+            "--smoke",
+            "--device",
+            "cpu",
+            "--runs",
+            "1",
+            "--paths",
+            *paths,
+            "--checkpoint",
+            str(tmp_path / "camvid.safetensors"),
+            "--camvid",
+            str(tiny_camvid),
+        ],
+        monkeypatch,
+    )
     out = capsys.readouterr().out
     tables = out[out.rindex("**whole") :].split("CamVid val")[0]  # the final report's
     whole, slide = table_rows(tables, "| exact eager")
@@ -118,8 +131,23 @@ def test_gpu_inference_script_runs_its_paths_on_the_cpu(tiny_camvid, tmp_path, m
 def test_gpu_training_script_times_the_real_loop(tiny_camvid, monkeypatch, capsys):
     from benchmarks.gpu import training as gpu_training
 
-    options = ["--smoke", "--device", "cpu", "--root", str(tiny_camvid), "--crop", "32",
-               "--batch", "2", "--workers", "0", "--warmup", "1", "--steps", "2"]  # fmt: skip
+    options = [
+        "--smoke",
+        "--device",
+        "cpu",
+        "--root",
+        str(tiny_camvid),
+        "--crop",
+        "32",
+        "--batch",
+        "2",
+        "--workers",
+        "0",
+        "--warmup",
+        "1",
+        "--steps",
+        "2",
+    ]
     run(gpu_training, ["speed", *options, "--settings", "fp32", "bf16"], monkeypatch)
     rows = table_rows(capsys.readouterr().out, "| ")
     speeds = [float(row[1]) for row in rows if row[1].strip()[0].isdigit()]
@@ -134,11 +162,21 @@ def test_the_gpu_grid_script_runs_two_shards_into_one_report(tiny_camvid, tmp_pa
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "BUDGET": "tiny", "GRID": str(tmp_path / "grid"),
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
+    env = {
+        **os.environ,
+        "BUDGET": "tiny",
+        "GRID": str(tmp_path / "grid"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
     out = tmp_path / "out"
-    subprocess.run(["bash", "benchmarks/gpu/ablation.sh", str(out), str(tiny_camvid), "300"],
-                   cwd=root, env=env, check=True, capture_output=True, timeout=600)  # fmt: skip
+    subprocess.run(
+        ["bash", "benchmarks/gpu/ablation.sh", str(out), str(tiny_camvid), "300"],
+        cwd=root,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     assert len(list(out.glob("results/*/result.json"))) == 22
     assert "not run" not in (out / "ablation.md").read_text()
     assert "grid: " in (out / "machine.txt").read_text()
@@ -179,6 +217,14 @@ def test_own_data_report_counts_only_what_lies_beyond_the_seed_spread(tmp_path, 
     assert "init, classifier re-initialised" not in text  # no finished run of that arm
     assert "| init, rows carried by name vs from scratch | better, beyond the spread |" in text
     copied = sorted(p.parent.name for p in (tmp_path / "results").rglob("val.json"))
-    runs = ["fcn-seed0", "fcn-seed1", "init-by-name-seed0", "pspnet-seed0", "pspnet-seed1",
-            "scratch-seed0", "weights-seed0", "weights-seed1"]  # fmt: skip
+    runs = [
+        "fcn-seed0",
+        "fcn-seed1",
+        "init-by-name-seed0",
+        "pspnet-seed0",
+        "pspnet-seed1",
+        "scratch-seed0",
+        "weights-seed0",
+        "weights-seed1",
+    ]
     assert copied == runs

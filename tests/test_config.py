@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pspnet.config import DataConfig, OptimConfig, TrainConfig, load_train_config
+from pspnet.config import DataConfig, LossConfig, OptimConfig, TrainConfig, load_train_config
 from pspnet.errors import ConfigError
 from pspnet.models.pspnet import ModelConfig
 
@@ -38,6 +38,7 @@ BAD_OVERRIDES = [
     ("data.workers=-1", "data.workers", ">= 0"),
     ("data.num_classes=0", "data.num_classes", ">= 1"),
     ("model.num_classes=0", "model.num_classes", "positive"),
+    ("loss.class_weights=[1,2]", "loss.class_weights", "11 weights, one per class"),
 ]
 
 # Values of the wrong kind: refused by type, before any range is checked.
@@ -99,8 +100,12 @@ def test_unknown_nested_key_is_named_dotted():
         (lambda: OptimConfig(lr=float("nan")), "lr"),
         (lambda: DataConfig(crop_size=(32,)), "crop_size"),
         (lambda: DataConfig(scale=(1.0, float("inf"))), "scale"),
+        (
+            lambda: TrainConfig(ModelConfig(4), loss=LossConfig(class_weights=(1.0, 2.0))),
+            "loss.class_weights",
+        ),
     ],
-    ids=["batch_size", "log_every", "lr", "crop_size", "scale"],
+    ids=["batch_size", "log_every", "lr", "crop_size", "scale", "class_weights"],
 )
 def test_dataclasses_built_in_code_are_checked_too(build, key):
     with pytest.raises(ConfigError, match=rf"^{key} must be "):

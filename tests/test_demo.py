@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -30,7 +31,7 @@ SETTINGS = DemoSettings(
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    return out, run_demo(out, SETTINGS)
+    return out, run_demo(dataclasses.replace(SETTINGS, out=out))
 
 
 def test_demo_writes_a_report_comparing_both_networks(demo):

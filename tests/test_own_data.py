@@ -20,8 +20,11 @@ IMAGES = 6
 def boxes(index: int) -> list[tuple[str, tuple[int, int, int, int]]]:
     """(class, (x0, y0, x1, y1)) of image ``index``: road below, a car and a person on it."""
     shift = 2 * index
-    return [("road", (0, 20, W - 1, H - 1)), ("car", (4 + shift, 22, 20 + shift, 34)),
-            ("person", (30, 8 + index, 36, 30))]  # fmt: skip
+    return [
+        ("road", (0, 20, W - 1, H - 1)),
+        ("car", (4 + shift, 22, 20 + shift, 34)),
+        ("person", (30, 8 + index, 36, 30)),
+    ]
 
 
 def write_images(folder: Path, indices=range(IMAGES)) -> list[str]:
@@ -40,10 +43,16 @@ def coco_export(src: Path) -> Path:
     names = write_images(src / "images")
     ids = {name: i for i, name in enumerate(CLASSES, start=1)}
     annotations = [
-        {"id": len(names) * 10 + k, "image_id": i, "category_id": ids[label], "iscrowd": 0,
-         "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]]}
-        for i in range(IMAGES) for k, (label, (x0, y0, x1, y1)) in enumerate(boxes(i))
-    ]  # fmt: skip
+        {
+            "id": len(names) * 10 + k,
+            "image_id": i,
+            "category_id": ids[label],
+            "iscrowd": 0,
+            "segmentation": [[x0, y0, x1, y0, x1, y1, x0, y1]],
+        }
+        for i in range(IMAGES)
+        for k, (label, (x0, y0, x1, y1)) in enumerate(boxes(i))
+    ]
     data = {
         "images": [{"id": i, "file_name": n, "height": H, "width": W} for i, n in enumerate(names)],
         "categories": [{"id": i, "name": name} for name, i in ids.items()],
@@ -55,8 +64,10 @@ def coco_export(src: Path) -> Path:
 
 def labelme_export(src: Path) -> Path:
     for i, name in enumerate(write_images(src)):
-        shapes = [{"label": label, "points": [[x0, y0], [x1, y1]], "shape_type": "rectangle"}
-                  for label, (x0, y0, x1, y1) in boxes(i)]  # fmt: skip
+        shapes = [
+            {"label": label, "points": [[x0, y0], [x1, y1]], "shape_type": "rectangle"}
+            for label, (x0, y0, x1, y1) in boxes(i)
+        ]
         record = {"shapes": shapes, "imagePath": name, "imageHeight": H, "imageWidth": W}
         (src / name).with_suffix(".json").write_text(json.dumps(record))
     return src
@@ -70,11 +81,14 @@ def cvat_export(src: Path) -> Path:
     )
     images = "".join(
         f'<image id="{i}" name="{name}" width="{W}" height="{H}">'
-        + "".join(f'<box label="{label}" xtl="{x0}" ytl="{y0}" xbr="{x1}" ybr="{y1}" '
-                  'occluded="0" z_order="0"/>' for label, (x0, y0, x1, y1) in boxes(i))
+        + "".join(
+            f'<box label="{label}" xtl="{x0}" ytl="{y0}" xbr="{x1}" ybr="{y1}" '
+            'occluded="0" z_order="0"/>'
+            for label, (x0, y0, x1, y1) in boxes(i)
+        )
         + "</image>"
         for i, name in enumerate(names)
-    )  # fmt: skip
+    )
     xml = f"<annotations><meta><task><labels>{labels}</labels></task></meta>{images}</annotations>"
     (src / "annotations.xml").write_text(xml)
     return src / "annotations.xml"
@@ -106,8 +120,18 @@ def check_train_eval(root: Path, tmp_path: Path, capsys, names: list[str]) -> No
     overrides = tiny_overrides(root, **{"data.dataset": "custom", "iterations": 3})
     assert main(["train", "--out", str(run), "--set", *overrides]) == 0
     assert "done: 3 iterations" in capsys.readouterr().out
-    args = ["eval", "--checkpoint", str(run / "best.safetensors"), "--root", str(root),
-            "--dataset", "custom", "--mode", "whole", "--no-flip"]  # fmt: skip
+    args = [
+        "eval",
+        "--checkpoint",
+        str(run / "best.safetensors"),
+        "--root",
+        str(root),
+        "--dataset",
+        "custom",
+        "--mode",
+        "whole",
+        "--no-flip",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "mIoU" in out and all(name in out for name in names)

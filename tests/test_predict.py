@@ -15,8 +15,10 @@ from PIL import Image
 from pspnet.checkpoints import save_model
 from pspnet.cli import main
 from pspnet.inference import Segmenter
+from pspnet.inference.settings import InferenceOverrides
 from pspnet.models import PSPNet
-from pspnet.predict import SUFFIXES, predict_files
+from pspnet.predict.images import predict_images
+from pspnet.predict.outputs import SUFFIXES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,28 +44,40 @@ def files_of(folder: Path) -> dict[str, bytes]:
 
 
 def torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-               f"--master_port={free_port()}", "-m", "pspnet", *args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        f"--master_port={free_port()}",
+        "-m",
+        "pspnet",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
 
 
 def test_a_rerun_redoes_only_what_is_missing(tmp_path, checkpoint):
     inputs = sorted(images(tmp_path / "in", 3).iterdir())
-    segmenter = Segmenter.from_checkpoint(checkpoint, mode="whole", flip=False)
-    first = list(predict_files(segmenter, inputs, tmp_path / "out"))
+    segmenter = Segmenter.from_checkpoint(
+        checkpoint, inference=InferenceOverrides(mode="whole", flip=False)
+    )
+    first = list(predict_images(segmenter, inputs, tmp_path / "out"))
     assert [r.done_before for r in first] == [False] * 3 and all(r.shares for r in first)
     (tmp_path / "out" / "img_001_overlay.png").unlink()
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir()}
-    second = list(predict_files(segmenter, inputs, tmp_path / "out"))
+    second = list(predict_images(segmenter, inputs, tmp_path / "out"))
     assert [(r.path.name, r.done_before) for r in second] == [
-        ("img_000.png", True), ("img_002.png", True), ("img_001.png", False)
-    ]  # fmt: skip
+        ("img_000.png", True),
+        ("img_002.png", True),
+        ("img_001.png", False),
+    ]
     for path, stamp in before.items():
         if path.name.startswith(("img_000", "img_002")):
             assert path.stat().st_mtime_ns == stamp, path  # not written again
     assert len(list((tmp_path / "out").iterdir())) == 9
-    redone = list(predict_files(segmenter, inputs, tmp_path / "out", redo=True))
+    redone = list(predict_images(segmenter, inputs, tmp_path / "out", redo=True))
     assert not any(r.done_before for r in redone)
 
 
@@ -81,10 +95,22 @@ def test_list_files_name_inputs(tmp_path, checkpoint, capsys):
 def test_a_killed_run_resumes_without_redoing_finished_images(tmp_path, checkpoint):
     inputs = images(tmp_path / "in", 30, size=(96, 128))
     out = tmp_path / "out"
-    args = ["predict", str(inputs), "--checkpoint", str(checkpoint), "--out", str(out),
-            "--mode", "whole"]  # fmt: skip
-    run = subprocess.Popen([sys.executable, "-m", "pspnet", *args], cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    args = [
+        "predict",
+        str(inputs),
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--mode",
+        "whole",
+    ]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pspnet", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(out.glob("*_overlay.png"))) < 4:
         time.sleep(0.05)
@@ -118,8 +144,17 @@ def test_two_torchrun_processes_write_what_one_process_writes(tmp_path, checkpoi
 
 
 def test_two_torchrun_processes_score_what_one_process_scores(tmp_path, checkpoint, tiny_camvid):
-    common = ["eval", "--checkpoint", str(checkpoint), "--root", str(tiny_camvid),
-              "--split", "train", "--mode", "whole"]  # fmt: skip
+    common = [
+        "eval",
+        "--checkpoint",
+        str(checkpoint),
+        "--root",
+        str(tiny_camvid),
+        "--split",
+        "train",
+        "--mode",
+        "whole",
+    ]
     assert main([*common, "--out", str(tmp_path / "one")]) == 0
     done = torchrun([*common, "--out", str(tmp_path / "two")])
     assert done.returncode == 0, done.stderr[-3000:]
@@ -136,14 +171,14 @@ def test_a_failing_image_stops_the_run_naming_it_and_the_rank(tmp_path, checkpoi
     from pspnet.errors import InferenceError
 
     inputs = sorted(images(tmp_path / "in", 2).iterdir())
-    segmenter = Segmenter.from_checkpoint(checkpoint, mode="whole")
+    segmenter = Segmenter.from_checkpoint(checkpoint, inference=InferenceOverrides(mode="whole"))
 
-    def out_of_memory(image, **options):
+    def out_of_memory(*args):
         raise RuntimeError("DefaultCPUAllocator: not enough memory")
 
-    monkeypatch.setattr(segmenter, "segment", out_of_memory)
+    monkeypatch.setattr(segmenter, "_segment", out_of_memory)  # the routine under segment()
     with pytest.raises(InferenceError, match="img_000.png: inference failed .*not enough memory"):
-        list(predict_files(segmenter, inputs, tmp_path / "out"))
+        list(predict_images(segmenter, inputs, tmp_path / "out"))
     assert _rank() == ""
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
@@ -153,16 +188,24 @@ def test_a_failing_image_stops_the_run_naming_it_and_the_rank(tmp_path, checkpoi
 def test_same_named_inputs_in_different_folders_keep_their_own_outputs(tmp_path, checkpoint):
     images(tmp_path / "in" / "a", 1)
     images(tmp_path / "in" / "b", 1, size=(32, 56))  # also img_000.png, another image
-    args = ["predict", str(tmp_path / "in" / "a" / "img_000.png"),
-            str(tmp_path / "in" / "b" / "img_000.png"), "--checkpoint", str(checkpoint),
-            "--out", str(tmp_path / "out"), "--mode", "whole"]  # fmt: skip
+    args = [
+        "predict",
+        str(tmp_path / "in" / "a" / "img_000.png"),
+        str(tmp_path / "in" / "b" / "img_000.png"),
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(tmp_path / "out"),
+        "--mode",
+        "whole",
+    ]
     assert main(args) == 0
     for folder, size in (("a", (40, 48)), ("b", (32, 56))):
         label = Image.open(tmp_path / "out" / folder / "img_000_label.png")
         assert label.size == size[::-1]
-    segmenter = Segmenter.from_checkpoint(checkpoint, mode="whole")
+    segmenter = Segmenter.from_checkpoint(checkpoint, inference=InferenceOverrides(mode="whole"))
     inputs = sorted((tmp_path / "in").rglob("*.png"))
-    again = list(predict_files(segmenter, inputs, tmp_path / "out"))
+    again = list(predict_images(segmenter, inputs, tmp_path / "out"))
     assert all(result.done_before for result in again)  # each found its own outputs
 
 
@@ -179,9 +222,19 @@ def test_inputs_that_would_share_outputs_are_refused_before_any_work(tmp_path, c
 def test_an_image_over_the_memory_budget_is_skipped_before_decoding(tmp_path, checkpoint, capsys):
     folder = images(tmp_path / "in", 1, size=(400, 400))
     images(tmp_path / "small", 1)
-    args = ["predict", str(folder / "img_000.png"), str(tmp_path / "small" / "img_000.png"),
-            "--checkpoint", str(checkpoint), "--out", str(tmp_path / "out"),
-            "--mode", "whole", "--memory-budget-mb", "5"]  # fmt: skip
+    args = [
+        "predict",
+        str(folder / "img_000.png"),
+        str(tmp_path / "small" / "img_000.png"),
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(tmp_path / "out"),
+        "--mode",
+        "whole",
+        "--memory-budget-mb",
+        "5",
+    ]
     assert main(args) == 1
     out = capsys.readouterr()
     assert "in/img_000.png: image is 400x400" in out.err and "--memory-budget-mb" in out.err

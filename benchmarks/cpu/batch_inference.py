@@ -38,10 +38,11 @@ def serial_loop(checkpoint: str, files: list[str], out: str, options: dict) -> N
     """The loop `pspnet predict` ran before: read, segment, encode and write, one thread."""
     from pspnet.data.images import to_rgb
     from pspnet.inference import Segmenter
-    from pspnet.predict import label_png
-    from pspnet.visualize import colorize, overlay
+    from pspnet.inference.settings import InferenceOverrides, RuntimeSettings
+    from pspnet.visualize import colorize, label_png, overlay
 
-    segmenter = Segmenter.from_checkpoint(checkpoint, "cpu", "fp32", "eager", **options)
+    runtime = RuntimeSettings(precision="fp32", backend="eager")
+    segmenter = Segmenter.from_checkpoint(checkpoint, runtime, InferenceOverrides(**options))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for path in map(Path, files):
@@ -58,8 +59,16 @@ def run_one(config: str, checkpoint: str, inputs: Path, out: Path, options: dict
     flags = ["--precision", "fp32", "--backend", "eager", "--mode", options["mode"], "--no-flip"]
     if options["mode"] == "slide":
         flags += ["--crop", "713", "713"]
-    predict = ["pspnet", "predict", str(inputs), "--checkpoint", checkpoint, "--out", str(out),
-               *flags]  # fmt: skip
+    predict = [
+        "pspnet",
+        "predict",
+        str(inputs),
+        "--checkpoint",
+        checkpoint,
+        "--out",
+        str(out),
+        *flags,
+    ]
     if config == "serial":
         files = sorted(inputs.glob("*.png"))
         work = (
@@ -71,8 +80,13 @@ def run_one(config: str, checkpoint: str, inputs: Path, out: Path, options: dict
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
                 port = probe.getsockname()[1]
-            argv = ["torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-                    "-m", *predict]  # fmt: skip
+            argv = [
+                "torch.distributed.run",
+                "--nproc_per_node=2",
+                f"--master_port={port}",
+                "-m",
+                *predict,
+            ]
         else:
             argv = predict
         body = (
@@ -88,8 +102,14 @@ def run_one(config: str, checkpoint: str, inputs: Path, out: Path, options: dict
         "print(json.dumps({'seconds': time.perf_counter() - start, 'rss': peak / 1024}))\n"
     )
     threads = {"PSPNET_IO_THREADS": "2"} if config == "overlapped" else {}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=ROOT, check=True, env={**os.environ, **threads})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, **threads},
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -101,8 +121,10 @@ def scaling_on_paper(rows: list[tuple]) -> list[str]:
     C x C confusion matrix (a few kB): nothing grows with N but the rendezvous.
     """
     lines = ["Expected on N machines like this one (on paper, from the rows above):", ""]
-    lines += ["| images | best steady rate per machine | 100,000 images on N = 1 / 10 / 100 |",
-              "|---|---:|---|"]  # fmt: skip
+    lines += [
+        "| images | best steady rate per machine | 100,000 images on N = 1 / 10 / 100 |",
+        "|---|---:|---|",
+    ]
     for title in dict.fromkeys(row[0] for row in rows):
         best = max((row for row in rows if row[0] == title), key=lambda row: row[3])
         rate = best[3]
@@ -143,9 +165,13 @@ def main() -> None:
     rows = []
     for title, inputs, count, options in (
         ("CamVid 480x360, whole image", small, args.images, {"mode": "whole", "flip": False}),
-        ("2048x1024, 713 sliding windows", large, args.large,
-         {"mode": "slide", "crop_size": (713, 713), "flip": False}),
-    ):  # fmt: skip
+        (
+            "2048x1024, 713 sliding windows",
+            large,
+            args.large,
+            {"mode": "slide", "crop_size": (713, 713), "flip": False},
+        ),
+    ):
         for config, label in (
             ("serial", "old serial loop, 1 process"),
             ("predict", "predict, 1 process (no I/O threads: no spare core)"),

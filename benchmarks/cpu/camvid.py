@@ -45,14 +45,23 @@ def main() -> None:
     for index, name in enumerate(names):
         cells = [f"{100 * results[t][0].final_metrics['iou'][index]:.1f}" for t in titles]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    for key, label in (("miou", "**mIoU**"), ("mean_acc", "mean class accuracy"),
-                       ("pixel_acc", "pixel accuracy")):  # fmt: skip
+    for key, label in (
+        ("miou", "**mIoU**"),
+        ("mean_acc", "mean class accuracy"),
+        ("pixel_acc", "pixel accuracy"),
+    ):
         cells = [f"{100 * results[t][0].final_metrics[key]:.2f}" for t in titles]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines.append("| training images/s | " + " | ".join(
-        f"{results[t][0].images_per_second:.1f}" for t in titles) + " |")  # fmt: skip
-    lines.append("| wall time incl. validation (min) | " + " | ".join(
-        f"{results[t][1] / 60:.1f}" for t in titles) + " |")  # fmt: skip
+    lines.append(
+        "| training images/s | "
+        + " | ".join(f"{results[t][0].images_per_second:.1f}" for t in titles)
+        + " |"
+    )
+    lines.append(
+        "| wall time incl. validation (min) | "
+        + " | ".join(f"{results[t][1] / 60:.1f}" for t in titles)
+        + " |"
+    )
     table = "\n".join(lines)
     print(table)
     config = results["PSPNet"][2]

@@ -26,6 +26,7 @@ from pspnet.engine.metrics import ConfusionMatrix
 from pspnet.inference import Segmenter
 from pspnet.inference.optimized.optimize import native_bf16, optimize
 from pspnet.inference.protocol import probabilities
+from pspnet.inference.settings import RuntimeSettings
 
 PATHS = {  # title: the arguments of ``optimize`` (None: the plain eager model)
     "eager fp32 (reference)": None,
@@ -70,7 +71,7 @@ def main() -> None:
         if choice is None or args.paths is None or any(s in title for s in args.paths)
     }
 
-    segmenter = Segmenter.from_checkpoint(args.checkpoint, precision="none")
+    segmenter = Segmenter.from_checkpoint(args.checkpoint, RuntimeSettings(precision="none"))
     model, inference = segmenter.model, segmenter.inference
     preset = get_preset("camvid")
     val = SegmentationDataset(args.root, "val", preset)

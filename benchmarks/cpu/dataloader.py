@@ -29,8 +29,11 @@ TITLE = "Data loading"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default="../shared/data/camvid", help="CamVid folder, "
-                        "relative to the repository root unless absolute")  # fmt: skip
+    parser.add_argument(
+        "--root",
+        default="../shared/data/camvid",
+        help="CamVid folder, relative to the repository root unless absolute",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=473)
@@ -57,19 +60,23 @@ def measure(args: argparse.Namespace) -> float:
 
 def markdown(args: argparse.Namespace, images_per_s: float) -> str:
     """The section's body: what was measured, the table and the command that made it."""
-    return "\n".join([
-        "The whole training input pipeline (decode, scale, rotate, blur, mirror, pad, crop,",
-        "normalise, collate) on CamVid train (480x360 PNGs), with the trainer's seeded sampler.",
-        "On a CPU shared with other jobs, repeated runs can differ by up to 2x.",
-        "",
-        "| CPU | workers | crop | batch | images/s |",
-        "|---|---|---|---|---|",
-        f"| {cpu_model()} | {args.workers} | {args.crop} | {args.batch_size} "
-        f"| {images_per_s:.1f} |",
-        "",
-        f"Command: `{command_line()}` ({args.batches} timed batches after {args.warmup} warm-up).",
-        "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "The whole training input pipeline (decode, scale, rotate, blur, mirror, pad, crop,",
+            "normalise, collate) on CamVid train (480x360 PNGs), with the trainer's seeded",
+            "sampler.",
+            "On a CPU shared with other jobs, repeated runs can differ by up to 2x.",
+            "",
+            "| CPU | workers | crop | batch | images/s |",
+            "|---|---|---|---|---|",
+            f"| {cpu_model()} | {args.workers} | {args.crop} | {args.batch_size} "
+            f"| {images_per_s:.1f} |",
+            "",
+            f"Command: `{command_line()}` ({args.batches} timed batches after {args.warmup}"
+            " warm-up).",
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

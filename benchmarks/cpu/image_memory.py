@@ -71,8 +71,16 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run(how: str, image: Path, checkpoint: Path, out: Path) -> dict:
-    command = [sys.executable, "-m", "benchmarks.cpu.image_memory", "--child", how,
-               str(image), str(checkpoint), str(out)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.cpu.image_memory",
+        "--child",
+        how,
+        str(image),
+        str(checkpoint),
+        str(out),
+    ]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -141,8 +149,10 @@ def render(rows: list) -> str:
     ]
     for how, count, size, result in rows:
         if how == "per pixel":
-            lines.append(f"| bytes per output pixel (growth between the sizes) | {count} | | "
-                         f"{result['bytes']:.1f} B | | |")  # fmt: skip
+            lines.append(
+                f"| bytes per output pixel (growth between the sizes) | {count} | | "
+                f"{result['bytes']:.1f} B | | |"
+            )
             continue
         peak, seconds = result["peak"] / MIB, result["seconds"]
         estimate = "" if result["estimate"] is None else f"{result['estimate'] / MIB:,.0f} MiB"
@@ -153,21 +163,23 @@ def render(rows: list) -> str:
 
 
 def body(table: str) -> str:
-    return "\n".join([
-        "Peak RSS of one `pspnet predict` process on one square image (the checkpoint's",
-        "default test: 473 x 473 windows, stride 2/3, flip), PSPNet-ResNet18 at width 8 with",
-        "random weights. The inference routine keeps the network's logits at its output",
-        "stride and builds labels and confidence a band of rows at a time, so the peak grows",
-        "with the pixels by a few bytes each whatever the class count; the earlier routine",
-        "held (C, H, W) float32 probabilities. The estimate is what `pspnet predict`",
-        "and `serve` budget an image by (pspnet.inference.memory.image_memory), beyond the",
-        "process itself (Python, torch and the model, a few hundred MiB).",
-        f"CPU: {cpu_model()}.",
-        "",
-        f"    {command_line()}",
-        "",
-        table,
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "Peak RSS of one `pspnet predict` process on one square image (the checkpoint's",
+            "default test: 473 x 473 windows, stride 2/3, flip), PSPNet-ResNet18 at width 8 with",
+            "random weights. The inference routine keeps the network's logits at its output",
+            "stride and builds labels and confidence a band of rows at a time, so the peak grows",
+            "with the pixels by a few bytes each whatever the class count; the earlier routine",
+            "held (C, H, W) float32 probabilities. The estimate is what `pspnet predict`",
+            "and `serve` budget an image by (pspnet.inference.memory.image_memory), beyond the",
+            "process itself (Python, torch and the model, a few hundred MiB).",
+            f"CPU: {cpu_model()}.",
+            "",
+            f"    {command_line()}",
+            "",
+            table,
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -116,8 +116,17 @@ class Service:
 
     def __init__(self, checkpoint: Path, *options: str):
         self.port = free_port()
-        command = [sys.executable, "-m", "pspnet", "serve", "--checkpoint", str(checkpoint),
-                   "--port", str(self.port), *options]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "pspnet",
+            "serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(self.port),
+            *options,
+        ]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -211,10 +220,18 @@ def trickle(port: int, stop_at: float) -> int | str:
 def hostile(checkpoint: Path, args: argparse.Namespace, normal: bytes) -> dict:
     """Slow uploads, a flood and the largest admitted image at once; what came of each."""
     service = Service(
-        checkpoint, "--max-queue", "2", "--timeout", "60", "--max-upload-mb", "64",
-        "--upload-timeout", str(HOSTILE_UPLOAD_TIMEOUT),
-        "--memory-budget-mb", str(args.hostile_budget_mb),
-    )  # fmt: skip
+        checkpoint,
+        "--max-queue",
+        "2",
+        "--timeout",
+        "60",
+        "--max-upload-mb",
+        "64",
+        "--upload-timeout",
+        str(HOSTILE_UPLOAD_TIMEOUT),
+        "--memory-budget-mb",
+        str(args.hostile_budget_mb),
+    )
     try:
         limit = json.loads(get(service.port, "/v1/model")[1])["limits"]["max_pixels"]
         side = math.isqrt(limit)
@@ -303,8 +320,12 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--mixed-rounds", type=int, default=5, help="rounds over the sizes")
     parser.add_argument("--hostile-seconds", type=float, default=30.0)
-    parser.add_argument("--hostile-budget-mb", type=float, default=512.0,
-                        help="the hostile service's memory budget: its largest image")  # fmt: skip
+    parser.add_argument(
+        "--hostile-budget-mb",
+        type=float,
+        default=512.0,
+        help="the hostile service's memory budget: its largest image",
+    )
     parser.add_argument("--slow-clients", type=int, default=4)
     parser.add_argument("--flood-clients", type=int, default=8)
     parser.add_argument("--no-write", action="store_true", help="print only")

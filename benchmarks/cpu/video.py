@@ -94,8 +94,14 @@ def run_predict(inputs: list[str], out: Path, checkpoint: str, threads: int) -> 
         "print(json.dumps({'seconds': time.perf_counter() - start, 'code': code}))\n"
     )
     env = {**os.environ, "PSPNET_IO_THREADS": str(threads)}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          cwd=ROOT, env=env, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["code"] == 0, done.stderr[-2000:]
     return result["seconds"]
@@ -109,10 +115,13 @@ def throughput_rows(clip: Path, pngs: Path, count: int, checkpoint: str, work: P
         shutil.copy(path, two)
     rows = []
     for title, inputs, first_two in (
-        ("clip.mp4 -> overlay video + label PNGs", [str(clip), "--save-labels"],
-         [str(clip), "--save-labels", "--max-frames", "2"]),
+        (
+            "clip.mp4 -> overlay video + label PNGs",
+            [str(clip), "--save-labels"],
+            [str(clip), "--save-labels", "--max-frames", "2"],
+        ),
         ("the same frames as PNGs -> label, colour, overlay PNGs", [str(pngs)], [str(two)]),
-    ):  # fmt: skip
+    ):
         for threads, loop in ((0, "serial (no I/O threads)"), (2, "overlapped (2 I/O threads)")):
             tag = f"{len(rows)}"
             seconds = run_predict(inputs, work / f"out-{tag}", checkpoint, threads)
@@ -172,7 +181,7 @@ def main() -> None:
         *(
             f"| {a:g}{' (off)' if a == 1 else ''} | {100 * f:.2f}% | {100 * m:.2f} | {s:.3f} |"
             for a, f, m, s in smoothing
-        ),  # fmt: skip
+        ),
     ]
     table = "\n".join(lines)
     print(table)

@@ -88,12 +88,14 @@ def scenarios(smoke: bool) -> dict[str, tuple[tuple[int, int], InferenceConfig]]
         }
     return {
         "PSPNet-resnet50, 19 classes, whole image 512x1024": (
-            (512, 1024), InferenceConfig(mode="whole", flip=False),
+            (512, 1024),
+            InferenceConfig(mode="whole", flip=False),
         ),
         "PSPNet-resnet50, 19 classes, Cityscapes 1024x2048, slide 713 (stride 2/3)": (
-            (1024, 2048), InferenceConfig(crop_size=(713, 713), flip=False),
+            (1024, 2048),
+            InferenceConfig(crop_size=(713, 713), flip=False),
         ),
-    }  # fmt: skip
+    }
 
 
 def build(smoke: bool, device: torch.device) -> PSPNet:
@@ -181,8 +183,7 @@ def camvid_agreement(checkpoint: str, root: str, paths: list[str], device, limit
     plain = load_model(checkpoint, device)
     with tf32(False):
         exact = optimize(copy.deepcopy(plain), "fp32", "eager")
-        reference = [probabilities(exact, x.to(device), config).argmax(0)
-                     for x in images]  # fmt: skip
+        reference = [probabilities(exact, x.to(device), config).argmax(0) for x in images]
         agreement = {}
         for path in paths:
             precision, backend, allow = PATHS[path]
@@ -229,18 +230,25 @@ def main() -> None:
     paths = [p for p in PATHS if args.paths is None or any(s in p for s in args.paths)]
     started, base = time.perf_counter(), build(args.smoke, device)
     cases = scenarios(args.smoke)
-    counted = {name: (flops(base, size, config), flops(exact_rewrite(base), size, config))
-               for name, (size, config) in cases.items()}  # fmt: skip
+    counted = {
+        name: (flops(base, size, config), flops(exact_rewrite(base), size, config))
+        for name, (size, config) in cases.items()
+    }
     report = Report(args, gpu, peak, counted)
     references: dict[str, dict] = {}
     eager = [p for p in paths if PATHS[p][1] == "eager"]
     compiled = [p for p in paths if PATHS[p][1] != "eager"]
     for path in eager + compiled:  # every scenario of a path, then the next path
         if path == (compiled or [None])[0] and args.checkpoint and args.camvid:
-            report.camvid(camvid_agreement(  # before the compiles, which may run out of time
-                args.checkpoint, args.camvid, [p for p in eager if PATHS[p][0] in ("bf16", "fp16")],
-                device, args.camvid_limit,
-            ))  # fmt: skip
+            report.camvid(
+                camvid_agreement(  # before the compiles, which may run out of time
+                    args.checkpoint,
+                    args.camvid,
+                    [p for p in eager if PATHS[p][0] in ("bf16", "fp16")],
+                    device,
+                    args.camvid_limit,
+                )
+            )
         for name, (size, config) in cases.items():
             left = args.budget - (time.perf_counter() - started)
             if args.budget and (left <= 0 or (path in compiled and left < COMPILE_SECONDS)):
@@ -258,9 +266,15 @@ def main() -> None:
                     keep = {k: v for k, v in row.items() if k not in ("labels", "logits")}
                     sink.write(json.dumps({"scenario": name, **keep}) + "\n")
     if args.checkpoint and args.camvid and not compiled:
-        report.camvid(camvid_agreement(args.checkpoint, args.camvid,
-                                       [p for p in eager if PATHS[p][0] in ("bf16", "fp16")],
-                                       device, args.camvid_limit))  # fmt: skip
+        report.camvid(
+            camvid_agreement(
+                args.checkpoint,
+                args.camvid,
+                [p for p in eager if PATHS[p][0] in ("bf16", "fp16")],
+                device,
+                args.camvid_limit,
+            )
+        )
     print(report.body())
 
 
@@ -286,12 +300,13 @@ class Report:
         rate = (plain_flops if PATHS[path][0] == "none" else exact_flops) / row["seconds"]
         share = f"{100 * rate / self.peak:.1f}%" if self.peak else "n/a"
         error = "n/a" if math.isnan(row["rel_err"]) else f"{row['rel_err']:.1e}"
-        self.line(scenario,
+        self.line(
+            scenario,
             f"| {path} | {1 / row['seconds']:.2f} | {reference['seconds'] / row['seconds']:.2f}x "
             f"| {rate / 1e12:.1f} | {share} | {row['warmup']:.1f} | {error} | "
             f"{100 * row['agreement']:.3f}% | {row['window_batch']} | "
             f"{row['work_memory_gib']:.2f} |",
-        )  # fmt: skip
+        )
 
     def camvid(self, agreement: dict[str, float]) -> None:
         self.agreement = agreement

@@ -32,9 +32,11 @@ BEST = {"precision": "bf16", "channels_last": "true", "optim.fused": "true"}
 SETTINGS = {
     "fp32": ("eager fp32 (PyTorch defaults)", {}),
     "bf16": ("bf16 autocast, channels_last, fused SGD", BEST),
-    "compile": ("bf16 autocast, channels_last, fused SGD, torch.compile",
-                {**BEST, "compile": "true"}),
-}  # fmt: skip
+    "compile": (
+        "bf16 autocast, channels_last, fused SGD, torch.compile",
+        {**BEST, "compile": "true"},
+    ),
+}
 
 
 def base_overrides(args: argparse.Namespace, iterations: int) -> dict[str, object]:
@@ -90,8 +92,7 @@ def speed(args: argparse.Namespace, work: Path, publish) -> str:
     rows, reference = [], None
     for name in args.settings:
         title, changes = SETTINGS[name]
-        overrides = {**base_overrides(args, args.warmup + args.steps), "val_limit": 1,
-                     **changes}  # fmt: skip
+        overrides = {**base_overrides(args, args.warmup + args.steps), "val_limit": 1, **changes}
         row = timed_run(overrides, work / f"speed{len(rows)}", args.warmup)
         reference = reference or row["images_per_s"]
         line = (
@@ -126,8 +127,12 @@ def accuracy(args: argparse.Namespace, work: Path, publish) -> str:
     """The fp32 and bf16 runs' rows; ``publish(body)`` after each."""
     rows = []
     for title, precision in (("fp32 (PyTorch defaults)", "fp32"), ("bf16 autocast", "bf16")):
-        overrides = {**base_overrides(args, args.iterations), "precision": precision,
-                     "channels_last": "true", "optim.fused": "true"}  # fmt: skip
+        overrides = {
+            **base_overrides(args, args.iterations),
+            "precision": precision,
+            "channels_last": "true",
+            "optim.fused": "true",
+        }
         folder = Path(args.keep) / precision if args.keep else work / precision
         row = timed_run(overrides, folder, min(args.warmup, args.iterations - 1))
         line = (

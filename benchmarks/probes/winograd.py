@@ -43,10 +43,23 @@ def winograd_conv(images: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     rows, columns = tiles.shape[1:3]
     # B^T d B with B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]: rows, then columns.
     d = tiles
-    r = torch.stack([d[..., 0, :] - d[..., 2, :], d[..., 1, :] + d[..., 2, :],
-                     d[..., 2, :] - d[..., 1, :], d[..., 1, :] - d[..., 3, :]])  # fmt: skip
-    v = torch.stack([r[..., 0] - r[..., 2], r[..., 1] + r[..., 2],
-                     r[..., 2] - r[..., 1], r[..., 1] - r[..., 3]], 1)  # fmt: skip
+    r = torch.stack(
+        [
+            d[..., 0, :] - d[..., 2, :],
+            d[..., 1, :] + d[..., 2, :],
+            d[..., 2, :] - d[..., 1, :],
+            d[..., 1, :] - d[..., 3, :],
+        ]
+    )
+    v = torch.stack(
+        [
+            r[..., 0] - r[..., 2],
+            r[..., 1] + r[..., 2],
+            r[..., 2] - r[..., 1],
+            r[..., 1] - r[..., 3],
+        ],
+        1,
+    )
     products = torch.bmm(weights, v.reshape(16, channels, rows * columns))  # (16, K, T)
     m = products.reshape(4, 4, -1, rows, columns)  # (4, 4, K, th, tw)
     # A^T m A with A^T = [[1,1,1,0],[0,1,-1,-1]]: rows, then columns.

@@ -29,7 +29,8 @@ from pspnet.data.images import decode_image, expand_inputs, max_pixels
 from pspnet.errors import ConfigError, PSPNetError
 from pspnet.files import make_folder
 from pspnet.inference import Segmenter
-from pspnet.predict import common_folder, output_names, output_paths, write_outputs
+from pspnet.inference.settings import InferenceOverrides, RuntimeSettings
+from pspnet.predict.outputs import common_folder, output_names, output_paths, write_outputs
 
 
 class SegmentImages:
@@ -62,12 +63,13 @@ class SegmentImages:
         self,
         checkpoint: str,
         out_dir: str | None = None,
-        device: str = "cpu",
+        *,
+        runtime: RuntimeSettings | None = None,
+        inference: InferenceOverrides | None = None,
         unknown_below: float | None = None,
         relative_to: str | None = None,
-        **inference: Any,
     ):
-        self.segmenter = Segmenter.from_checkpoint(checkpoint, device, **inference)
+        self.segmenter = Segmenter.from_checkpoint(checkpoint, runtime, inference)
         self.out_dir = None if out_dir is None else make_folder(out_dir)
         self.unknown_below = unknown_below
         self.relative_to = None if relative_to is None else Path(relative_to)
@@ -144,9 +146,12 @@ def segment_with_ray(
     inputs: str | list[str],
     checkpoint: str,
     out_dir: str,
+    *,
     actors: int = 1,
     batch_size: int = 4,
-    **options: Any,
+    runtime: RuntimeSettings | None = None,
+    inference: InferenceOverrides | None = None,
+    unknown_below: float | None = None,
 ) -> list[dict[str, str]]:
     """Read images with Ray Data, segment them in an actor pool, write PNGs; one row each.
 
@@ -163,8 +168,9 @@ def segment_with_ray(
         out_dir: where the outputs go.
         actors: the pool's size.
         batch_size: images per call of an actor.
-        **options: :class:`SegmentImages`'s options (``unknown_below``, ``device``) and
-            InferenceConfig fields.
+        runtime: device and fast path of each actor.
+        inference: the checkpoint's inference settings to replace.
+        unknown_below: label pixels whose confidence is under this as unknown (255).
     """
     import ray
 
@@ -185,8 +191,10 @@ def segment_with_ray(
             "checkpoint": checkpoint,
             "out_dir": out_dir,
             "relative_to": relative_to,
-            **options,
-        },  # fmt: skip
+            "runtime": runtime,
+            "inference": inference,
+            "unknown_below": unknown_below,
+        },
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=share,

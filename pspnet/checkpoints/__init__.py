@@ -17,6 +17,7 @@ from pspnet.checkpoints.native import is_native, load_state_strict, read_native,
 from pspnet.errors import CheckpointError
 from pspnet.models.pspnet import ModelConfig, PSPNet
 from pspnet.models.resnet import ResNet
+from pspnet.settings import check_settings, setting
 from pspnet.weights import PublishedWeights, imagenet_backbone, resolve
 from pspnet.weights.download import Progress
 
@@ -234,3 +235,19 @@ def load_backbone_weights(backbone: ResNet, path: str | Path) -> None:
             f"{list(obj)[:6]})"
         )
     load_state_strict(backbone, state, str(path))
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertSettings:
+    """``pspnet convert``: any supported checkpoint written as native safetensors.
+
+    Attributes:
+        src: a checkpoint file, a registry name (pspnet models) or a URL.
+        dst: the native file to write.
+    """
+
+    src: str = setting(positional=True)
+    dst: Path = setting(positional=True)
+
+    def __post_init__(self) -> None:
+        check_settings(self)

@@ -68,5 +68,6 @@ def loaded(
     model: PSPNet, metadata: dict[str, str], device: torch.device, source: str | Path
 ) -> LoadedCheckpoint:
     names, palette = classes_of(metadata, model.config.num_classes)
-    return LoadedCheckpoint(model, model.config, dict(metadata), device, names, palette,
-                            str(source))  # fmt: skip
+    return LoadedCheckpoint(
+        model, model.config, dict(metadata), device, names, palette, str(source)
+    )

@@ -60,7 +60,7 @@ def matches_imagenet(obj: dict) -> bool:
 
 
 def convert_imagenet(obj: dict, source: str) -> dict[str, torch.Tensor]:
-    """Rename open-mmlab's ImageNet ResNetV1c onto :class:`ResNet` with the 32-32-64 stem.
+    """Rename open-mmlab's ImageNet ResNetV1c onto :class:`~pspnet.models.ResNet` (32-32-64 stem).
 
     Args:
         obj: the loaded file's state dict.

@@ -114,7 +114,7 @@ def matches_imagenet(obj: dict) -> bool:
 
 
 def convert_imagenet(obj: dict, source: str) -> dict[str, torch.Tensor]:
-    """Rename semseg's ImageNet ResNet (``resnet50_v2.pth``) onto :class:`ResNet` (deep stem).
+    """Rename semseg's ImageNet ``resnet50_v2.pth`` onto :class:`~pspnet.models.ResNet`, deep stem.
 
     Args:
         obj: the loaded file, a state dict.

@@ -59,8 +59,10 @@ class ClassTransfer:
         }
 
     def to_text(self) -> str:
-        lines = [f"init from {self.source}: {len(self.carried)} classes carried, "
-                 f"{len(self.initialised)} initialised"]  # fmt: skip
+        lines = [
+            f"init from {self.source}: {len(self.carried)} classes carried, "
+            f"{len(self.initialised)} initialised"
+        ]
         lines += [f"  {ours} <- {theirs}" for ours, theirs in self.carried]
         lines += [f"  {name}: initialised" for name in self.initialised]
         lines += [f"  note: {note}" for note in self.notes]
@@ -94,8 +96,14 @@ def init_from(
     ours = model.state_dict()
     transfer = ClassTransfer(str(spec))
     state = _fitting_weights(ours, source_state, source_config, model.config, transfer)
-    rows = _matching_rows(class_names, _source_names(metadata, source_config), init_classes,
-                          classifier, transfer, str(spec))  # fmt: skip
+    rows = _matching_rows(
+        class_names,
+        _source_names(metadata, source_config),
+        init_classes,
+        classifier,
+        transfer,
+        str(spec),
+    )
     for prefix in CLASSIFIERS:
         if f"{prefix}.weight" not in ours or f"{prefix}.weight" not in source_state:
             continue

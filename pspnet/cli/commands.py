@@ -1,61 +1,60 @@
 """The subcommands that build, train and describe models: info, convert, data check and
-import, train, demo, models and reproduce. Each parses nothing, calls one library function
-and does the talking; only rank 0 talks.
+import, train, demo, models and reproduce. Each takes its settings, calls one library
+function and does the talking; only rank 0 talks.
 """
 
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
 
-from pspnet.cli.output import ProgressBar, download_bar, is_main_rank, say
+from pspnet.cli.output import ProgressBar, download_bar, say, write
 from pspnet.errors import ConfigError
+
+if TYPE_CHECKING:  # for the annotations: the command table in __init__.py imports them
+    from pspnet.checkpoints import ConvertSettings
+    from pspnet.config import TrainSettings
+    from pspnet.data.check import DataCheckSettings
+    from pspnet.data.download import DataDownloadSettings
+    from pspnet.data.importers import ImportSettings
+    from pspnet.demo import DemoSettings
+    from pspnet.engine.summary import InfoSettings
+    from pspnet.reproduce import AblationSettings
+    from pspnet.weights.registry import ModelsSettings
+
 
 # --- info -------------------------------------------------------------------------------------
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    from pspnet.config import build
+def cmd_info(settings: InfoSettings) -> int:
     from pspnet.engine.summary import summarize
-    from pspnet.models.pspnet import ModelConfig
 
-    options = {
-        "num_classes": args.num_classes,
-        "backbone": args.backbone,
-        "stem": args.stem,
-        "output_stride": args.output_stride,
-        "use_ppm": not args.no_ppm,
-    }
-    config = build(ModelConfig, options, "pspnet info")
-    rows = summarize(config, args.size, args.size)
-    say(f"PSPNet {args.backbone}, {args.num_classes} classes, input {args.size}x{args.size}")
+    rows = summarize(settings.model(), settings.size, settings.size)
+    size = f"{settings.size}x{settings.size}"
+    say(f"PSPNet {settings.backbone}, {settings.num_classes} classes, input {size}")
     say(f"{'part':<18}{'parameters':>14}{'GFLOPs':>10}")
     for row in rows:
         say(f"{row.name:<18}{row.parameters:>14,}{row.gflops:>10.1f}")
-    test_rows = [r for r in rows if r.name != "aux head"]
-    say(
-        f"{'total (test)':<18}{sum(r.parameters for r in test_rows):>14,}"
-        f"{sum(r.gflops for r in test_rows):>10.1f}"
-    )
-    say(
-        f"{'total (train)':<18}{sum(r.parameters for r in rows):>14,}"
-        f"{sum(r.gflops for r in rows):>10.1f}"
-    )
+    for title, kept in (("test", [r for r in rows if r.name != "aux head"]), ("train", rows)):
+        total = f"total ({title})"
+        say(
+            f"{total:<18}{sum(r.parameters for r in kept):>14,}{sum(r.gflops for r in kept):>10.1f}"
+        )
     return 0
 
 
 # --- convert ----------------------------------------------------------------------------------
 
 
-def cmd_convert(args: argparse.Namespace) -> int:
+def cmd_convert(settings: ConvertSettings) -> int:
     from pspnet.checkpoints import load_checkpoint, save_model
 
     download = download_bar()
-    checkpoint = load_checkpoint(args.src, progress=download.update_to)
+    checkpoint = load_checkpoint(settings.src, progress=download.update_to)
     download.close()
-    save_model(checkpoint.model, args.dst, checkpoint.metadata)
+    save_model(checkpoint.model, settings.dst, checkpoint.metadata)
     config = checkpoint.config
     say(
-        f"wrote {args.dst}: {config.backbone}, {config.num_classes} classes, "
+        f"wrote {settings.dst}: {config.backbone}, {config.num_classes} classes, "
         f"stem {config.stem}, align_corners {config.align_corners}"
     )
     return 0
@@ -64,95 +63,71 @@ def cmd_convert(args: argparse.Namespace) -> int:
 # --- data check -------------------------------------------------------------------------------
 
 
-def cmd_data_check(args: argparse.Namespace) -> int:
-    from pspnet.cli.arguments import dataset_preset
+def cmd_data_check(settings: DataCheckSettings) -> int:
     from pspnet.data.check import check_dataset
 
-    preset = dataset_preset(args, args.dataset, args.root)
-    bar = ProgressBar(desc=f"checking {args.split}", unit="pair")
-    report = check_dataset(args.root, preset, args.split, args.list_file, bar.update_to)
+    preset = settings.classes.preset(settings.dataset, settings.root)
+    bar = ProgressBar(desc=f"checking {settings.split}", unit="pair")
+    report = check_dataset(
+        settings.root, preset, settings.split, settings.list_file, progress=bar.update_to
+    )
     bar.close()
     say(report.to_text(preset.class_names))
     return 1 if report.problems else 0
 
 
-def cmd_data_import(args: argparse.Namespace) -> int:
+def cmd_data_import(settings: ImportSettings) -> int:
     from pspnet.data.importers import import_annotations
 
-    bar = ProgressBar(desc=f"importing {args.format}", unit="image")
+    bar = ProgressBar(desc=f"importing {settings.format}", unit="image")
     report = import_annotations(
-        args.format,
-        args.source,
-        args.out,
-        images=args.images,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        background=args.background,
-        classes_file=args.classes,
+        settings.format,
+        settings.source,
+        settings.out,
+        images=settings.images,
+        val_fraction=settings.val_fraction,
+        seed=settings.seed,
+        background=settings.background,
+        classes_file=settings.classes,
         progress=bar.update_to,
     )
     bar.close()
     say(report.to_text())
-    say(f"next: pspnet data check {args.out} --dataset custom --split train")
+    say(f"next: pspnet data check {settings.out} --dataset custom --split train")
+    return 0
+
+
+def cmd_data_download(settings: DataDownloadSettings) -> int:
+    from pspnet.data.download import download_dataset
+
+    bar = ProgressBar(
+        desc=f"downloading {settings.name}", unit="B", unit_scale=True, unit_divisor=1024
+    )
+    try:
+        root = download_dataset(
+            settings.name,
+            settings.folder(),
+            progress=bar.update_to,
+            keep_archives=settings.keep_archives,
+        )
+    finally:
+        bar.close()
+    say(f"{settings.name} is in {root}; next: pspnet data check {root} --dataset {settings.name}")
     return 0
 
 
 # --- train ------------------------------------------------------------------------------------
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from pspnet.config import load_train_config
+def cmd_train(settings: TrainSettings) -> int:
     from pspnet.engine.train import train
 
-    config = load_train_config(args.config, args.set)
-    main = is_main_rank()
-    bar = ProgressBar(unit="it")
-    val_bar = ProgressBar(desc="validating", leave=False)
-
-    download = download_bar()
-
-    check_bar = ProgressBar(desc="checking labels", unit="pair", leave=False)
-
-    def on_event(event: dict) -> None:
-        kind = event["kind"]
-        if kind == "download":
-            download.update_to(event["done"], event["total"])
-        elif kind == "check":
-            check_bar.update_to(event["done"], event["total"])
-        elif kind == "class_weights":
-            check_bar.close()
-            weights = ", ".join(f"{k} {v:.2f}" for k, v in event["weights"].items())
-            say(f"class weights (median frequency): {weights}")
-        elif kind == "init":
-            download.close()
-            say(event["transfer"].to_text())
-        elif kind == "start":
-            check_bar.close()
-            download.close()
-            bar.update_to(event["iteration"], config.iterations)
-            if event["iteration"] and main:
-                tqdm.write(f"resuming {args.out} at iteration {event['iteration']}")
-        elif kind == "step":
-            bar.update_to(event["iteration"])
-            info = {"loss": f"{event['loss']:.3f}", "lr": f"{event['lr']:.2e}"}
-            if "images_per_s" in event:
-                info["img/s"] = f"{event['images_per_s']:.1f}"
-            bar.set_postfix(info)
-        elif kind == "val_progress":
-            val_bar.update_to(event["done"], event["total"])
-        elif kind == "val":
-            val_bar.close()
-            m = event["metrics"]
-            if main:
-                tqdm.write(
-                    f"iteration {event['iteration']}: mIoU {100 * m['miou']:.2f}  "
-                    f"mAcc {100 * m['mean_acc']:.2f}  aAcc {100 * m['pixel_acc']:.2f}"
-                )
-
-    result = train(config, args.out, resume=not args.no_resume, callback=on_event)
-    bar.close()
+    config = settings.train_config()
+    show = TrainingProgress(config.iterations, settings.out)
+    try:
+        result = train(config, settings.out, resume=settings.resume, callback=show)
+    finally:
+        show.close()
     say(
         f"done: {result.iteration} iterations, best mIoU {100 * result.best_miou:.2f}, "
         f"checkpoints in {result.run_dir}"
@@ -160,15 +135,72 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+class TrainingProgress:
+    """Shows a run's events: downloads, the label check, steps, validation (rank 0 only)."""
+
+    def __init__(self, iterations: int, out):
+        self.iterations, self.out = iterations, out
+        self.bar = ProgressBar(unit="it")
+        self.val_bar = ProgressBar(desc="validating", leave=False)
+        self.download = download_bar()
+        self.check_bar = ProgressBar(desc="checking labels", unit="pair", leave=False)
+
+    def __call__(self, event: dict) -> None:
+        getattr(self, "on_" + event["kind"], lambda event: None)(event)
+
+    def on_download(self, event: dict) -> None:
+        self.download.update_to(event["done"], event["total"])
+
+    def on_check(self, event: dict) -> None:
+        self.check_bar.update_to(event["done"], event["total"])
+
+    def on_class_weights(self, event: dict) -> None:
+        self.check_bar.close()
+        weights = ", ".join(f"{k} {v:.2f}" for k, v in event["weights"].items())
+        say(f"class weights (median frequency): {weights}")
+
+    def on_init(self, event: dict) -> None:
+        self.download.close()
+        say(event["transfer"].to_text())
+
+    def on_start(self, event: dict) -> None:
+        self.check_bar.close()
+        self.download.close()
+        self.bar.update_to(event["iteration"], self.iterations)
+        if event["iteration"]:
+            write(f"resuming {self.out} at iteration {event['iteration']}")
+
+    def on_step(self, event: dict) -> None:
+        self.bar.update_to(event["iteration"])
+        info = {"loss": f"{event['loss']:.3f}", "lr": f"{event['lr']:.2e}"}
+        if "images_per_s" in event:
+            info["img/s"] = f"{event['images_per_s']:.1f}"
+        self.bar.set_postfix(info)
+
+    def on_val_progress(self, event: dict) -> None:
+        self.val_bar.update_to(event["done"], event["total"])
+
+    def on_val(self, event: dict) -> None:
+        self.val_bar.close()
+        m = event["metrics"]
+        write(
+            f"iteration {event['iteration']}: mIoU {100 * m['miou']:.2f}  "
+            f"mAcc {100 * m['mean_acc']:.2f}  aAcc {100 * m['pixel_acc']:.2f}"
+        )
+
+    def close(self) -> None:
+        for bar in (self.bar, self.val_bar, self.download, self.check_bar):
+            bar.close()
+
+
 # --- demo -------------------------------------------------------------------------------------
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(settings: DemoSettings) -> int:
     from tqdm import tqdm
 
-    from pspnet.demo import DemoSettings, run_demo
+    from pspnet.demo import run_demo
 
-    settings = DemoSettings(iterations=args.iterations, seed=args.seed)
     say(f"pspnet demo: synthetic scenes, FCN vs PSPNet, {settings.iterations} iterations each")
     bars: dict[str, tqdm] = {}
 
@@ -181,7 +213,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         elif event["kind"] == "end":
             bars[variant].close()
 
-    result = run_demo(args.out, settings, on_event)
+    result = run_demo(settings, on_event)
     say(f"\nValidation IoU (%):\n{result.table}\n")
     say(f"finished in {result.seconds:.0f} s; report: {result.report}, pictures: {result.grid}")
     return 0
@@ -190,16 +222,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- models -----------------------------------------------------------------------------------
 
 
-def cmd_models(args: argparse.Namespace) -> int:
+def cmd_models(settings: ModelsSettings) -> int:
     from pspnet.weights import cache_dir, registry
     from pspnet.weights.registry import estimated_bytes, is_cached
 
-    entries = [e for e in registry().values() if args.dataset in (None, e.dataset)]
+    entries = [e for e in registry().values() if settings.dataset in (None, e.dataset)]
     pspnets = [e for e in entries if e.kind == "pspnet"]
-    backbones = [e for e in entries if e.kind == "backbone" and args.dataset is None]
+    backbones = [e for e in entries if e.kind == "backbone" and settings.dataset is None]
     if not pspnets and not backbones:
         known = sorted({e.dataset for e in registry().values() if e.dataset})
-        raise ConfigError(f"--dataset {args.dataset}: no published weights; known: {known}")
+        raise ConfigError(f"--dataset {settings.dataset}: no published weights; known: {known}")
     if pspnets:
         say("| name | dataset | mIoU | ms+flip | size | cached |")
         say("|:---|:---|---:|---:|---:|:---|")
@@ -234,11 +266,9 @@ def _yes(value: bool) -> str:
 # --- reproduce --------------------------------------------------------------------------------
 
 
-def cmd_reproduce(args: argparse.Namespace) -> int:
+def cmd_reproduce(settings: AblationSettings) -> int:
     from pspnet.reproduce import reproduce_ablation
 
-    if not args.report_only and args.root is None:
-        raise ConfigError("--root is needed to train the grid (or --report-only)")
     bar = ProgressBar(unit="it")
 
     def progress(event: dict) -> None:
@@ -252,10 +282,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             if event["iteration"] == event["iterations"]:
                 bar.close()
 
-    report, chart = reproduce_ablation(
-        args.dataset, args.root, args.budget, str(args.out), args.seeds, args.test_split,
-        args.report_only, progress, args.shard,
-    )  # fmt: skip
+    report, chart = reproduce_ablation(settings, progress)
     bar.close()
     say(f"wrote {report} and {chart}")
     return 0

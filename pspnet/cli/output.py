@@ -14,6 +14,16 @@ def say(*parts: object) -> None:
         print(*parts)
 
 
+def write(line: str, error: bool = False) -> None:
+    """A line printed above any progress bar: by rank 0, or by every rank for an error."""
+    if error or is_main_rank():
+        import sys
+
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr if error else sys.stdout)
+
+
 class ProgressBar:
     """A tqdm bar that appears at its first update, on rank 0 only.
 

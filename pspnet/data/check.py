@@ -18,8 +18,9 @@ import numpy as np
 from pspnet.data.datasets import find_pairs, size_mismatch, split_folders
 from pspnet.data.images import read_image
 from pspnet.data.labels import read_label
-from pspnet.data.presets import IGNORE_INDEX, DatasetPreset
+from pspnet.data.presets import IGNORE_INDEX, ClassOptions, DatasetPreset
 from pspnet.errors import DatasetError
+from pspnet.settings import check_settings, setting
 
 __all__ = ["DatasetReport", "SizeStats", "check_dataset", "median_frequency_weights"]
 
@@ -197,9 +198,16 @@ def check_dataset(
         warnings += unseen_classes(split, preset, histogram)
         warnings += orphan_labels(root, preset, split, pairs)
     return DatasetReport(
-        root, split, len(pairs), len(chosen), problems, histogram, image_pixels,
-        SizeStats.of(sizes) if sizes else None, warnings,
-    )  # fmt: skip
+        root,
+        split,
+        len(pairs),
+        len(chosen),
+        problems,
+        histogram,
+        image_pixels,
+        SizeStats.of(sizes) if sizes else None,
+        warnings,
+    )
 
 
 def check_pair(
@@ -275,3 +283,25 @@ def orphan_labels(root: Path, preset: DatasetPreset, split: str, pairs: list) ->
         return []
     shown = ", ".join(str(p) for p in orphans[:5]) + (" ..." if len(orphans) > 5 else "")
     return [f"{len(orphans)} label files have no image in {split}: {shown}"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataCheckSettings:
+    """``pspnet data check``: every image/label pair of a split.
+
+    Attributes:
+        root: the dataset folder.
+        dataset: preset: ade20k, voc, cityscapes, camvid or custom.
+        classes: a custom dataset's classes.
+        split: the split (list name) to check.
+        list_file: an `image label` list instead of SPLIT.txt.
+    """
+
+    root: Path = setting(positional=True)
+    dataset: str = "camvid"
+    classes: ClassOptions = field(default_factory=ClassOptions)
+    split: str = "train"
+    list_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_settings(self)

@@ -31,6 +31,7 @@ class TrainBatches(Sampler[list[tuple[int, int]]]):
         num_samples: int,
         batch_size: int,
         iterations: int,
+        *,
         start: int = 0,
         seed: int = 0,
         rank: int = 0,

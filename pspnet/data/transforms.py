@@ -12,14 +12,16 @@ is decided by its seed alone, whatever worker computes it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import cv2
 import numpy as np
 import torch
 
 from pspnet.data.presets import IGNORE_INDEX
+from pspnet.errors import ConfigError
 
 __all__ = [
     "AugmentConfig",
@@ -39,8 +41,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
-    """The training augmentation; each random step can be switched off.
+class Augmentation:
+    """The random steps of training augmentation; each can be switched off.
+
+    Declared once here: a training config's ``data`` section holds these fields (DataConfig
+    extends this class), and :class:`AugmentConfig` adds what the transform needs besides.
 
     Attributes:
         crop_size: (H, W) of every training sample (473 in the paper for ADE20K and VOC).
@@ -48,9 +53,6 @@ class AugmentConfig:
         rotate: range of the random rotation in degrees (applied with p=0.5), or None.
         blur: Gaussian blur with a 5x5 kernel with p=0.5.
         flip: horizontal mirror with p=0.5.
-        mean: per-channel RGB mean as fractions of 255 (ImageNet's); also the padding colour.
-        std: per-channel RGB standard deviation as fractions of 255.
-        ignore_index: label value of padded and rotated-in pixels.
     """
 
     crop_size: tuple[int, int] = (473, 473)
@@ -58,21 +60,70 @@ class AugmentConfig:
     rotate: tuple[float, float] | None = (-10.0, 10.0)
     blur: bool = True
     flip: bool = True
+
+    def __post_init__(self) -> None:
+        crop = self.crop_size
+        if not (
+            _pair(crop)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in crop)
+        ):
+            raise ConfigError(f"crop_size must be two integers >= 1 (height, width), got {crop!r}")
+        if self.scale is not None and not (_range(self.scale) and self.scale[0] > 0):
+            raise ConfigError(
+                f"scale must be two finite numbers with 0 < low <= high, or null, got "
+                f"{self.scale!r}"
+            )
+        if self.rotate is not None and not _range(self.rotate):
+            raise ConfigError(
+                f"rotate must be two finite numbers (degrees) with low <= high, or null, got "
+                f"{self.rotate!r}"
+            )
+
+    def augmentation(self) -> Augmentation:
+        """These fields alone (of a DataConfig, say)."""
+        return Augmentation(**{f.name: getattr(self, f.name) for f in fields(Augmentation)})
+
+
+@dataclass(frozen=True)
+class AugmentConfig(Augmentation):
+    """The training augmentation and the normalisation that follows it.
+
+    Attributes:
+        mean: per-channel RGB mean as fractions of 255 (ImageNet's); also the padding colour.
+        std: per-channel RGB standard deviation as fractions of 255.
+        ignore_index: label value of padded and rotated-in pixels.
+    """
+
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     ignore_index: int = IGNORE_INDEX
 
     def __post_init__(self) -> None:
-        if len(self.crop_size) != 2 or min(self.crop_size) < 1:
-            raise ValueError(f"crop_size must be two positive ints (H, W), got {self.crop_size}")
-        if self.scale is not None and not 0 < self.scale[0] <= self.scale[1]:
-            raise ValueError(f"scale must be (min, max) with 0 < min <= max, got {self.scale}")
-        if self.rotate is not None and not self.rotate[0] <= self.rotate[1]:
-            raise ValueError(
-                f"rotate must be (min, max) degrees with min <= max, got {self.rotate}"
-            )
+        super().__post_init__()
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError("mean and std need three values each, std positive")
+            raise ConfigError("mean and std need three values each, std positive")
+
+    @classmethod
+    def of(cls, augmentation: Augmentation, **others) -> AugmentConfig:
+        """``augmentation``'s steps (a DataConfig's) with the other fields given."""
+        return cls(**vars(augmentation.augmentation()), **others)
+
+
+def _pair(value) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == 2
+
+
+def _range(value) -> bool:
+    """(low, high): two finite numbers, low <= high."""
+    finite = (
+        all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value
+        )
+        if _pair(value)
+        else False
+    )
+    return finite and value[0] <= value[1]
 
 
 def normalize(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +17,7 @@ from pspnet.data.presets import IGNORE_INDEX, DatasetPreset
 from pspnet.engine.metrics import ConfusionMatrix
 from pspnet.errors import DatasetError
 from pspnet.inference.protocol import UNKNOWN, Network, segment_tensor
+from pspnet.readahead import in_order
 
 PREFETCH = 2  # samples decoded ahead of the network
 
@@ -26,6 +26,7 @@ def evaluate(
     network: Network,
     dataset: Dataset,
     inference: InferenceConfig,
+    *,
     ignore_index: int = IGNORE_INDEX,
     limit: int = 0,
     progress: Callable[[int, int], None] | None = None,
@@ -52,11 +53,8 @@ def evaluate(
     matrix = ConfusionMatrix(network.num_classes, ignore_index, device=network.device)
     # The next samples are read and decoded on a thread while the network runs.
     with ThreadPoolExecutor(1, thread_name_prefix="pspnet-read") as reader:
-        ahead = deque(reader.submit(dataset.__getitem__, i) for i in indices[:PREFETCH])
-        for done in range(1, len(indices) + 1):
-            image, label = ahead.popleft().result()
-            if done - 1 + PREFETCH < len(indices):
-                ahead.append(reader.submit(dataset.__getitem__, indices[done - 1 + PREFETCH]))
+        samples = in_order(reader, dataset.__getitem__, indices, ahead=PREFETCH)
+        for done, (image, label) in enumerate(samples, start=1):
             raw = segment_tensor(network, image, inference, unknown_below=unknown_below)
             matrix.update(raw.labels, label.to(network.device), undecided=UNKNOWN)
             if progress is not None:

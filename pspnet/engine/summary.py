@@ -8,6 +8,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pspnet.models.pspnet import ModelConfig, PSPNet
+from pspnet.models.resnet import BackboneName, OutputStride, Stem
+from pspnet.settings import check_settings, setting
 
 PARTS = {
     "backbone": "stem + backbone",
@@ -53,3 +55,37 @@ def summarize(config: ModelConfig, height: int, width: int) -> list[PartSummary]
         part_flops = sum(flops.get(f"PSPNet.{attribute}", {}).values()) / 2
         rows.append(PartSummary(title, parameters, part_flops / 1e9))
     return rows
+
+
+@dataclass(frozen=True)
+class InfoSettings:
+    """``pspnet info``: parameters and FLOPs per part of a network.
+
+    Attributes:
+        backbone: the ResNet.
+        num_classes: classes the classifier predicts.
+        size: square input size.
+        stem: the ResNet's first layers.
+        output_stride: the features' stride (8: the paper's dilated network).
+        ppm: the pyramid pooling module (--no-ppm: the FCN baseline).
+    """
+
+    backbone: BackboneName = "resnet50"
+    num_classes: int = setting(150, low=1)
+    size: int = setting(473, low=1)
+    stem: Stem = "deep"
+    output_stride: OutputStride = 8
+    ppm: bool = setting(True, flag="--no-ppm")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    def model(self) -> ModelConfig:
+        """The network these settings describe."""
+        return ModelConfig(
+            num_classes=self.num_classes,
+            backbone=self.backbone,
+            stem=self.stem,
+            output_stride=self.output_stride,
+            use_ppm=self.ppm,
+        )

@@ -60,14 +60,7 @@ def build_datasets(config: TrainConfig) -> tuple[DatasetPreset, Any, Any]:
     """The preset, the augmented training set and the plain validation set."""
     data = config.data
     preset = data.preset()
-    augment = AugmentConfig(
-        crop_size=data.crop_size,
-        scale=data.scale,
-        rotate=data.rotate,
-        blur=data.blur,
-        flip=data.flip,
-        ignore_index=config.ignore_index,
-    )
+    augment = AugmentConfig.of(data, ignore_index=config.ignore_index)
     train_set = SegmentationDataset(data.root, data.train_split, preset, TrainTransform(augment))
     val_set = SegmentationDataset(data.root, data.val_split, preset, EvalTransform(augment))
     return preset, train_set, val_set
@@ -85,7 +78,7 @@ def build_state(
     Backbone weights named by registry name or URL are downloaded first, reported to ``emit``
     as ``download`` events (``done`` and ``total`` bytes). Unless ``resuming`` (last.pt will
     replace every weight), ``config.init`` is loaded, reported as an ``init`` event holding
-    the :class:`ClassTransfer`.
+    the :class:`~pspnet.checkpoints.transfer.ClassTransfer`.
     """
     torch.manual_seed(config.seed)
     emit = emit or (lambda event: None)
@@ -96,8 +89,14 @@ def build_state(
     model = build_model(config.model, config.backbone_weights, progress)
     transfer = None
     if config.init is not None and not resuming:
-        transfer = init_from(model, config.init, preset.class_names, config.init_classes,
-                             config.init_classifier, progress)  # fmt: skip
+        transfer = init_from(
+            model,
+            config.init,
+            preset.class_names,
+            config.init_classes,
+            config.init_classifier,
+            progress,
+        )
         emit({"kind": "init", "transfer": transfer})
     if process.device.type == "cuda" and process.world_size > 1:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the paper's synchronised BN
@@ -133,10 +132,10 @@ def build_loader(
         len(train_set),
         config.batch_size // process.world_size,
         config.iterations,
-        start,
-        config.seed,
-        process.rank,
-        process.world_size,
+        start=start,
+        seed=config.seed,
+        rank=process.rank,
+        world_size=process.world_size,
     )
     return DataLoader(
         train_set,
@@ -259,9 +258,11 @@ def check_training_data(
     data = config.data
     if weights == "auto":  # the whole split: long enough to show progress
         report = check_dataset(
-            data.root, preset, data.train_split,
+            data.root,
+            preset,
+            data.train_split,
             progress=lambda done, total: run.emit({"kind": "check", "done": done, "total": total}),
-        )  # fmt: skip
+        )
     else:
         report = check_dataset(data.root, preset, data.train_split, limit=PRE_CHECK_PAIRS)
     if report.problems:
@@ -358,7 +359,7 @@ def validate(state: TrainingState, val_set: Dataset, preset: DatasetPreset, run:
         Network.of(state.model, run.process.device),
         val_set,
         config.evaluation,
-        config.ignore_index,
+        ignore_index=config.ignore_index,
         limit=config.val_limit,
         rank=run.process.rank,
         world_size=run.process.world_size,

@@ -7,6 +7,37 @@ package's fast paths run through it). It needs the ``onnx`` extra
 (``pip install 'pspnet[onnx]'``).
 """
 
-from pspnet.export.onnx import ExactAdaptivePool2d, OnnxRuntimeModel, export_onnx, exportable_copy
+from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["ExactAdaptivePool2d", "OnnxRuntimeModel", "export_onnx", "exportable_copy"]
+from pspnet.export.onnx import ExactAdaptivePool2d, OnnxRuntimeModel, export_onnx, exportable_copy
+from pspnet.settings import check_settings, setting
+
+__all__ = [
+    "ExactAdaptivePool2d",
+    "ExportSettings",
+    "OnnxRuntimeModel",
+    "export_onnx",
+    "exportable_copy",
+]
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """``pspnet export``: ONNX with dynamic batch, height and width.
+
+    Attributes:
+        checkpoint: a file, a registry name (pspnet models) or a URL.
+        out: the file to write, e.g. model.onnx.
+        size: the square example size traced.
+        optimize: export with BN folded and the factorised head (--no-optimize: the plain
+            graph).
+    """
+
+    checkpoint: str = setting(positional=True)
+    out: Path = setting(positional=True)
+    size: int = setting(473, low=1)
+    optimize: bool = setting(True, flag="--no-optimize")
+
+    def __post_init__(self) -> None:
+        check_settings(self)

@@ -68,8 +68,9 @@ def resize_band(
         (C, len(rows), width) float32.
     """
     if x.shape[-1] != width:
-        x = F.interpolate(x[None], (x.shape[1], width), mode="bilinear",
-                          align_corners=align_corners)[0]  # (C, k, width)  # fmt: skip
+        x = F.interpolate(
+            x[None], (x.shape[1], width), mode="bilinear", align_corners=align_corners
+        )[0]  # (C, k, width)
     count = len(rows.weight)
     weights = torch.zeros(count, x.shape[1], device=x.device)  # (rows, k)
     index = torch.arange(count, device=x.device)

@@ -35,7 +35,6 @@ import torch
 import torch.nn.functional as F
 
 from pspnet.config import InferenceConfig
-from pspnet.data.presets import IGNORE_INDEX
 from pspnet.inference.bands import (
     Taps,
     band_rows,
@@ -44,10 +43,10 @@ from pspnet.inference.bands import (
     rows_read,
     slice_taps,
 )
+from pspnet.inference.result import UNKNOWN
 from pspnet.models.pspnet import ModelConfig
 
 Progress = Callable[[int, int], None]
-UNKNOWN = IGNORE_INDEX  # the label of pixels under ``unknown_below``
 
 
 @dataclass(frozen=True)
@@ -82,8 +81,13 @@ class Network:
         if device is None:  # the parameters' device; an ONNX Runtime session has none: CPU
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
         config = model.config
-        return cls(model.stride_logits, config.num_classes, config.align_corners,
-                   torch.device(device), config)  # fmt: skip
+        return cls(
+            model.stride_logits,
+            config.num_classes,
+            config.align_corners,
+            torch.device(device),
+            config,
+        )
 
 
 @dataclass(frozen=True)
@@ -222,8 +226,10 @@ def run_network(
             chunk = corners[first : first + batch]
             crops = torch.stack([padded[:, y : y + window[0], x : x + window[1]] for y, x in chunk])
             logits, mirrored = logits_of(network, crops, config.flip)  # (n, C, h', w') each
-            views += [(y, x, logits[i], None if mirrored is None else mirrored[i])
-                      for i, (y, x) in enumerate(chunk)]  # fmt: skip
+            views += [
+                (y, x, logits[i], None if mirrored is None else mirrored[i])
+                for i, (y, x) in enumerate(chunk)
+            ]
             done += len(chunk)
             if progress is not None:
                 progress(done, total)

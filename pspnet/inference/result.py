@@ -70,10 +70,15 @@ class Segmentation:
         """``[{id, name, color, share, confidence}]`` of the present classes, by index."""
         counts, confidence = self.counts(), self.mean_confidence()
         return [
-            {"id": c, "name": self.class_names[c], "color": list(self.palette[c]),
-             "share": float(counts[c] / self.labels.size), "confidence": confidence[c]}
+            {
+                "id": c,
+                "name": self.class_names[c],
+                "color": list(self.palette[c]),
+                "share": float(counts[c] / self.labels.size),
+                "confidence": confidence[c],
+            }
             for c in self.present()
-        ]  # fmt: skip
+        ]
 
     def unknown_share(self) -> float:
         return float(self.counts()[-1] / self.labels.size)

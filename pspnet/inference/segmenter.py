@@ -6,7 +6,6 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -14,14 +13,14 @@ from torch import nn
 
 from pspnet.checkpoints import LoadedCheckpoint, load_checkpoint
 from pspnet.config import InferenceConfig
-from pspnet.data.images import ImageInput, max_pixels, to_rgb
+from pspnet.data.images import ImageInput, expand_inputs, max_pixels, to_rgb
 from pspnet.data.transforms import normalize
 from pspnet.devices import resolve_device
-from pspnet.errors import ConfigError
+from pspnet.errors import ConfigError, InferenceError, PSPNetError
 from pspnet.inference.memory import fit_window_batch, pixels_within
 from pspnet.inference.protocol import Network, Progress, segment_tensor
 from pspnet.inference.result import Segmentation, compact_labels
-from pspnet.limits import DEFAULT_MEMORY_BUDGET_MB
+from pspnet.inference.settings import InferenceOverrides, RuntimeSettings
 from pspnet.weights.download import Progress as DownloadProgress
 
 
@@ -68,64 +67,55 @@ class Segmenter:
     @classmethod
     def from_checkpoint(
         cls,
-        path: str | Path,
-        device: str | torch.device = "cpu",
-        precision: str | None = "auto",
-        backend: str | None = "auto",
-        calibration: Sequence[ImageInput] | None = None,
+        source: str | Path,
+        runtime: RuntimeSettings | None = None,
+        inference: InferenceOverrides | None = None,
+        *,
         progress: DownloadProgress | None = None,
         amortized: bool = False,
-        **inference: Any,
     ) -> Segmenter:
         """Load any supported checkpoint; inference settings default to what it was validated with.
 
+        ``Segmenter.from_checkpoint("x.safetensors", inference=InferenceOverrides(mode="whole"))``
+
         Args:
-            path: native, training-state, semseg or mmseg checkpoint, a registry name
+            source: native, training-state, semseg or mmseg checkpoint, a registry name
                 (``pspnet models``; its publisher's test settings become the defaults) or a URL.
-            device: "cpu", "cuda", ...
-            precision: "auto" (the exact fp32 rewrites, or what was measured fastest on this
-                kind of device), "none" (the model as trained), "fp32", "bf16", "fp16" (CUDA)
-                or "int8" (CPU); see :func:`pspnet.inference.optimized.optimize`. None means
-                "auto".
-            backend: "auto", "eager", "compile", "cudagraphs" (CUDA) or "onnx" (CPU); None
-                means "auto".
-            calibration: images (paths, arrays, PIL images) that set int8's activation ranges:
-                a few hundred from the training set; see
-                :func:`pspnet.inference.optimized.int8.calibration_batches`.
+            runtime: device, precision, backend and int8 calibration images (files, folders
+                or globs; see :func:`pspnet.inference.optimized.int8.calibration_batches`).
+            inference: the checkpoint's recorded inference settings to replace (mode, crop,
+                scales, flip ...). On CUDA, a sliding window's ``window_batch`` not given here
+                is sized to the free GPU memory (the value a checkpoint recorded was for its
+                training device).
             progress: download progress of a name or URL, ``progress(bytes_done, total)``.
             amortized: the work repays a compile warm-up (many images, a service), so
                 ``auto`` may pick compile where it was measured fastest.
-            **inference: :class:`InferenceConfig` fields to override (mode="slide",
-                crop_size=(473, 473), scales=(0.5, ..., 1.75), flip=True, base_size=512 ...).
-                On CUDA, a sliding window's ``window_batch`` not given here is sized to the
-                free GPU memory (the value a checkpoint recorded was for its training device).
         """
         from pspnet.inference.optimized.int8 import calibration_batches
         from pspnet.inference.optimized.optimize import choose_path, optimize
 
-        device = resolve_device(device)
-        precision, backend = precision or "auto", backend or "auto"
-        choose_path(precision, backend, device, amortized)  # refuse before loading anything
-        fields = {f.name for f in dataclasses.fields(InferenceConfig)}
-        unknown = sorted(set(inference) - fields)
-        if unknown:
-            raise ConfigError(f"unknown inference options {unknown}; valid: {sorted(fields)}")
-        checkpoint = load_checkpoint(path, device, progress)
-        recorded = checkpoint.inference_settings
-        config = InferenceConfig(**{**recorded, **inference})
-        batches = None if calibration is None else calibration_batches(calibration, config)
-        runner = optimize(checkpoint.model, precision, backend, batches, amortized=amortized)
+        runtime = runtime or RuntimeSettings()
+        inference = inference or InferenceOverrides()
+        device = resolve_device(runtime.device)
+        choose_path(runtime.precision, runtime.backend, device, amortized)  # before loading
+        checkpoint = load_checkpoint(source, device, progress)
+        config = inference.apply(checkpoint.inference_settings)
+        batches = None
+        if runtime.calibration:
+            images = calibration_images(runtime.calibration, runtime.calibration_count)
+            batches = calibration_batches(images, config)
+        runner = optimize(
+            checkpoint.model, runtime.precision, runtime.backend, batches, amortized=amortized
+        )
         segmenter = cls(checkpoint, config, runner)
-        if (
-            device.type == "cuda"
-            and config.mode == "slide"
-            and "window_batch" not in {**recorded, **inference}
-        ):
+        recorded = checkpoint.inference_settings
+        sized = inference.window_batch is not None or "window_batch" in recorded
+        if device.type == "cuda" and config.mode == "slide" and not sized:
             batch = fit_window_batch(segmenter.network, config)
             segmenter.inference = dataclasses.replace(config, window_batch=batch)
         return segmenter
 
-    def pixel_limit(self, budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> int:
+    def pixel_limit(self, budget_mb: float) -> int:
         """The largest image, in pixels, this model segments within ``budget_mb`` MiB of memory
         (an estimate, see :func:`pspnet.inference.memory.image_memory`), and never more than
         the decoders' limit."""
@@ -135,10 +125,12 @@ class Segmenter:
     def segment(
         self,
         image: ImageInput,
+        *,
         probs: bool = False,
         unknown_below: float | None = None,
         progress: Progress | None = None,
         limit: int | None = None,
+        name: str | Path | None = None,
     ) -> Segmentation:
         """Segment one image (a path, an (H, W, 3) array or a PIL image).
 
@@ -149,7 +141,19 @@ class Segmenter:
             progress: ``progress(windows_done, windows_total)`` after each forward pass.
             limit: refuse an image of more pixels (before decoding a file); the decoders'
                 limit when None (see :meth:`pixel_limit` for one within a memory budget).
+            name: what to call the image when the model fails on it (out of memory, a broken
+                runtime): such a failure is raised as an :class:`InferenceError` naming it.
         """
+        try:
+            return self._segment(image, probs, unknown_below, progress, limit)
+        except PSPNetError:
+            raise
+        except Exception as err:
+            if name is None:
+                raise
+            raise InferenceError(f"{name}: inference failed ({type(err).__name__}: {err})") from err
+
+    def _segment(self, image, probs, unknown_below, progress, limit) -> Segmentation:
         if unknown_below is not None and not 0 <= unknown_below <= 1:
             raise ConfigError(f"unknown_below must be in [0, 1], got {unknown_below}")
         start = time.perf_counter()
@@ -172,3 +176,10 @@ class Segmenter:
     def __call__(self, image: ImageInput, progress: Progress | None = None) -> np.ndarray:
         """Class indices (H, W) int64 at the image's size."""
         return self.segment(image, progress=progress).labels.astype(np.int64)
+
+
+def calibration_images(patterns: Sequence[str], count: int) -> list[Path]:
+    """At most ``count`` of the images ``patterns`` name (files, folders, globs), spread evenly."""
+    files = expand_inputs(patterns)
+    step = max(1, len(files) // max(1, count))
+    return files[::step][:count]

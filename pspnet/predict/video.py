@@ -1,18 +1,18 @@
 """``pspnet predict`` on a video: the overlay video and, when asked, a label PNG per frame.
 
-Decoding, the network and encoding overlap where a core is spare (``predict``'s
-``io_threads``): the next frames are decoded on one thread and the finished ones encoded and
-written on another, in order, while the network runs. The outputs appear whole or not at all
-(:class:`~pspnet.video.writer.VideoOutputs`). A live source (camera, stream) ends at its end,
-at ``max_frames`` or ``duration``, at a stall or at Ctrl+C, and its outputs are finalised in
-every case; a file interrupted part-way leaves nothing, so that a rerun does it again.
+Decoding, the network and encoding overlap where a core is spare
+(:func:`pspnet.readahead.io_threads`): the next frames are decoded on one thread and the
+finished ones encoded and written on another, in order, while the network runs. The outputs
+appear whole or not at all (:class:`~pspnet.video.writer.VideoOutputs`). A live source
+(camera, stream) ends at its end, at ``max_frames`` or ``duration``, at a stall or at Ctrl+C,
+and its outputs are finalised in every case; a file interrupted part-way leaves nothing, so
+that a rerun does it again.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,7 +20,8 @@ from typing import Literal
 from pspnet.data.images import check_pixels
 from pspnet.files import make_folder
 from pspnet.inference import Segmenter
-from pspnet.predict import PREFETCH, InlineExecutor, io_threads
+from pspnet.predict.settings import VideoSettings
+from pspnet.readahead import InlineExecutor, in_order, io_threads
 from pspnet.video.frames import segment_frames
 from pspnet.video.sources import StreamStalled, VideoSource
 from pspnet.video.writer import VideoOutputs, video_codec
@@ -63,8 +64,8 @@ def predict_video(
     video: VideoSource,
     out_dir: str | Path,
     name: str | Path,
-    save_labels: bool = False,
-    smooth: float | None = None,
+    settings: VideoSettings,
+    *,
     unknown_below: float | None = None,
     redo: bool = False,
     limit: int | None = None,
@@ -76,9 +77,9 @@ def predict_video(
         segmenter: the model and its inference settings.
         video: the source and its selection of frames.
         out_dir: output folder (created).
-        name: the outputs' name, as ``pspnet.predict.output_names`` gives it.
-        save_labels: also write ``NAME/NNNNNN_label.png`` per kept frame (its index).
-        smooth: the new frame's weight in the average of class probabilities (None: off).
+        name: the outputs' name, as :func:`pspnet.predict.outputs.output_names` gives it.
+        settings: label PNGs per frame (``save_labels``) and smoothing (``smooth``); the
+            frames kept were chosen when ``video`` was opened.
         unknown_below: label pixels whose confidence is under this as unknown (255).
         redo: segment a file again even if its outputs are there.
         limit: the pixel limit of a frame (e.g. :meth:`Segmenter.pixel_limit`).
@@ -93,46 +94,46 @@ def predict_video(
     out_dir = make_folder(out_dir)
     codec, extension = video_codec()
     overlay = out_dir / f"{name}_overlay{extension}"
-    labels = out_dir / name if save_labels else None
+    labels = out_dir / name if settings.save_labels else None
     result = dict(source=video.name, fps=video.output_fps, size=video.size, codec=codec)
     if not (redo or video.live) and overlay.is_file() and (labels is None or labels.is_dir()):
-        return VideoResult(overlay=overlay, labels=labels, frames=0, stopped="end",
-                           done_before=True, **result)  # fmt: skip
-    outputs = VideoOutputs(out_dir, name, video.output_fps, video.size, save_labels)
+        return VideoResult(
+            overlay=overlay, labels=labels, frames=0, stopped="end", done_before=True, **result
+        )
+    outputs = VideoOutputs(out_dir, name, video.output_fps, video.size, settings.save_labels)
     try:
-        stopped = _run(segmenter, video, outputs, smooth, unknown_below, progress)
+        stopped = _run(segmenter, video, outputs, settings.smooth, unknown_below, progress)
     except BaseException:
         outputs.discard()
         raise
     outputs.finish()
     written = outputs.frames > 0
-    return VideoResult(overlay=overlay if written else None, labels=labels if written else None,
-                       frames=outputs.frames, stopped=stopped, **result)  # fmt: skip
+    return VideoResult(
+        overlay=overlay if written else None,
+        labels=labels if written else None,
+        frames=outputs.frames,
+        stopped=stopped,
+        **result,
+    )
 
 
 def _run(segmenter, video, outputs, smooth, unknown_below, progress) -> Stop:
     """Every kept frame segmented and handed to ``outputs``; why the reading stopped."""
     expected = video.expected_frames()
-    writer = ThreadPoolExecutor(1, "pspnet-video-write") if io_threads(segmenter) else None
-    frames = segment_frames(segmenter, video, smooth, unknown_below)
-    with writer or InlineExecutor() as io:  # one writer thread: frames are encoded in order
-        writes: deque[Future] = deque()
+    frames = segment_frames(segmenter, video, smooth=smooth, unknown_below=unknown_below)
+    # One writer thread at most: frames are encoded in order.
+    writer = ThreadPoolExecutor(1, "pspnet-video-write") if io_threads(segmenter.device) else None
+    with writer or InlineExecutor() as io:
         try:
-            for done, frame in enumerate(frames):
-                writes.append(io.submit(outputs.add, frame))
-                while writes and (writes[0].done() or len(writes) > PREFETCH):
-                    writes.popleft().result()
+            for done, _ in enumerate(in_order(io, outputs.add, frames), start=1):
                 if progress is not None:
-                    progress(done + 1, expected)
-            stopped = video.stop_reason or "end"
+                    progress(done, expected)
+            return video.stop_reason or "end"
         except StreamStalled:
-            stopped = "stalled"  # a live source's end too: its frames so far are kept
+            return "stalled"  # a live source's end too: its frames so far are kept
         except KeyboardInterrupt:
             if not video.live:
                 raise
-            stopped = "interrupted"  # how a camera or stream is stopped by hand
+            return "interrupted"  # how a camera or stream is stopped by hand
         finally:
             frames.close()  # stops the reader thread and releases the capture
-        while writes:
-            writes.popleft().result()
-    return stopped

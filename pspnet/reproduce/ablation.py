@@ -117,18 +117,41 @@ class BudgetSettings:
 # that time. tiny: a few steps, for tests.
 BUDGETS: dict[str, BudgetSettings] = {
     "cpu": BudgetSettings(
-        "resnet18", 16, 1000, 8, (192, 192), (0.35, 1.0), 0.02,
-        InferenceConfig(mode="whole", base_size=240, flip=False), "cpu",
+        "resnet18",
+        16,
+        1000,
+        8,
+        (192, 192),
+        (0.35, 1.0),
+        0.02,
+        InferenceConfig(mode="whole", base_size=240, flip=False),
+        "cpu",
     ),
     "gpu": BudgetSettings(
-        "resnet18", 32, 2000, 16, (256, 256), (0.35, 1.0), 0.02,
-        InferenceConfig(mode="whole", base_size=360, flip=False), "cuda", workers=6,
+        "resnet18",
+        32,
+        2000,
+        16,
+        (256, 256),
+        (0.35, 1.0),
+        0.02,
+        InferenceConfig(mode="whole", base_size=360, flip=False),
+        "cuda",
+        workers=6,
     ),
     "tiny": BudgetSettings(
-        "resnet18", 4, 3, 2, (32, 32), (0.5, 1.0), 0.01,
-        InferenceConfig(mode="whole", flip=False), "cpu", workers=0,
+        "resnet18",
+        4,
+        3,
+        2,
+        (32, 32),
+        (0.5, 1.0),
+        0.01,
+        InferenceConfig(mode="whole", flip=False),
+        "cpu",
+        workers=0,
     ),
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -158,9 +181,11 @@ def grid_configs(
     for variant in variants:
         for seed in range(seeds):
             model = ModelConfig(
-                classes, backbone=settings.backbone, base_width=settings.base_width,
+                classes,
+                backbone=settings.backbone,
+                base_width=settings.base_width,
                 **variant.model,
-            )  # fmt: skip
+            )
             config = TrainConfig(
                 model=model,
                 data=DataConfig(
@@ -169,7 +194,7 @@ def grid_configs(
                     crop_size=settings.crop_size,
                     scale=settings.scale,
                     workers=settings.workers,
-                ),  # fmt: skip
+                ),
                 optim=OptimConfig(lr=settings.lr),
                 evaluation=settings.evaluation,
                 iterations=settings.iterations,
@@ -225,16 +250,24 @@ def run_grid(
 
         def on_event(event: dict, name=name, index=index, config=config) -> None:
             if event["kind"] == "step" and progress is not None:
-                progress({"run": name, "index": index, "total": len(runs),
-                          "iteration": event["iteration"], "iterations": config.iterations,
-                          "eta_seconds": clock.eta(event["iteration"])})  # fmt: skip
+                progress(
+                    {
+                        "run": name,
+                        "index": index,
+                        "total": len(runs),
+                        "iteration": event["iteration"],
+                        "iterations": config.iterations,
+                        "eta_seconds": clock.eta(event["iteration"]),
+                    }
+                )
             if event["kind"] == "start":
                 clock.start(event["iteration"])
 
         done = train(config, folder, resume=True, callback=on_event)
         test = None if test_split is None else _score(folder, config, test_split)
-        result = RunResult(variant.name, seed, _summary(done.final_metrics), test,
-                           time.perf_counter() - start)  # fmt: skip
+        result = RunResult(
+            variant.name, seed, _summary(done.final_metrics), test, time.perf_counter() - start
+        )
         text = json.dumps(dataclasses.asdict(result), indent=2)
         atomic_write(folder / RESULT_FILE, lambda tmp, text=text: Path(tmp).write_text(text))
         clock.finish(config.iterations)

@@ -138,8 +138,11 @@ def ordering_table(summary: dict[str, dict]) -> list[str]:
             continue
         ours = summary[better]["miou"] - summary[worse]["miou"]
         noise = _noise(summary[better], summary[worse])
-        verdict = "within noise" if math.isnan(noise) or abs(ours) <= noise else (
-            "holds" if ours > 0 else "reversed")  # fmt: skip
+        verdict = (
+            "within noise"
+            if math.isnan(noise) or abs(ours) <= noise
+            else ("holds" if ours > 0 else "reversed")
+        )
         shown = "n/a" if math.isnan(noise) else f"{noise:.2f}"
         lines.append(f"| {claim} | {paper:+.2f} | {ours:+.2f} | {shown} | {verdict} |")
     lines += [
@@ -182,15 +185,23 @@ def bar_chart(results: Sequence[RunResult], path: str | Path, split: str = "val"
             draw.line([(x + 25, y0), (x + 25, y1)], fill="black", width=2)
             draw.line([(x + 18, y1), (x + 32, y1)], fill="black", width=2)
             draw.line([(x + 18, y0), (x + 32, y0)], fill="black", width=2)
-        draw.text((x + 25, base_y - row["miou"] * scale - 12), f"{row['miou']:.1f}", font=small,
-                  fill="black", anchor="mb")  # fmt: skip
+        draw.text(
+            (x + 25, base_y - row["miou"] * scale - 12),
+            f"{row['miou']:.1f}",
+            font=small,
+            fill="black",
+            anchor="mb",
+        )
         label = Image.new("RGB", (100, 16), "white")
         ImageDraw.Draw(label).text((0, 0), name, font=small, fill="black")
         rotated = label.rotate(45, expand=True, fillcolor="white")
         image.paste(rotated, (x - 30, base_y + 6))
-    draw.text((left, height - 22), "blue: table 1 (pyramid); orange: table 2 (aux weight; "
-              "its 0.4 is fcn)",
-              font=small, fill=(80, 80, 80))  # fmt: skip
+    draw.text(
+        (left, height - 22),
+        "blue: table 1 (pyramid); orange: table 2 (aux weight; its 0.4 is fcn)",
+        font=small,
+        fill=(80, 80, 80),
+    )
     image.save(path)
 
 
@@ -211,6 +222,8 @@ def _noise(row: dict, other: dict) -> float:
     if row["seeds"] < 2 or other["seeds"] < 2:
         return math.nan  # one seed has no spread to compare with
     return max(
-        row["miou_spread"], other["miou_spread"],
-        np.nan_to_num(row["miou_std"]), np.nan_to_num(other["miou_std"]),
-    )  # fmt: skip
+        row["miou_spread"],
+        other["miou_spread"],
+        np.nan_to_num(row["miou_std"]),
+        np.nan_to_num(other["miou_std"]),
+    )

@@ -1,7 +1,8 @@
 """The HTTP service: ``POST /v1/segment`` and friends over the one inference routine.
 
-Every image goes through :class:`pspnet.segmenter.Segmenter` (so :func:`predict_probs`) on
-the inference worker. Formats of ``/v1/segment?format=``:
+Every image goes through :class:`pspnet.inference.Segmenter` (so
+:func:`pspnet.inference.protocol.segment_tensor`) on the inference worker. Formats of
+``/v1/segment?format=``:
 
 - ``png`` (default): the palette-indexed label PNG at the input's size (EXIF orientation
   applied; pixel values are class indices, 255 unknown), the class shares in
@@ -32,8 +33,8 @@ import base64
 import dataclasses
 import io
 import json
+import typing
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from importlib import resources
 from typing import Literal
 
@@ -48,7 +49,6 @@ from pspnet.data.images import decode_image, max_pixels
 from pspnet.errors import DatasetError, ImageTooLargeError, UnsupportedImageError
 from pspnet.inference import Segmentation, Segmenter
 from pspnet.inference.result import UNKNOWN_NAME
-from pspnet.predict import label_png
 from pspnet.serve.metrics import Metrics
 from pspnet.serve.middleware import (
     BUSY_HEADERS,
@@ -62,49 +62,12 @@ from pspnet.serve.middleware import (
     problem,
     uploaded,
 )
+from pspnet.serve.settings import ServiceLimits
 from pspnet.serve.worker import ClientGone, InferenceWorker, Job, TimedOut
-from pspnet.visualize import overlay
+from pspnet.visualize import label_png, overlay
 
 Format = Literal["png", "json", "masks", "overlay"]
-FORMATS = ("png", "json", "masks", "overlay")
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """Limits of the service.
-
-    Attributes:
-        max_queue: requests that may wait behind the one being segmented; more get 503. A
-            request takes its place once its upload is read and holds it until its answer is
-            sent.
-        max_uploads: uploads read at once; more get 503 unread. A slow upload holds one of
-            these, never a queue place.
-        max_upload_bytes: the largest request body; larger ones get 413 unread.
-        max_pixels: the largest image (width x height); larger ones get 413 undecoded. None:
-            the largest whose inference fits ``memory_budget_bytes``. Never more than the
-            decoders' limit (:func:`pspnet.data.images.max_pixels`).
-        memory_budget_bytes: what one image's inference may cost beyond the weights (see
-            :func:`pspnet.inference.memory.image_memory`); sets the default ``max_pixels``.
-        timeout: seconds a request may wait and run before it gets 504; its inference stops
-            at the next window.
-        upload_timeout: seconds a client has to send its whole upload (then 408) and, again,
-            to read its answer (then the connection closes).
-        max_connections: open connections at once; the server answers more with 503.
-        allowed_hosts: Host header names the service answers to besides the loopback names
-            and the address it is bound to (``serve`` adds that one).
-        api_key: the key every route but ``/healthz`` needs; None: no key.
-    """
-
-    max_queue: int = 4
-    max_uploads: int = 8
-    max_upload_bytes: int = 20 * 2**20
-    max_pixels: int | None = None
-    memory_budget_bytes: int = 2048 * 2**20
-    timeout: float = 120.0
-    upload_timeout: float = 30.0
-    max_connections: int = 64
-    allowed_hosts: tuple[str, ...] = ()
-    api_key: str | None = field(default=None, repr=False)
+FORMATS = typing.get_args(Format)
 
 
 class HTTPProblem(Exception):
@@ -115,7 +78,7 @@ class HTTPProblem(Exception):
         self.status, self.message, self.headers = status, message, headers or {}
 
 
-def create_app(load, settings: ServeSettings | None = None, on_ready=None):
+def create_app(load, settings: ServiceLimits | None = None, on_ready=None):
     """The FastAPI application serving the model that ``load()`` returns.
 
     Args:
@@ -124,7 +87,7 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
         settings: the limits.
         on_ready: called with the Segmenter and the pixel limit once it is loaded and warm.
     """
-    settings = settings or ServeSettings()
+    settings = settings or ServiceLimits()
     metrics = Metrics()
     limits = {}  # the pixel limit, known once the model is
 
@@ -149,8 +112,9 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
 
     # Added innermost first: a request meets CountRequests, InternalErrors, Access, Admission.
     places = Places(queue=settings.max_queue + 1, reading=settings.max_uploads)
-    app.add_middleware(Admission, path="/v1/segment", places=places,
-                       send_seconds=settings.upload_timeout)  # fmt: skip
+    app.add_middleware(
+        Admission, path="/v1/segment", places=places, send_seconds=settings.upload_timeout
+    )
     app.add_middleware(Access, hosts=settings.allowed_hosts, api_key=settings.api_key)
     app.add_middleware(InternalErrors)
     app.add_middleware(CountRequests, metrics=metrics)
@@ -189,6 +153,7 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
     @app.post("/v1/segment")
     async def segment(
         request: Request,
+        # A str, not Format: a wrong value gets our JSON 400, not FastAPI's 422 body.
         format: str = "png",  # noqa: A002 (the API's word)
         unknown_below: float | None = None,
     ):
@@ -224,14 +189,14 @@ def create_app(load, settings: ServeSettings | None = None, on_ready=None):
     return app
 
 
-def pixel_limit(settings: ServeSettings, segmenter: Segmenter) -> int:
+def pixel_limit(settings: ServiceLimits, segmenter: Segmenter) -> int:
     """``settings.max_pixels``, else what fits the memory budget; never over the decoders'."""
     if settings.max_pixels is None:
-        return segmenter.pixel_limit(settings.memory_budget_bytes / 2**20)
+        return segmenter.pixel_limit(settings.memory_budget_mb)
     return min(settings.max_pixels, max_pixels())
 
 
-def served_limits(settings: ServeSettings, pixels: int) -> dict:
+def served_limits(settings: ServiceLimits, pixels: int) -> dict:
     """``/v1/model``'s ``limits``: what a client may send."""
     return {
         "max_pixels": pixels,
@@ -311,17 +276,23 @@ def respond(format: Format, image: np.ndarray, result: Segmentation) -> Response
     labels, names, palette = result.labels, result.class_names, result.palette
     if format == "png":
         header = json.dumps({name: round(share, 6) for name, share in result.shares().items()})
-        return Response(png_bytes(label_png(labels, palette)), media_type="image/png",
-                        headers={"X-Class-Shares": header, **timing(result)})  # fmt: skip
+        return Response(
+            png_bytes(label_png(labels, palette)),
+            media_type="image/png",
+            headers={"X-Class-Shares": header, **timing(result)},
+        )
     if format == "overlay":
         picture = overlay(image, labels, palette, class_names=names, unknown=UNKNOWN_NAME)
         return Response(png_bytes(picture), media_type="image/png", headers=timing(result))
     classes = result.classes()
     if format == "masks":
-        return JSONResponse([
-            {"label": c["name"], "mask": mask_png(labels == c["id"]), "score": c["confidence"]}
-            for c in classes
-        ], headers=timing(result))  # fmt: skip
+        return JSONResponse(
+            [
+                {"label": c["name"], "mask": mask_png(labels == c["id"]), "score": c["confidence"]}
+                for c in classes
+            ],
+            headers=timing(result),
+        )
     return JSONResponse(
         {
             "width": int(labels.shape[1]),

@@ -24,13 +24,18 @@ class Metrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "pspnet_requests", "HTTP requests by route and status", ["route", "status"],
+            "pspnet_requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.latency = Histogram(
-            "pspnet_request_seconds", "Request latency by route", ["route"],
-            buckets=LATENCY_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "pspnet_request_seconds",
+            "Request latency by route",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.segmented = Counter(
             "pspnet_images_segmented", "Images the model segmented", registry=self.registry
         )

@@ -3,7 +3,7 @@
 PyTorch already spreads one forward pass over every core, so requests run one at a time on a
 single worker thread; the event loop only waits for them, so health, metrics and the page
 answer while an image is being segmented. How many requests may wait is the application's
-admission (:class:`pspnet.serve.app.Slots`), not the worker's.
+admission (:class:`pspnet.serve.middleware.Admission`), not the worker's.
 
 Every request is a :class:`Job` with a deadline and a stop flag. The event loop sets the flag
 when the client leaves, the deadline passes or the service stops; the job checks it between

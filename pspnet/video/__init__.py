@@ -7,8 +7,9 @@
 - :mod:`.frames`: :func:`segment_video`, the Python API (one :class:`VideoFrame` per kept
   frame, from ``Segmenter.segment``), and the opt-in temporal smoothing;
 - :mod:`.writer`: :class:`VideoOutputs`, the overlay video and label PNGs, written whole or
-  not at all;
-- :mod:`.predict`: :func:`predict_video`, what ``pspnet predict`` does with a video.
+  not at all.
+
+What ``pspnet predict`` does with a video is :func:`pspnet.predict.video.predict_video`.
 
 ```python
 seg = pspnet.Segmenter.from_checkpoint("best.safetensors")
@@ -18,7 +19,6 @@ for frame in pspnet.video.segment_video(seg, "clip.mp4", every=2):  # import psp
 """
 
 from pspnet.video.frames import ProbabilityAverage, VideoFrame, segment_frames, segment_video
-from pspnet.video.predict import VideoResult, predict_video
 from pspnet.video.sources import StreamStalled, VideoSource, is_video, parse_source
 from pspnet.video.writer import VideoOutputs, video_codec
 
@@ -27,11 +27,9 @@ __all__ = [
     "StreamStalled",
     "VideoFrame",
     "VideoOutputs",
-    "VideoResult",
     "VideoSource",
     "is_video",
     "parse_source",
-    "predict_video",
     "segment_frames",
     "segment_video",
     "video_codec",

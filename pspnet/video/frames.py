@@ -19,7 +19,7 @@ import numpy as np
 from pspnet.errors import ConfigError
 from pspnet.inference import UNKNOWN, Segmentation, Segmenter
 from pspnet.inference.result import compact_labels
-from pspnet.predict import PREFETCH, io_threads, segment_image
+from pspnet.readahead import PREFETCH, io_threads
 from pspnet.video.sources import STALL_SECONDS, VideoSource
 
 
@@ -43,6 +43,7 @@ class VideoFrame:
 def segment_video(
     segmenter: Segmenter,
     source: int | str | Path,
+    *,
     every: int = 1,
     start: float = 0.0,
     duration: float | None = None,
@@ -72,29 +73,31 @@ def segment_video(
         DatasetError: the source cannot be opened, or a file is truncated (when reached).
         InferenceError: the model failed on a frame, naming it.
     """
-    with VideoSource(source, every, start, duration, max_frames, stall_seconds) as video:
-        yield from segment_frames(segmenter, video, smooth, unknown_below)
+    selection = dict(every=every, start=start, duration=duration, max_frames=max_frames)
+    with VideoSource(source, **selection, stall_seconds=stall_seconds) as video:
+        yield from segment_frames(segmenter, video, smooth=smooth, unknown_below=unknown_below)
 
 
 def segment_frames(
     segmenter: Segmenter,
     video: VideoSource,
+    *,
     smooth: float | None = None,
     unknown_below: float | None = None,
 ) -> Iterator[VideoFrame]:
     """:func:`segment_video` over an opened :class:`VideoSource`; its next frames are decoded
-    on a thread while the network runs where a core is spare (``predict``'s ``io_threads``).
+    on a thread while the network runs where a core is spare (:func:`pspnet.readahead.io_threads`).
     """
     if smooth is not None and not 0 < smooth <= 1:
         raise ConfigError(f"smooth must be in (0, 1] (1: off), got {smooth}")
     average = ProbabilityAverage(smooth) if smooth is not None and smooth < 1 else None
-    read_ahead = PREFETCH if io_threads(segmenter) else 0
+    read_ahead = PREFETCH if io_threads(segmenter.device) else 0
     for index, seconds, image in video.frames(read_ahead):
         name = f"{video.name} frame {index}"
         if average is None:
-            result = segment_image(segmenter, image, name, False, unknown_below)
+            result = segmenter.segment(image, unknown_below=unknown_below, name=name)
         else:
-            probs = segment_image(segmenter, image, name, True, None)
+            probs = segmenter.segment(image, probs=True, name=name)
             result = average.update(probs, unknown_below)
         yield VideoFrame(index, seconds, image, result)
 

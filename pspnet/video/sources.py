@@ -23,7 +23,7 @@ import numpy as np
 
 from pspnet.data.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from pspnet.errors import ConfigError, DatasetError
-from pspnet.video.readahead import read_ahead_on_thread
+from pspnet.readahead import read_ahead_on_thread
 
 Kind = Literal["file", "camera", "stream"]
 Frame = tuple[int, float, np.ndarray]  # (index in the source, seconds, (H, W, 3) uint8 RGB)
@@ -103,6 +103,7 @@ class VideoSource:
     def __init__(
         self,
         source: int | str | Path,
+        *,
         every: int = 1,
         start: float = 0.0,
         duration: float | None = None,
@@ -120,8 +121,10 @@ class VideoSource:
         fps = self._capture.get(cv2.CAP_PROP_FPS)
         self.fps_known = math.isfinite(fps) and 0 < fps <= 1000
         self.fps = fps if self.fps_known else DEFAULT_FPS
-        self.size = (int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                     int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)))  # fmt: skip
+        self.size = (
+            int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        )
         count = self._capture.get(cv2.CAP_PROP_FRAME_COUNT)  # a stream's is 0 or a huge negative
         known = self.kind == "file" and math.isfinite(count) and 0 < count < 2**31
         self.frame_count = int(count) if known else None
@@ -264,8 +267,12 @@ def _open(source: int | str | Path, kind: Kind, name: str, stall_seconds: float)
         fix = "no such camera, or another program holds it"
     else:
         milliseconds = int(stall_seconds * 1000)
-        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds,
-                    cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds]  # fmt: skip
+        timeouts = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            milliseconds,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            milliseconds,
+        ]
         capture = cv2.VideoCapture(str(source), cv2.CAP_FFMPEG, timeouts)
         fix = f"unreachable within {stall_seconds:g} s, refused, or not a video stream"
     if not capture.isOpened():

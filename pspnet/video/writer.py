@@ -25,9 +25,8 @@ import numpy as np
 
 from pspnet.errors import OutputError
 from pspnet.files import atomic_write, fsync_file, fsync_folder, make_folder
-from pspnet.predict import label_png
 from pspnet.video.frames import VideoFrame
-from pspnet.visualize import overlay
+from pspnet.visualize import label_png, overlay
 
 # (fourcc, container): MPEG-4 Part 2, which every FFmpeg build encodes, then Motion JPEG.
 CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))

@@ -12,6 +12,7 @@ from PIL import Image
 from pspnet.checkpoints import save_model
 from pspnet.cli import main
 from pspnet.errors import ConfigError
+from pspnet.inference.settings import InferenceOverrides
 from pspnet.models import PSPNet
 
 ray = pytest.importorskip("ray", reason="the ray extra (pip install 'pspnet[ray]')")
@@ -39,9 +40,13 @@ def test_ray_actors_write_the_same_files_as_predict(tmp_path, trained):
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         rows = segment_with_ray(
-            str(folder), str(checkpoint), str(tmp_path / "ray"), actors=1, batch_size=2,
-            mode="whole",
-        )  # fmt: skip
+            str(folder),
+            str(checkpoint),
+            str(tmp_path / "ray"),
+            actors=1,
+            batch_size=2,
+            inference=InferenceOverrides(mode="whole"),
+        )
     finally:
         ray.shutdown()
     by_name = {row["path"].removeprefix(str(folder) + "/"): row for row in rows}
@@ -53,19 +58,22 @@ def test_ray_actors_write_the_same_files_as_predict(tmp_path, trained):
     assert all(json.loads(row["shares"]) and json.loads(row["confidence"]) for row in good)
     argv = ["predict", str(folder), "--checkpoint", str(checkpoint), "--mode", "whole"]
     assert main([*argv, "--out", str(tmp_path / "cli")]) == 1  # the broken image is reported
-    ray_files = {p.relative_to(tmp_path / "ray"): p.read_bytes()
-                 for p in (tmp_path / "ray").rglob("*.png")}  # fmt: skip
-    cli_files = {p.relative_to(tmp_path / "cli"): p.read_bytes()
-                 for p in (tmp_path / "cli").rglob("*.png")}  # fmt: skip
+    ray_files = {
+        p.relative_to(tmp_path / "ray"): p.read_bytes() for p in (tmp_path / "ray").rglob("*.png")
+    }
+    cli_files = {
+        p.relative_to(tmp_path / "cli"): p.read_bytes() for p in (tmp_path / "cli").rglob("*.png")
+    }
     assert len(cli_files) == 15 and ray_files == cli_files
 
 
 POOL_AS_LARGE_AS_THE_MACHINE = textwrap.dedent("""
     import sys, ray
     from pspnet.batch import segment_with_ray
+    from pspnet.inference.settings import InferenceOverrides
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     rows = segment_with_ray(sys.argv[1], sys.argv[2], sys.argv[3], actors=2, batch_size=1,
-                            mode="whole")
+                            inference=InferenceOverrides(mode="whole"))
     print(len(rows), sum(1 for row in rows if row["error"]))
 """)
 
@@ -75,8 +83,12 @@ def test_a_pool_of_as_many_actors_as_cpus_finishes(tmp_path, trained):
     save_model(trained(PSPNet(11, backbone="resnet18", base_width=4)), checkpoint)
     inputs(tmp_path / "in")
     args = [str(tmp_path / "in"), str(checkpoint), str(tmp_path / "out")]
-    done = subprocess.run([sys.executable, "-c", POOL_AS_LARGE_AS_THE_MACHINE, *args],
-                          capture_output=True, text=True, timeout=240)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", POOL_AS_LARGE_AS_THE_MACHINE, *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["6", "1"]
 

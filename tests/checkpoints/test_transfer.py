@@ -63,8 +63,9 @@ def test_fresh_classifier_initialises_every_row(source):
     transfer = init_from(model, path, TARGET_NAMES, classifier="fresh")
     assert transfer.carried == [] and transfer.initialised == TARGET_NAMES
     assert all(torch.equal(model.state_dict()[k], fresh[k]) for k in CLASSIFIER_KEYS)
-    assert torch.equal(model.state_dict()["backbone.stem.0.conv.weight"],
-                       theirs["backbone.stem.0.conv.weight"])  # fmt: skip
+    assert torch.equal(
+        model.state_dict()["backbone.stem.0.conv.weight"], theirs["backbone.stem.0.conv.weight"]
+    )
 
 
 def test_another_width_is_an_error_naming_the_key_and_the_fix(source):
@@ -113,15 +114,27 @@ def test_a_source_without_aux_head_leaves_ours_fresh(tmp_path, trained):
 def test_build_model_takes_init(source):
     config = ModelConfig(4, backbone="resnet18", base_width=4)
     model = build_model(config, init=source[0], class_names=TARGET_NAMES)
-    assert torch.equal(model.state_dict()["head.classifier.weight"][3],
-                       source[1]["head.classifier.weight"][0])  # fmt: skip
+    assert torch.equal(
+        model.state_dict()["head.classifier.weight"][3], source[1]["head.classifier.weight"][0]
+    )
     with pytest.raises(CheckpointError, match="class_names"):
         build_model(config, init=source[0])
 
 
 def test_training_from_init_records_the_transfer_and_resume_wins(tiny_camvid, tmp_path, trained):
-    names = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "car",
-             "Pedestrian", "Bicyclist"]  # fmt: skip
+    names = [
+        "Sky",
+        "Building",
+        "Pole",
+        "Road",
+        "Pavement",
+        "Tree",
+        "SignSymbol",
+        "Fence",
+        "car",
+        "Pedestrian",
+        "Bicyclist",
+    ]
     source = tmp_path / "source.safetensors"
     save_model(trained(tiny(11)), source, {"class_names": json.dumps(names)})
     run = tmp_path / "run"

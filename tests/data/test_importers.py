@@ -63,10 +63,14 @@ def label_at(root: Path, relative: str) -> np.ndarray:
 
 def split_of(root: Path) -> dict[str, list[str]]:
     return {
-        split: sorted(p.relative_to(root / "images" / split).as_posix()
-                      for p in (root / "images" / split).rglob("*") if p.is_file())
-        for split in ("train", "val") if (root / "images" / split).is_dir()
-    }  # fmt: skip
+        split: sorted(
+            p.relative_to(root / "images" / split).as_posix()
+            for p in (root / "images" / split).rglob("*")
+            if p.is_file()
+        )
+        for split in ("train", "val")
+        if (root / "images" / split).is_dir()
+    }
 
 
 def raw(image, label, rng):
@@ -192,22 +196,32 @@ def labelme(tmp_path):
     src = tmp_path / "labelme"
     write_png(src / "sub1" / "img.png", 1)
     write_png(src / "sub2" / "img.png", 2)
-    labelme_file(src / "sub1" / "img.json", "img.png", [
-        shape("road", "rectangle", [[15, 25], [5, 5]]),
-        shape("car", "polygon", [[10, 10], [25, 10], [25, 18], [10, 18]]),
-        shape("tree", "circle", [[35, 20], [35, 25]]),
-        shape("road", "line", [[0, 0], [10, 10]]),
-        shape("car", "point", [[3, 3]]),
-    ])  # fmt: skip
+    labelme_file(
+        src / "sub1" / "img.json",
+        "img.png",
+        [
+            shape("road", "rectangle", [[15, 25], [5, 5]]),
+            shape("car", "polygon", [[10, 10], [25, 10], [25, 18], [10, 18]]),
+            shape("tree", "circle", [[35, 20], [35, 25]]),
+            shape("road", "line", [[0, 0], [10, 10]]),
+            shape("car", "point", [[3, 3]]),
+        ],
+    )
     mask = base64.b64encode(png_bytes(MASK)).decode()
-    labelme_file(src / "sub2" / "img.json", "img.png", [
-        shape("car", "mask", [[12, 20], [21, 29]], mask=mask),
-    ])  # fmt: skip
+    labelme_file(
+        src / "sub2" / "img.json",
+        "img.png",
+        [
+            shape("car", "mask", [[12, 20], [21, 29]], mask=mask),
+        ],
+    )
     embedded = png_bytes(np.full((H, W, 3), 7, np.uint8))
     labelme_file(
-        src / "emb.json", "emb.png", [shape("tree", "rectangle", [[0, 0], [2, 3]])],
+        src / "emb.json",
+        "emb.png",
+        [shape("tree", "rectangle", [[0, 0], [2, 3]])],
         imageData=base64.b64encode(embedded).decode(),
-    )  # fmt: skip
+    )
     return src, embedded
 
 
@@ -238,10 +252,13 @@ def test_labelme_paints_every_kind_and_skips_lines_and_points(labelme, tmp_path)
     assert np.array_equal(read["sub2/img.png"], masked)
 
 
-@pytest.mark.parametrize(("background", "names", "fill"), [
-    ("sky", "sky 0 0 0\ncar 128 0 0\nroad 0 128 0\ntree 128 128 0\n", 0),
-    ("road", "car 0 0 0\nroad 128 0 0\ntree 0 128 0\n", 1),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("background", "names", "fill"),
+    [
+        ("sky", "sky 0 0 0\ncar 128 0 0\nroad 0 128 0\ntree 128 128 0\n", 0),
+        ("road", "car 0 0 0\nroad 128 0 0\ntree 0 128 0\n", 1),
+    ],
+)
 def test_background_fills_unannotated_pixels(labelme, tmp_path, background, names, fill):
     src, _ = labelme
     out = tmp_path / "out"
@@ -344,9 +361,13 @@ def test_cvat_turns_a_rotated_box_about_its_centre(tmp_path):
 
 def test_labelme_finds_images_under_the_images_folder(tmp_path):
     src, pictures = tmp_path / "json", tmp_path / "pictures"
-    labelme_file(src / "sub" / "a.json", "C:\\photos\\a.png", [
-        shape("thing", "rectangle", [[1, 1], [3, 3]]),
-    ])  # fmt: skip
+    labelme_file(
+        src / "sub" / "a.json",
+        "C:\\photos\\a.png",
+        [
+            shape("thing", "rectangle", [[1, 1], [3, 3]]),
+        ],
+    )
     written = write_png(pictures / "sub" / "a.png")
     import_annotations("labelme", src, tmp_path / "out", images=pictures)
     assert (tmp_path / "out" / "images" / "train" / "sub" / "a.png").read_bytes() == written
@@ -359,8 +380,12 @@ def many_images(tmp_path: Path, n: int) -> Path:
     src = tmp_path / "many"
     for i in range(n):
         write_png(src / f"d{i % 2}" / f"im{i}.png", i, size=(8, 8))
-        labelme_file(src / f"d{i % 2}" / f"im{i}.json", f"im{i}.png",
-                     [shape("thing", "rectangle", [[1, 1], [3, 3]])], size=(8, 8))  # fmt: skip
+        labelme_file(
+            src / f"d{i % 2}" / f"im{i}.json",
+            f"im{i}.png",
+            [shape("thing", "rectangle", [[1, 1], [3, 3]])],
+            size=(8, 8),
+        )
     return src
 
 
@@ -456,9 +481,10 @@ def test_errors_are_one_line_naming_the_file(tmp_path, capsys):
     lost = write_coco(tmp_path / "src" / "lost.json", {"file_name": "gone.png"}, [])
     fails(capsys, run("coco", lost), str(lost), "'gone.png' not found", str(tmp_path / "src"))
     unknown = write_coco(
-        tmp_path / "src" / "unknown.json", {"file_name": "x.png"},
+        tmp_path / "src" / "unknown.json",
+        {"file_name": "x.png"},
         [{"category_id": 99, "segmentation": box(1, 1, 5, 5)}],
-    )  # fmt: skip
+    )
     fails(capsys, run("coco", unknown), str(unknown), "unknown category id 99")
     rle = {"size": [10, 10], "counts": [100]}
     sized = write_coco(
@@ -478,9 +504,13 @@ def test_size_mismatch_names_both_files_and_leaves_nothing_behind(tmp_path, caps
     write_png(src / "b.png", size=(30, W))
     labelme_file(src / "b.json", "b.png", [])
     fails(
-        capsys, ["data", "import", "labelme", str(src), "--out", str(tmp_path / "out")],
-        str(src / "b.json"), str(src / "b.png"), f"{W}x{H}", f"{W}x30",
-    )  # fmt: skip
+        capsys,
+        ["data", "import", "labelme", str(src), "--out", str(tmp_path / "out")],
+        str(src / "b.json"),
+        str(src / "b.png"),
+        f"{W}x{H}",
+        f"{W}x30",
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lm"]  # no out, no temporary folder
 
 

@@ -199,8 +199,10 @@ def test_compiled_training_runs_saves_and_resumes(tiny_camvid, tmp_path):
 def test_auto_class_weights_come_from_the_training_labels(tiny_camvid, tmp_path):
     from pspnet.data.check import check_dataset
 
-    config = config_for(tiny_camvid, **{"loss.class_weights": "auto", "loss.ohem_thresh": 0.7,
-                                        "loss.ohem_min_kept": 500})  # fmt: skip
+    config = config_for(
+        tiny_camvid,
+        **{"loss.class_weights": "auto", "loss.ohem_thresh": 0.7, "loss.ohem_min_kept": 500},
+    )
     events = []
     train(config, tmp_path / "run", callback=events.append)
     saved = json.loads((tmp_path / "run" / "class_weights.json").read_text())
@@ -228,8 +230,15 @@ def test_binary_masks_fail_before_the_first_step_with_the_fix(tmp_path):
     with pytest.raises(DatasetError, match=r"data.label_map: \{255: 1\}"):
         train(config, tmp_path / "run", callback=events.append)
     assert not any(e["kind"] == "step" for e in events)
-    fixed = config_for(tmp_path, **{"data.dataset": "custom", "data.val_split": "train",
-                                    "data.label_map": "{255: 1}", "iterations": 2})  # fmt: skip
+    fixed = config_for(
+        tmp_path,
+        **{
+            "data.dataset": "custom",
+            "data.val_split": "train",
+            "data.label_map": "{255: 1}",
+            "iterations": 2,
+        },
+    )
     assert train(fixed, tmp_path / "run").iteration == 2
 
 

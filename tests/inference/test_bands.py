@@ -61,8 +61,14 @@ def test_banded_equals_the_whole_image_routine(
 ):
     monkeypatch.setattr(bands, "BAND_ELEMENTS", band_elements)
     model = tiny(align_corners)
-    config = InferenceConfig(mode=mode, crop_size=(33, 29), scales=scales, flip=flip,
-                             fit_within=fit_within, window_batch=2)  # fmt: skip
+    config = InferenceConfig(
+        mode=mode,
+        crop_size=(33, 29),
+        scales=scales,
+        flip=flip,
+        fit_within=fit_within,
+        window_batch=2,
+    )
     image = torch.randn(3, *size, generator=torch.Generator().manual_seed(sum(size)))
     before = previous_probs(model, image, 5, config)  # (C, H, W), the model's own upsampling
     raw = segment_tensor(Network.of(model), image, config, probs=True)
@@ -115,8 +121,13 @@ MEMORY_SCRIPT = textwrap.dedent("""
 
 
 def test_memory_follows_the_image_not_classes_times_pixels():
-    done = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True,
-                          timeout=300, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     grown = int(done.stdout.strip())
     one_buffer = 150 * 1600 * 1600 * 4  # what a (C, H, W) float32 buffer alone would cost
     assert grown < one_buffer / 4, f"peak grew by {grown / 2**20:.0f} MiB"

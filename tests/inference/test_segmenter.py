@@ -13,6 +13,7 @@ from pspnet.errors import ConfigError, DatasetError
 from pspnet.inference import Segmenter
 from pspnet.inference.optimized.int8 import calibration_batches
 from pspnet.inference.protocol import probabilities
+from pspnet.inference.settings import InferenceOverrides, RuntimeSettings
 from pspnet.models import PSPNet
 
 
@@ -23,11 +24,15 @@ def checkpoint(tmp_path):
     preset = get_preset("camvid")
     path = tmp_path / "model.safetensors"
     inference = {"mode": "slide", "crop_size": [24, 24], "flip": False}
-    save_model(model, path, {
-        "class_names": json.dumps(list(preset.class_names)),
-        "palette": json.dumps([list(c) for c in preset.palette]),
-        "inference": json.dumps(inference),
-    })  # fmt: skip
+    save_model(
+        model,
+        path,
+        {
+            "class_names": json.dumps(list(preset.class_names)),
+            "palette": json.dumps([list(c) for c in preset.palette]),
+            "inference": json.dumps(inference),
+        },
+    )
     return path, model
 
 
@@ -47,10 +52,14 @@ def test_two_lines_give_labels_equal_to_the_inference_routine(checkpoint):
 
 
 def test_overrides_and_unknown_option(checkpoint):
-    seg = Segmenter.from_checkpoint(checkpoint[0], mode="whole", scales=(0.5, 1.0))
+    seg = Segmenter.from_checkpoint(
+        checkpoint[0], inference=InferenceOverrides(mode="whole", scales=(0.5, 1.0))
+    )
     assert seg.inference.mode == "whole" and seg.inference.scales == (0.5, 1.0)
-    with pytest.raises(ConfigError, match="unknown inference options"):
-        Segmenter.from_checkpoint(checkpoint[0], window=3)
+    with pytest.raises(TypeError, match="window"):
+        InferenceOverrides(window=3)
+    with pytest.raises(ConfigError, match="scales must be"):
+        InferenceOverrides(scales=(0.0,))
 
 
 def test_path_pil_and_array_inputs_agree(checkpoint, tmp_path):
@@ -120,7 +129,7 @@ def test_the_default_is_the_exact_rewrite_and_none_the_plain_model(checkpoint):
     from pspnet.inference.optimized.optimize import OptimizedModel
 
     default = Segmenter.from_checkpoint(checkpoint[0])
-    plain = Segmenter.from_checkpoint(checkpoint[0], precision="none")
+    plain = Segmenter.from_checkpoint(checkpoint[0], RuntimeSettings(precision="none"))
     assert isinstance(default.model, OptimizedModel) and default.model.precision == "fp32"
     assert isinstance(plain.model, PSPNet)
     image = np.random.default_rng(2).integers(0, 256, (26, 33, 3), dtype=np.uint8)
@@ -129,13 +138,15 @@ def test_the_default_is_the_exact_rewrite_and_none_the_plain_model(checkpoint):
 
 def test_a_path_the_device_cannot_run_is_refused_before_loading(tmp_path):
     with pytest.raises(ConfigError, match="fp16 runs on CUDA"):
-        Segmenter.from_checkpoint(tmp_path / "missing.safetensors", precision="fp16")
+        Segmenter.from_checkpoint(
+            tmp_path / "missing.safetensors", RuntimeSettings(precision="fp16")
+        )
     with pytest.raises(ConfigError, match="CUDA is not available"):
-        Segmenter.from_checkpoint(tmp_path / "missing.safetensors", device="cuda")
+        Segmenter.from_checkpoint(tmp_path / "missing.safetensors", RuntimeSettings(device="cuda"))
 
 
 def test_segment_returns_one_result_with_labels_confidence_and_shares(checkpoint):
-    seg = Segmenter.from_checkpoint(checkpoint[0], mode="whole")
+    seg = Segmenter.from_checkpoint(checkpoint[0], inference=InferenceOverrides(mode="whole"))
     image = np.random.default_rng(3).integers(0, 256, (30, 41, 3), dtype=np.uint8)
     result = seg.segment(image, probs=True)
     assert result.labels.dtype == np.uint8 and result.labels.shape == (30, 41)
@@ -152,7 +163,7 @@ def test_segment_returns_one_result_with_labels_confidence_and_shares(checkpoint
 
 
 def test_unknown_pixels_are_counted_as_unknown(checkpoint):
-    seg = Segmenter.from_checkpoint(checkpoint[0], mode="whole")
+    seg = Segmenter.from_checkpoint(checkpoint[0], inference=InferenceOverrides(mode="whole"))
     image = np.random.default_rng(4).integers(0, 256, (30, 41, 3), dtype=np.uint8)
     plain = seg.segment(image)
     cut = float(np.median(plain.confidence))
@@ -168,9 +179,12 @@ def test_unknown_pixels_are_counted_as_unknown(checkpoint):
 
 @pytest.mark.parametrize(
     ("metadata", "first"),
-    [({}, "class 0"), ({"dataset": "cityscapes"}, "road"),
-     ({"class_names": json.dumps([f"mine {i}" for i in range(19)])}, "mine 0")],
-)  # fmt: skip
+    [
+        ({}, "class 0"),
+        ({"dataset": "cityscapes"}, "road"),
+        ({"class_names": json.dumps([f"mine {i}" for i in range(19)])}, "mine 0"),
+    ],
+)
 def test_class_names_come_from_the_checkpoint_never_from_the_count(tmp_path, metadata, first):
     path = tmp_path / "m.safetensors"
     save_model(PSPNet(19, backbone="resnet18", base_width=4), path, metadata)

@@ -10,8 +10,20 @@ from pspnet.reproduce.report import PAPER, markdown, summarise
 
 def test_the_tiny_grid_runs_end_to_end_and_reports(tiny_camvid, tmp_path, capsys):
     out = tmp_path / "grid"
-    argv = ["reproduce", "ablation", "--dataset", "camvid", "--root", str(tiny_camvid),
-            "--budget", "tiny", "--out", str(out), "--seeds", "2"]  # fmt: skip
+    argv = [
+        "reproduce",
+        "ablation",
+        "--dataset",
+        "camvid",
+        "--root",
+        str(tiny_camvid),
+        "--budget",
+        "tiny",
+        "--out",
+        str(out),
+        "--seeds",
+        "2",
+    ]
     assert main(argv) == 0
     results = sorted(out.glob("*/result.json"))
     assert len(results) == 2 * len(VARIANTS) == 22
@@ -58,16 +70,22 @@ def result(variant: str, seed: int, miou: float) -> RunResult:
 
 def test_differences_beyond_the_seed_spread_are_marked():
     results = [
-        result("fcn", 0, 0.30), result("fcn", 1, 0.31),
-        result("b1-max", 0, 0.40), result("b1-max", 1, 0.41),  # far above the baseline
-        result("b1-avg", 0, 0.305), result("b1-avg", 1, 0.32),  # within the spread
+        result("fcn", 0, 0.30),
+        result("fcn", 1, 0.31),
+        result("b1-max", 0, 0.40),
+        result("b1-max", 1, 0.41),  # far above the baseline
+        result("b1-avg", 0, 0.305),
+        result("b1-avg", 1, 0.32),  # within the spread
         result("b1236-avg", 0, 0.50),  # one seed: no spread to compare with
-    ]  # fmt: skip
+    ]
     summary = summarise(results)
     assert summary["fcn"]["miou"] == pytest.approx(30.5)
     assert summary["fcn"]["miou_std"] == pytest.approx(0.7071, abs=1e-3)
-    lines = {line.split("|")[1].strip(): line for line in markdown(results, "t").splitlines()
-             if line.startswith("| ResNet50")}  # fmt: skip
+    lines = {
+        line.split("|")[1].strip(): line
+        for line in markdown(results, "t").splitlines()
+        if line.startswith("| ResNet50")
+    }
     assert "40.50 ± 0.71 *" in lines["ResNet50+B1+MAX"]
     assert "*" not in lines["ResNet50+B1+AVE"].split("|")[2]
     assert "*" not in lines["ResNet50+B1236+AVE"].split("|")[2]
@@ -76,15 +94,21 @@ def test_differences_beyond_the_seed_spread_are_marked():
 
 def test_the_paper_s_orderings_are_judged_against_the_noise():
     results = [
-        result("fcn", 0, 0.30), result("fcn", 1, 0.31),
-        result("b1-max", 0, 0.40), result("b1-max", 1, 0.41),  # beats fcn: holds
-        result("b1-avg", 0, 0.36), result("b1-avg", 1, 0.37),  # under b1-max: reversed
-        result("aux-0", 0, 0.305), result("aux-0", 1, 0.32),  # close to fcn: within noise
+        result("fcn", 0, 0.30),
+        result("fcn", 1, 0.31),
+        result("b1-max", 0, 0.40),
+        result("b1-max", 1, 0.41),  # beats fcn: holds
+        result("b1-avg", 0, 0.36),
+        result("b1-avg", 1, 0.37),  # under b1-max: reversed
+        result("aux-0", 0, 0.305),
+        result("aux-0", 1, 0.32),  # close to fcn: within noise
         result("b1236-max", 0, 0.50),  # one seed: within noise
-    ]  # fmt: skip
-    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in markdown(results, "t").splitlines()
-            if line.startswith("| ") and "Δ" not in line}  # fmt: skip
+    ]
+    rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+        for line in markdown(results, "t").splitlines()
+        if line.startswith("| ") and "Δ" not in line
+    }
     assert rows["one bin beats the baseline (max)"] == ["+2.71", "+10.00", "1.00", "holds"]
     assert rows["average beats max pooling (B1)"][1:] == ["-4.00", "1.00", "reversed"]
     assert rows["the aux loss (α = 0.4) helps"][1:] == ["-0.75", "1.50", "within noise"]
@@ -100,8 +124,18 @@ def test_shards_split_the_grid_and_one_report_covers_them(tiny_camvid, tmp_path,
     assert sorted(r[0] for half in halves for r in half) == sorted(r[0] for r in runs)
     assert not {r[0] for r in halves[0]} & {r[0] for r in halves[1]}
     out = tmp_path / "grid"
-    argv = ["reproduce", "ablation", "--root", str(tiny_camvid), "--budget", "tiny",
-            "--out", str(out), "--seeds", "1"]  # fmt: skip
+    argv = [
+        "reproduce",
+        "ablation",
+        "--root",
+        str(tiny_camvid),
+        "--budget",
+        "tiny",
+        "--out",
+        str(out),
+        "--seeds",
+        "1",
+    ]
     assert main([*argv, "--shard", "1/3"]) == 0
     trained = sorted(p.parent.name for p in out.glob("*/result.json"))
     assert trained == sorted(r[0] for r in shard_runs(runs[::2], (1, 3)))  # seed 0 only

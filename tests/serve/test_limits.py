@@ -42,9 +42,24 @@ pytest.importorskip("uvicorn")
 
 TIMEOUT, UPLOAD_TIMEOUT = 3.0, 2.0
 DECODERS_LIMIT, MAX_PIXELS = 2_000_000, 4_000_000
-SLIDING = ("--mode", "slide", "--crop", "128", "128", "--no-flip", "--timeout", str(TIMEOUT),
-           "--max-queue", "1", "--max-uploads", "3", "--upload-timeout", str(UPLOAD_TIMEOUT),
-           "--max-pixels", str(MAX_PIXELS))  # fmt: skip
+SLIDING = (
+    "--mode",
+    "slide",
+    "--crop",
+    "128",
+    "128",
+    "--no-flip",
+    "--timeout",
+    str(TIMEOUT),
+    "--max-queue",
+    "1",
+    "--max-uploads",
+    "3",
+    "--upload-timeout",
+    str(UPLOAD_TIMEOUT),
+    "--max-pixels",
+    str(MAX_PIXELS),
+)
 KEY = "correct horse battery staple"
 PROXY_NAME = "seg.example.com"
 STOPPED = "pspnet_requests_stopped_total"
@@ -77,16 +92,23 @@ def services(checkpoint, wide_checkpoint):
     started = {}
     try:
         started["sliding"] = start_service(
-            checkpoint, folder / "sliding.log", *SLIDING,
+            checkpoint,
+            folder / "sliding.log",
+            *SLIDING,
             env={"PSPNET_MAX_IMAGE_PIXELS": str(DECODERS_LIMIT)},
-        )  # fmt: skip
+        )
         started["keyed"] = start_service(
-            checkpoint, folder / "keyed.log", "--api-key", KEY, "--allowed-hosts", PROXY_NAME,
-            backend=None, headers={"Authorization": f"Bearer {KEY}"},
-        )  # fmt: skip
+            checkpoint,
+            folder / "keyed.log",
+            "--api-key",
+            KEY,
+            "--allowed-hosts",
+            PROXY_NAME,
+            backend=None,
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
         started["broken"] = start_service(broken, folder / "broken.log")
-        started["slow"] = start_service(wide_checkpoint, folder / "slow.log", *SLOW,
-                                        env=ONE_THREAD)  # fmt: skip
+        started["slow"] = start_service(wide_checkpoint, folder / "slow.log", *SLOW, env=ONE_THREAD)
         wait_ready(started["sliding"])
         wait_ready(started["slow"])
         wait_ready(started["keyed"], within=300)  # a compiled path would take minutes
@@ -228,8 +250,13 @@ def test_new_image_sizes_are_answered_without_a_stall(keyed):
     described = call(keyed.port, "GET", "/v1/model", headers=keyed.headers).json()
     assert described["backend"] == "eager"  # the default: never compiles on the request path
     for height, width in ((200, 300), (310, 170), (257, 263)):  # none seen before
-        reply = call(keyed.port, "POST", "/v1/segment", encode(scene(height, width)),
-                     {"Content-Type": "image/png", **keyed.headers})  # fmt: skip
+        reply = call(
+            keyed.port,
+            "POST",
+            "/v1/segment",
+            encode(scene(height, width)),
+            {"Content-Type": "image/png", **keyed.headers},
+        )
         assert reply.status == 200, (reply.status, reply.body[:300])
         assert reply.seconds < 3, f"{height}x{width} took {reply.seconds:.1f} s"
 
@@ -240,8 +267,12 @@ def test_new_image_sizes_are_answered_without_a_stall(keyed):
 def test_the_api_key_is_enforced(keyed, path):
     method = "POST" if path == "/v1/segment" else "GET"
     body, kind = (SHORT, {"Content-Type": "image/png"}) if method == "POST" else (None, {})
-    for refused in ({}, {"Authorization": "Bearer wrong"}, {"X-API-Key": KEY[:-1]},
-                    {"Authorization": KEY}):  # fmt: skip
+    for refused in (
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"X-API-Key": KEY[:-1]},
+        {"Authorization": KEY},
+    ):
         reply = call(keyed.port, method, path, body, {**kind, **refused})
         assert_problem(reply, 401)
         assert reply.headers["www-authenticate"] == "Bearer"
@@ -250,8 +281,9 @@ def test_the_api_key_is_enforced(keyed, path):
     assert call(keyed.port, "GET", "/healthz").status == 200  # liveness needs no key
 
 
-@pytest.mark.parametrize("host", ["rebound.attacker.example", "rebound.attacker.example:80",
-                                  "127.0.0.2", ""])  # fmt: skip
+@pytest.mark.parametrize(
+    "host", ["rebound.attacker.example", "rebound.attacker.example:80", "127.0.0.2", ""]
+)
 def test_a_foreign_host_gets_400(sliding, keyed, host):
     for path in ("/", "/v1/model"):
         assert_problem(call(sliding.port, "GET", path, headers={"Host": host}), 400)
@@ -271,8 +303,9 @@ def test_the_bound_address_loopback_names_and_allowed_hosts_are_answered(sliding
 @pytest.mark.parametrize("origin", ["https://attacker.example", "null", "http://127.0.0.2:80"])
 def test_a_page_of_another_site_gets_403(sliding, origin):
     for method, path, body in (("POST", "/v1/segment", SHORT), ("GET", "/v1/model", None)):
-        reply = call(sliding.port, method, path, body,
-                     {"Origin": origin, "Content-Type": "image/png"})  # fmt: skip
+        reply = call(
+            sliding.port, method, path, body, {"Origin": origin, "Content-Type": "image/png"}
+        )
         assert_problem(reply, 403)
 
 
@@ -305,13 +338,17 @@ def test_a_load_error_is_logged_and_answered_without_paths(broken):
 
 
 def test_ctrl_c_stops_a_running_request_within_seconds(wide_checkpoint, tmp_path):
-    service = start_service(wide_checkpoint, tmp_path / "stopping.log", *SLOW_WINDOWS,
-                            env=ONE_THREAD)  # fmt: skip
+    service = start_service(
+        wide_checkpoint, tmp_path / "stopping.log", *SLOW_WINDOWS, env=ONE_THREAD
+    )
     wait_ready(service)
     try:
-        thread = threading.Thread(target=lambda: call(service.port, "POST", "/v1/segment", LONG,
-                                                      {"Content-Type": "image/png"}),
-                                  daemon=True)  # fmt: skip
+        thread = threading.Thread(
+            target=lambda: call(
+                service.port, "POST", "/v1/segment", LONG, {"Content-Type": "image/png"}
+            ),
+            daemon=True,
+        )
         thread.start()
         assert wait_for(lambda: metric(service.port, "pspnet_in_flight") == 1, within=10)
         start = time.monotonic()

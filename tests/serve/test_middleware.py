@@ -11,7 +11,7 @@ from PIL import Image
 
 pytest.importorskip("fastapi")
 
-from pspnet.serve.app import ServeSettings, create_app  # noqa: E402
+from pspnet.serve.app import create_app  # noqa: E402
 from pspnet.serve.middleware import (  # noqa: E402
     SEND_PIECE_BYTES,
     Admission,
@@ -19,15 +19,24 @@ from pspnet.serve.middleware import (  # noqa: E402
     host_name,
     uploaded,
 )
+from pspnet.serve.settings import ServiceLimits  # noqa: E402
 
 
 def scope(method: str, path: str, headers: dict[str, str]) -> dict:
     return {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
-        "root_path": "", "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 50000),
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-    }  # fmt: skip
+    }
 
 
 async def ask(app, method: str, path: str, body: bytes = b"", headers=None) -> dict:
@@ -68,12 +77,13 @@ def test_an_unexpected_failure_is_a_json_500_and_logged(caplog):
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buffer, format="PNG")
 
     async def exercise():
-        app = create_app(FailingSegmenter, ServeSettings(max_pixels=10**6))
+        app = create_app(FailingSegmenter, ServiceLimits(max_pixels=10**6))
         async with app.router.lifespan_context(app):
             while not app.state.worker.ready:
                 await asyncio.sleep(0.01)
-            return await ask(app, "POST", "/v1/segment", buffer.getvalue(),
-                             {"Content-Type": "image/png"})  # fmt: skip
+            return await ask(
+                app, "POST", "/v1/segment", buffer.getvalue(), {"Content-Type": "image/png"}
+            )
 
     with caplog.at_level(logging.ERROR, logger="pspnet.serve"):
         answer = asyncio.run(asyncio.wait_for(exercise(), timeout=60))
@@ -125,8 +135,14 @@ def test_a_place_is_held_until_the_answer_is_sent_and_freed_when_it_is_not_read(
 
 @pytest.mark.parametrize(
     ("header", "host"),
-    [("127.0.0.1:8000", "127.0.0.1"), ("[::1]:8000", "::1"), ("LocalHost.", "localhost"),
-     ("seg.example.com", "seg.example.com"), ("::1", "::1"), ("", "")],
-)  # fmt: skip
+    [
+        ("127.0.0.1:8000", "127.0.0.1"),
+        ("[::1]:8000", "::1"),
+        ("LocalHost.", "localhost"),
+        ("seg.example.com", "seg.example.com"),
+        ("::1", "::1"),
+        ("", ""),
+    ],
+)
 def test_host_name(header, host):
     assert host_name(header) == host

@@ -51,9 +51,15 @@ def checkpoint(tmp_path_factory) -> Path:
     write_synthetic_dataset(root / "data", num_train=16, num_val=1, size=64, seed=0, height=64)
     names_file(root / "data" / "classes.txt")
     settings = DemoSettings(
-        image_width=64, image_height=64, num_train=16, num_val=1, iterations=40, batch_size=4,
-        base_width=4, lr=0.05,
-    )  # fmt: skip
+        image_width=64,
+        image_height=64,
+        num_train=16,
+        num_val=1,
+        iterations=40,
+        batch_size=4,
+        base_width=4,
+        lr=0.05,
+    )
     train(demo_config(settings, root / "data", use_ppm=True), root / "run", resume=False)
     trained = load_checkpoint(root / "run" / "last.pt")
     save_model(trained.model, root / "tiny.safetensors", trained.metadata)
@@ -65,8 +71,18 @@ def server(checkpoint, tmp_path_factory) -> Iterator[str]:
     """``pspnet serve`` in its own process on a free loopback port; its URL once ready."""
     port = free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    command = [sys.executable, "-m", "pspnet", "serve", "--checkpoint", str(checkpoint),
-               "--port", str(port), "--backend", "eager"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pspnet",
+        "serve",
+        "--checkpoint",
+        str(checkpoint),
+        "--port",
+        str(port),
+        "--backend",
+        "eager",
+    ]
     with log.open("w") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -150,8 +166,10 @@ def inside(labels: np.ndarray, class_id: int, margin: int = 3) -> tuple[int, int
     padded = np.pad(uniform, margin, constant_values=False)
     for dy in range(-margin, margin + 1):
         for dx in range(-margin, margin + 1):
-            uniform = uniform & padded[margin + dy : margin + dy + height,
-                                       margin + dx : margin + dx + width]  # fmt: skip
+            uniform = (
+                uniform
+                & padded[margin + dy : margin + dy + height, margin + dx : margin + dx + width]
+            )
     found = np.argwhere(uniform)
     return tuple(found[len(found) // 2]) if len(found) else None
 
@@ -159,8 +177,9 @@ def inside(labels: np.ndarray, class_id: int, margin: int = 3) -> tuple[int, int
 def test_page_shows_what_the_api_answers(server, page, scene, tmp_path):
     from playwright.sync_api import expect
 
-    status, answer = get_json(f"{server}/v1/segment?format=json", scene.read_bytes(),
-                              {"Content-Type": "image/png"})  # fmt: skip
+    status, answer = get_json(
+        f"{server}/v1/segment?format=json", scene.read_bytes(), {"Content-Type": "image/png"}
+    )
     assert status == 200, answer
     _, model = get_json(f"{server}/v1/model")
     labels = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["label_png"]))))  # (H, W)
@@ -211,8 +230,9 @@ def test_page_shows_what_the_api_answers(server, page, scene, tmp_path):
 
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
-    status, refusal = get_json(f"{server}/v1/segment?format=json", notes.read_bytes(),
-                               {"Content-Type": "image/png"})  # fmt: skip
+    status, refusal = get_json(
+        f"{server}/v1/segment?format=json", notes.read_bytes(), {"Content-Type": "image/png"}
+    )
     assert status == 415  # no image format whose size can be checked before decoding
     reason = refusal["error"].removeprefix("the uploaded image: ")  # the page names the file
     page.set_input_files("#file-again", notes)

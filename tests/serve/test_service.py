@@ -468,7 +468,7 @@ def test_predict_serve_ray_and_eval_agree_on_one_image(main, segmenter, checkpoi
     from pspnet.data.datasets import SegmentationDataset
     from pspnet.data.presets import get_preset
     from pspnet.engine.evaluate import evaluate
-    from pspnet.predict import predict_files
+    from pspnet.predict.images import predict_images
     from pspnet.visualize import format_shares
 
     image = scene(48, 64, seed=7)
@@ -487,10 +487,12 @@ def test_predict_serve_ray_and_eval_agree_on_one_image(main, segmenter, checkpoi
     # predict: the label and confidence PNGs, the shares line
     (tmp_path / "in").mkdir()
     Image.fromarray(image).save(tmp_path / "in" / "x.png")
-    (result,) = predict_files(segmenter, [tmp_path / "in" / "x.png"], tmp_path / "out",
-                              confidence=True, unknown_below=cut)  # fmt: skip
-    np.testing.assert_array_equal(decode_png((tmp_path / "out" / "x_label.png").read_bytes()),
-                                  reference.labels)  # fmt: skip
+    (result,) = predict_images(
+        segmenter, [tmp_path / "in" / "x.png"], tmp_path / "out", confidence=True, unknown_below=cut
+    )
+    np.testing.assert_array_equal(
+        decode_png((tmp_path / "out" / "x_label.png").read_bytes()), reference.labels
+    )
     np.testing.assert_array_equal(
         np.asarray(Image.open(tmp_path / "out" / "x_confidence.png")),
         reference.confidence_png_values(),

@@ -8,6 +8,7 @@ from pspnet.checkpoints import save_model
 from pspnet.data.labels import read_label
 from pspnet.data.presets import get_preset
 from pspnet.inference import Segmenter
+from pspnet.inference.settings import InferenceOverrides
 from pspnet.models import PSPNet
 
 
@@ -26,7 +27,9 @@ def test_smoothing_rows_score_every_weight_on_a_clip(tmp_path):
     assert len(frames) == 3 and frames[0].shape == (40, 48, 3)
     model = tmp_path / "model.safetensors"
     save_model(trained_like(PSPNet(11, backbone="resnet18", base_width=4)), model)
-    segmenter = Segmenter.from_checkpoint(model, mode="whole", flip=False)
+    segmenter = Segmenter.from_checkpoint(
+        model, inference=InferenceOverrides(mode="whole", flip=False)
+    )
     truths = [read_label(root / "valannot" / p.name, get_preset("camvid")) for p in images]
     rows = video.smoothing_rows(segmenter, tmp_path / "clip.mp4", truths)
     assert [row[0] for row in rows] == list(video.WEIGHTS)

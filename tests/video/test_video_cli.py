@@ -17,8 +17,11 @@ from pspnet.checkpoints import save_model
 from pspnet.cli import main
 from pspnet.errors import InferenceError, OutputError
 from pspnet.inference import Segmenter
+from pspnet.inference.settings import InferenceOverrides
 from pspnet.models import PSPNet
-from pspnet.video import VideoSource, predict_video
+from pspnet.predict.settings import VideoSettings
+from pspnet.predict.video import predict_video
+from pspnet.video import VideoSource
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +52,7 @@ def test_the_overlay_video_has_the_inputs_frames_size_and_rate(
     assert video_facts(overlay) == (9, SIZE, 12.0)
     out = capsys.readouterr().out
     assert f"clip.mp4: 9 frames -> {overlay} (mp4v, 12 fps, 64x48)" in out
-    segmenter = Segmenter.from_checkpoint(checkpoint, mode="whole")
+    segmenter = Segmenter.from_checkpoint(checkpoint, inference=InferenceOverrides(mode="whole"))
     labels = labels_of(tmp_path / "out" / "clip")
     assert sorted(labels) == list(range(9))
     for index, frame in enumerate(decoded_frames(clip)):  # what predict gives that frame
@@ -79,8 +82,7 @@ def test_videos_are_found_in_folders_and_lists_beside_images(tmp_path, checkpoin
     Image.fromarray(np.full((40, 48, 3), 90, np.uint8)).save(folder / "photo.png")
     assert predict(checkpoint, folder, "--out", tmp_path / "out") == 0
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["drive_overlay.mp4", "photo_color.png", "photo_label.png",
-                     "photo_overlay.png"]  # fmt: skip
+    assert names == ["drive_overlay.mp4", "photo_color.png", "photo_label.png", "photo_overlay.png"]
     assert "wrote 2 prediction(s)" in capsys.readouterr().out
     listing = tmp_path / "list.txt"
     renamed = tmp_path / "drive_clip"  # no extension: known by its content
@@ -113,8 +115,13 @@ def test_a_stalled_stream_keeps_its_frames_and_is_reported(tmp_path, checkpoint,
 
 def run_until_labels(args: list[str], staging: Path, count: int) -> subprocess.Popen:
     """``pspnet predict ARGS`` in a process, returned once ``count`` label PNGs are staged."""
-    run = subprocess.Popen([sys.executable, "-m", "pspnet", "predict", *args], cwd=ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    run = subprocess.Popen(
+        [sys.executable, "-m", "pspnet", "predict", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(staging.glob("*_label.png"))) < count:
         assert run.poll() is None, run.communicate()
@@ -125,8 +132,17 @@ def run_until_labels(args: list[str], staging: Path, count: int) -> subprocess.P
 def test_ctrl_c_finalises_a_live_recording(tmp_path, checkpoint):
     out = tmp_path / "out"
     with http_server(tmp_path) as url:
-        args = ["--source", f"{url}/live.mjpg", "--checkpoint", str(checkpoint), "--out",
-                str(out), "--mode", "whole", "--save-labels"]  # fmt: skip
+        args = [
+            "--source",
+            f"{url}/live.mjpg",
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--mode",
+            "whole",
+            "--save-labels",
+        ]
         run = run_until_labels(args, out / ".live.part", 3)
         run.send_signal(signal.SIGINT)
         stdout, stderr = run.communicate(timeout=60)
@@ -139,8 +155,16 @@ def test_ctrl_c_finalises_a_live_recording(tmp_path, checkpoint):
 def test_a_killed_run_leaves_no_video_and_the_next_run_cleans_up(tmp_path, checkpoint):
     clip = write_clip(tmp_path / "clip.mp4", 150, fps=25)
     out = tmp_path / "out"
-    args = [str(clip), "--checkpoint", str(checkpoint), "--out", str(out), "--mode", "whole",
-            "--save-labels"]  # fmt: skip
+    args = [
+        str(clip),
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--mode",
+        "whole",
+        "--save-labels",
+    ]
     run = run_until_labels(args, out / ".clip.part", 3)
     run.send_signal(signal.SIGKILL)
     run.communicate(timeout=60)
@@ -151,35 +175,41 @@ def test_a_killed_run_leaves_no_video_and_the_next_run_cleans_up(tmp_path, check
 
 def test_an_interrupted_or_failed_file_leaves_nothing(tmp_path, checkpoint, monkeypatch):
     clip = write_clip(tmp_path / "clip.mp4", 6)
-    segmenter = Segmenter.from_checkpoint(checkpoint, mode="whole")
-    segment = segmenter.segment
+    segmenter = Segmenter.from_checkpoint(checkpoint, inference=InferenceOverrides(mode="whole"))
+    segment = segmenter._segment  # the routine under segment(), which names a failed frame
     for error in (KeyboardInterrupt, RuntimeError):
         calls = []
 
-        def fail_at_the_third(image, error=error, calls=calls, **options):
+        def fail_at_the_third(*args, error=error, calls=calls):
             calls.append(1)
             if len(calls) == 3:
                 raise error("stop")
-            return segment(image, **options)
+            return segment(*args)
 
-        monkeypatch.setattr(segmenter, "segment", fail_at_the_third)
+        monkeypatch.setattr(segmenter, "_segment", fail_at_the_third)
         with VideoSource(clip) as video, pytest.raises((KeyboardInterrupt, InferenceError)):
-            predict_video(segmenter, video, tmp_path / "out", "clip", save_labels=True)
+            predict_video(
+                segmenter, video, tmp_path / "out", "clip", VideoSettings(save_labels=True)
+            )
         assert list((tmp_path / "out").iterdir()) == []
 
 
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda d: d.joinpath("cut.mp4").write_bytes(b"\0\0\0\x18ftypmp42" + bytes(99)),
-         "cut.mp4: cannot be opened as a video"),
-        (lambda d: d.joinpath("odd.avi").write_bytes(
-            write_clip(d / "src.avi", 2, fourcc="MJPG").read_bytes().replace(b"MJPG", b"ZZZZ")),
-         "odd.avi: cannot be opened as a video (not a video, truncated"),
+        (
+            lambda d: d.joinpath("cut.mp4").write_bytes(b"\0\0\0\x18ftypmp42" + bytes(99)),
+            "cut.mp4: cannot be opened as a video",
+        ),
+        (
+            lambda d: d.joinpath("odd.avi").write_bytes(
+                write_clip(d / "src.avi", 2, fourcc="MJPG").read_bytes().replace(b"MJPG", b"ZZZZ")
+            ),
+            "odd.avi: cannot be opened as a video (not a video, truncated",
+        ),
     ],
-)  # fmt: skip
-def test_an_unreadable_video_is_one_line_and_no_output(tmp_path, checkpoint, capsys, make,
-                                                       message):  # fmt: skip
+)
+def test_an_unreadable_video_is_one_line_and_no_output(tmp_path, checkpoint, capsys, make, message):
     make(tmp_path)
     bad = next(p for p in tmp_path.iterdir() if p.name != "src.avi")
     assert predict(checkpoint, bad, "--out", tmp_path / "out") == 1  # skipped, as images are
@@ -200,19 +230,24 @@ def test_a_truncated_video_writes_nothing(tmp_path, checkpoint, capsys):
     "args, message",
     [
         (["--source", "97"], "camera 97: cannot be opened as a video (no such camera"),
-        (["--source", "http://127.0.0.1:9/cam.mjpg", "--stall-timeout", "2"],
-         "http://127.0.0.1:9/cam.mjpg: cannot be opened"),
+        (
+            ["--source", "http://127.0.0.1:9/cam.mjpg", "--stall-timeout", "2"],
+            "http://127.0.0.1:9/cam.mjpg: cannot be opened",
+        ),
         (["clip.mp4", "--source", "0"], "give INPUT files, folders or globs, or --source"),
         ([], "give INPUT files, folders or globs, or --source"),
-        (["photo.png", "--every", "2", "--smooth", "0.5"],
-         "--every, --smooth: only for videos, and no input is one"),
+        (
+            ["photo.png", "--every", "2", "--smooth", "0.5"],
+            "--every, --smooth: only for videos, and no input is one",
+        ),
         (["clip.mp4", "--confidence"], "--confidence: only for images"),
         (["clip.mp4", "--out", "a_file"], "a_file: exists and is not a folder"),
         (["--source", "http://127.0.0.1:9/x", "--start", "3"], "start cuts video files"),
     ],
-)  # fmt: skip
-def test_bad_sources_options_and_outputs_are_one_line(tmp_path, checkpoint, capsys, args,
-                                                      message, monkeypatch):  # fmt: skip
+)
+def test_bad_sources_options_and_outputs_are_one_line(
+    tmp_path, checkpoint, capsys, args, message, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     write_clip(tmp_path / "clip.mp4", 2)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "photo.png")
@@ -227,7 +262,7 @@ def test_bad_sources_options_and_outputs_are_one_line(tmp_path, checkpoint, caps
 def test_an_output_in_the_way_is_refused_before_any_frame(tmp_path, checkpoint):
     clip = write_clip(tmp_path / "clip.mp4", 2)
     (tmp_path / "out" / "clip_overlay.mp4").mkdir(parents=True)
-    segmenter = Segmenter.from_checkpoint(checkpoint, mode="whole")
+    segmenter = Segmenter.from_checkpoint(checkpoint, inference=InferenceOverrides(mode="whole"))
     with VideoSource(clip) as video, pytest.raises(OutputError, match="is a folder"):
-        predict_video(segmenter, video, tmp_path / "out", "clip", redo=True)
+        predict_video(segmenter, video, tmp_path / "out", "clip", VideoSettings(), redo=True)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["clip_overlay.mp4"]

@@ -8,6 +8,7 @@ from video_helpers import decoded_frames, write_clip
 from pspnet.checkpoints import save_model
 from pspnet.errors import ConfigError, InferenceError
 from pspnet.inference import UNKNOWN, Segmentation, Segmenter
+from pspnet.inference.settings import InferenceOverrides
 from pspnet.models import PSPNet
 from pspnet.video import ProbabilityAverage, VideoSource, segment_frames, segment_video
 
@@ -16,7 +17,7 @@ from pspnet.video import ProbabilityAverage, VideoSource, segment_frames, segmen
 def segmenter(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "model.safetensors"
     save_model(trained_like(PSPNet(11, backbone="resnet18", base_width=4)), path)
-    return Segmenter.from_checkpoint(path, mode="whole", flip=False)
+    return Segmenter.from_checkpoint(path, inference=InferenceOverrides(mode="whole", flip=False))
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +67,13 @@ def test_smoothing_keeps_a_label_through_single_frame_dropouts():
     for step in range(12):  # class 0 at 0.65, but every third frame the model drops to 0.4
         p = 0.4 if step % 3 == 2 else 0.65
         probs = np.array([p, 1 - p], np.float32).reshape(2, 1, 1)  # (C, H, W)
-        result = Segmentation(probs.argmax(0).astype(np.uint8), probs.max(0), ("a", "b"),
-                              ((0, 0, 0), (255, 255, 255)), probs.copy())  # fmt: skip
+        result = Segmentation(
+            probs.argmax(0).astype(np.uint8),
+            probs.max(0),
+            ("a", "b"),
+            ((0, 0, 0), (255, 255, 255)),
+            probs.copy(),
+        )
         alone.append(int(result.labels[0, 0]))
         smoothed.append(int(average.update(result).labels[0, 0]))
     assert alone.count(1) == 4 and smoothed == [0] * 12
@@ -79,9 +85,9 @@ def test_a_weight_out_of_range_is_refused(segmenter, clip):
 
 
 def test_an_inference_failure_names_the_frame(segmenter, clip, monkeypatch):
-    def fail(image, **options):
+    def fail(*args):
         raise RuntimeError("not enough memory")
 
-    monkeypatch.setattr(segmenter, "segment", fail)
+    monkeypatch.setattr(segmenter, "_segment", fail)  # the routine under segment()
     with VideoSource(clip) as video, pytest.raises(InferenceError, match="clip.mp4 frame 0: "):
         next(segment_frames(segmenter, video))

@@ -119,8 +119,10 @@ def test_a_live_source_cannot_start_later():
         VideoSource("http://127.0.0.1:9/x.mjpg", start=2.0)
 
 
-@pytest.mark.parametrize("bad", [{"every": 0}, {"start": -1.0}, {"duration": 0.0},
-                                 {"max_frames": 0}, {"start": float("nan")}])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad",
+    [{"every": 0}, {"start": -1.0}, {"duration": 0.0}, {"max_frames": 0}, {"start": float("nan")}],
+)
 def test_selections_out_of_range_are_refused(clip, bad):
     with pytest.raises(ConfigError):
         VideoSource(clip, **bad)

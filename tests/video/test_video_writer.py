@@ -37,8 +37,12 @@ class InterruptedWriter:
 
 def test_a_frame_interrupted_mid_write_still_gets_its_label(tmp_path):
     labels = np.arange(48 * 64, dtype=np.uint8).reshape(48, 64) % 3
-    result = Segmentation(labels, np.ones((48, 64), np.float32), ("a", "b", "c"),
-                          ((0, 0, 0), (255, 0, 0), (0, 255, 0)))  # fmt: skip
+    result = Segmentation(
+        labels,
+        np.ones((48, 64), np.float32),
+        ("a", "b", "c"),
+        ((0, 0, 0), (255, 0, 0), (0, 255, 0)),
+    )
     frame = VideoFrame(7, 0.28, np.zeros((48, 64, 3), np.uint8), result)
     outputs = VideoOutputs(tmp_path, "live", 25.0, (48, 64), save_labels=True)
     outputs._writer = InterruptedWriter(outputs._writer)

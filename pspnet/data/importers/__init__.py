@@ -35,6 +35,7 @@ from pspnet.data.importers.writer import (
 )
 from pspnet.data.presets import IGNORE_INDEX
 from pspnet.errors import DatasetError
+from pspnet.settings import check_settings, setting
 
 __all__ = ["ImportFormat", "ImportReport", "import_annotations"]
 
@@ -96,6 +97,7 @@ def import_annotations(
     kind: ImportFormat,
     source: str | Path,
     out: str | Path,
+    *,
     images: str | Path | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
@@ -158,3 +160,32 @@ def _oddities(
     if empty:
         found.append(f"classes without a pixel: {', '.join(empty)}")
     return found
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportSettings:
+    """``pspnet data import``: an annotation export turned into a custom dataset.
+
+    Attributes:
+        format: the export's format.
+        source: COCO instances JSON, a LabelMe JSON file or folder, or CVAT's annotations.xml.
+        out: the dataset folder to create (new or empty).
+        images: the folder holding the images (default: beside SOURCE).
+        val_fraction: share of images for the val split.
+        seed: the split's shuffle.
+        background: class of unannotated pixels (default: 255, ignored); added as class 0
+            if new.
+        classes: a names file ('name [R G B]' per line) fixing the classes' order and colours.
+    """
+
+    format: ImportFormat = setting(positional=True)
+    source: Path = setting(positional=True)
+    out: Path
+    images: Path | None = None
+    val_fraction: float = setting(0.2, low=0, high=1, high_open=True)
+    seed: int = setting(0, low=0)
+    background: str | None = setting(None, metavar="NAME")
+    classes: Path | None = setting(None, metavar="FILE")
+
+    def __post_init__(self) -> None:
+        check_settings(self)

@@ -66,9 +66,15 @@ class Ellipse:
     def paint(self, canvas: np.ndarray, value: int) -> None:
         center, axes = _pixel(self.center), _pixel(self.axes)
         cv2.ellipse(
-            canvas, (int(center[0]), int(center[1])), (int(axes[0]), int(axes[1])),
-            self.angle, 0, 360, int(value), thickness=-1,
-        )  # fmt: skip
+            canvas,
+            (int(center[0]), int(center[1])),
+            (int(axes[0]), int(axes[1])),
+            self.angle,
+            0,
+            360,
+            int(value),
+            thickness=-1,
+        )
 
 
 @dataclass(frozen=True)

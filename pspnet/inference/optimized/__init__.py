@@ -1,8 +1,9 @@
-"""Fast inference for a trained PSPNet: exact rewrites (same logits to float rounding), bf16.
+"""Fast PSPNet inference: exact rewrites (same logits to float rounding), bf16, fp16 and int8.
 
 ``fold`` merges every BatchNorm into the convolution before it, ``factorized`` moves the
 pyramid half of the head's 3x3 convolution to bin resolution, before the upsampling;
-``bf16`` casts a rewritten model for bf16 inference and ``optimize`` picks and runs a path.
+``reduced`` casts a rewritten model for bf16 or fp16 inference, ``int8`` quantises its ONNX
+export, and ``optimize`` picks and runs a path.
 """
 
 from pspnet.inference.optimized.factorized import factorize_head

@@ -76,6 +76,7 @@ def tap_matrices(
     out_size: int,
     in_size: int,
     align_corners: bool,
+    *,
     taps: int,
     dilation: int,
     padding: int,
@@ -180,8 +181,12 @@ class FactorizedHead(nn.Module):
         bh, bw = pooled.shape[-2:]
         dtype = torch.promote_types(pooled.dtype, torch.float32)  # fp32 for bf16, fp64 kept
         options = {"dtype": dtype, "device": pooled.device}
-        rows = tap_matrices(height, bh, self.align_corners, kh, dh, ph, **options)
-        columns = tap_matrices(width, bw, self.align_corners, kw, dw, pw, **options)
+        rows = tap_matrices(
+            height, bh, self.align_corners, taps=kh, dilation=dh, padding=ph, **options
+        )
+        columns = tap_matrices(
+            width, bw, self.align_corners, taps=kw, dilation=dw, padding=pw, **options
+        )
         return rows, columns
 
 

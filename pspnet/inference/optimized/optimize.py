@@ -5,7 +5,7 @@ convolutions, the factorised pyramid head, channels_last) and then runs in eager
 ``torch.compile`` (inductor), ``torch.compile`` with CUDA graphs, or ONNX Runtime (CPU), in
 fp32 (exact to float rounding), bf16 (CPU where it is native, CUDA), fp16 (CUDA) or int8
 (CPU, ONNX Runtime static quantisation). The result is called like the eval model, so
-``predict_probs``, ``evaluate``, ``Segmenter`` and the CLI use it unchanged.
+``segment_tensor``, ``evaluate``, ``Segmenter`` and the CLI use it unchanged.
 
 ``auto`` is what every command runs unless told otherwise: the exact rewrites, eager, which
 never lose to the plain model (they only remove work), or what was measured fastest on this
@@ -21,7 +21,6 @@ import typing
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,10 +30,9 @@ from pspnet.errors import ConfigError
 from pspnet.inference.optimized.factorized import factorize_head
 from pspnet.inference.optimized.fold import fold_batchnorm, to_channels_last
 from pspnet.inference.optimized.reduced import BF16_FP32_STAGES, reduced_precision
+from pspnet.inference.settings import Backend, Precision
 from pspnet.models.pspnet import ModelConfig, PSPNet, StrideLogits
 
-Precision = Literal["auto", "none", "fp32", "bf16", "fp16", "int8"]
-Backend = Literal["auto", "eager", "compile", "cudagraphs", "onnx"]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 # What benchmarks measured fastest per device kind (:func:`device_kind`), as (precision,
@@ -103,8 +101,10 @@ def choose_path(
         precision = measured[0] if measured else "fp32"
     if precision == "none":
         if backend not in ("auto", "eager"):
-            raise ConfigError(f"precision none is the plain eager model; backend {backend!r} "
-                              "needs a precision (fp32 is exact)")  # fmt: skip
+            raise ConfigError(
+                f"precision none is the plain eager model; backend {backend!r} "
+                "needs a precision (fp32 is exact)"
+            )
         return "none", "eager"
     if backend == "auto":
         if precision == "int8":
@@ -130,8 +130,10 @@ def _check_path(precision: str, backend: str, device: torch.device) -> None:
     if backend == "cudagraphs" and not cuda:
         raise ConfigError("backend cudagraphs needs CUDA; on the CPU use eager or compile")
     if cuda and (precision == "int8" or backend == "onnx"):
-        raise ConfigError("int8 and onnx run through ONNX Runtime on the CPU; on CUDA use "
-                          "fp32, bf16 or fp16 with eager, compile or cudagraphs")  # fmt: skip
+        raise ConfigError(
+            "int8 and onnx run through ONNX Runtime on the CPU; on CUDA use "
+            "fp32, bf16 or fp16 with eager, compile or cudagraphs"
+        )
     if precision == "int8" and backend != "onnx":
         raise ConfigError("int8 runs through ONNX Runtime: use backend 'onnx' or 'auto'")
     if backend == "onnx" and precision in DTYPES:
@@ -156,9 +158,13 @@ class OptimizedModel(nn.Module):
     """
 
     def __init__(
-        self, inner: nn.Module, config: ModelConfig, precision: str, backend: str,
+        self,
+        inner: nn.Module,
+        config: ModelConfig,
+        precision: str,
+        backend: str,
         channels_last: bool,
-    ):  # fmt: skip
+    ):
         super().__init__()
         self.inner = inner
         self.config = config
@@ -172,8 +178,9 @@ class OptimizedModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         logits = self.stride_logits(images)
-        return F.interpolate(logits, images.shape[-2:], mode="bilinear",
-                             align_corners=self.config.align_corners)  # fmt: skip
+        return F.interpolate(
+            logits, images.shape[-2:], mode="bilinear", align_corners=self.config.align_corners
+        )
 
     def train(self, mode: bool = True) -> OptimizedModel:
         if mode:
@@ -205,6 +212,7 @@ def optimize(
     precision: Precision = "auto",
     backend: Backend = "auto",
     calibration: Iterable[torch.Tensor] | None = None,
+    *,
     work_dir: str | Path | None = None,
     fp32_stages: Iterable[str] = BF16_FP32_STAGES,
     amortized: bool = False,
@@ -270,8 +278,9 @@ def _onnx_runner(
     temporary = None if work_dir else tempfile.TemporaryDirectory(prefix="pspnet-onnx-")
     folder = Path(work_dir or temporary.name)
     try:
-        path = export_onnx(exact_rewrite(model, exportable=True), folder / "model.onnx",
-                           stride_logits=True)  # fmt: skip
+        path = export_onnx(
+            exact_rewrite(model, exportable=True), folder / "model.onnx", stride_logits=True
+        )
         if precision == "int8":
             path = quantize_int8(path, folder / "model.int8.onnx", calibration)
         return OnnxRuntimeModel(path)  # the session holds the file's contents

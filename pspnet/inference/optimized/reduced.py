@@ -50,7 +50,8 @@ def reduced_precision(
     bf16's 8 bits (a step of 0.03 at a logit of 8, enough to flip close calls).
 
     Args:
-        model: an exact rewrite (:func:`exact_rewrite`), changed in place.
+        model: an exact rewrite (:func:`~pspnet.inference.optimized.optimize.exact_rewrite`),
+            changed in place.
         dtype: torch.bfloat16 or torch.float16.
         fp32_stages: backbone stages ("stem", "layer1" ... "layer4") kept in fp32.
     """

@@ -49,8 +49,8 @@ def test_tap_matrices_shift_the_upsampled_map_like_zero_padding(align_corners, d
         bin_map, (height, width), mode="bilinear", align_corners=align_corners
     )
     options = {"dilation": dilation, "padding": dilation, "dtype": torch.float64}
-    rows = tap_matrices(height, bins, align_corners, 3, **options)  # (H, 3 * bins)
-    columns = tap_matrices(width, bins, align_corners, 3, **options)  # (W, 3 * bins)
+    rows = tap_matrices(height, bins, align_corners, taps=3, **options)  # (H, 3 * bins)
+    columns = tap_matrices(width, bins, align_corners, taps=3, **options)  # (W, 3 * bins)
     for dy, dx in itertools.product(range(3), range(3)):
         one_tap = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
         one_tap[0, 0, dy, dx] = 1

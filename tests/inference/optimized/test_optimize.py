@@ -12,7 +12,7 @@ from pspnet.inference.optimized.reduced import reduced_precision
 from pspnet.inference.protocol import probabilities
 from pspnet.models import PSPNet
 
-# The module, not the function of the same name that pspnet.optimized exports.
+# The module, not the function of the same name that pspnet.inference.optimized exports.
 optimize_module = importlib.import_module("pspnet.inference.optimized.optimize")
 
 
