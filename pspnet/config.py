@@ -19,6 +19,7 @@ from typing import Any, Literal
 import yaml
 
 from pspnet.checkpoints.transfer import Classifier
+from pspnet.data.normalization import BandStats, Normalization
 from pspnet.data.presets import IGNORE_INDEX, DatasetPreset, get_preset
 from pspnet.data.transforms import Augmentation
 from pspnet.errors import ConfigError
@@ -35,7 +36,8 @@ class DataConfig(Augmentation):
     :class:`~pspnet.data.transforms.Augmentation`'s fields).
 
     Attributes:
-        dataset: preset name: ade20k, voc, cityscapes, camvid or custom.
+        dataset: preset name: ade20k, voc, cityscapes, camvid, loveda, potsdam, vaihingen,
+            isaid, coco_stuff10k, coco_stuff164k, pascal_context(_59) or custom.
         root: dataset root folder.
         train_split: split (list name) to train on.
         val_split: split to validate on.
@@ -47,6 +49,16 @@ class DataConfig(Augmentation):
             (values not listed keep the preset's mapping; a train id of 255 ignores the value),
             e.g. ``{255: 1}`` for 0/255 binary masks.
         workers: data-loading processes per rank.
+        bands: the images' bands the model takes, 1-based in the file's order (GDAL's
+            numbering), e.g. [4, 3, 2, 8]; null: the first model.in_channels bands.
+        mean: per-band mean in the files' units (one per band taken); null: ImageNet's for
+            8-bit RGB (3 bands); auto: measured over the training images before the first
+            step (written to normalization.json in the run folder). Saved with the weights,
+            so evaluation and inference normalise alike.
+        std: per-band standard deviation, as mean (null: ImageNet's; auto: measured).
+        sample_window: train on a random window of this many pixels a side of each image,
+            read from disk (TIFF tiles window by window), before the augmentation; for large
+            tiles such as Potsdam's 6,000 x 6,000. null: whole images.
     """
 
     dataset: str = "camvid"
@@ -57,6 +69,10 @@ class DataConfig(Augmentation):
     names_file: str | None = None
     label_map: dict[int, int] | None = None
     workers: int = 2
+    bands: tuple[int, ...] | None = None
+    mean: Literal["auto"] | tuple[float, ...] | None = None
+    std: Literal["auto"] | tuple[float, ...] | None = None
+    sample_window: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -70,6 +86,36 @@ class DataConfig(Augmentation):
                 self.label_map,
             )
         _integer(self, "workers", 0)
+        if self.sample_window is not None:
+            _integer(self, "sample_window", 1)
+        if self.bands is not None:
+            _require(
+                len(self.bands) > 0 and all(_is_int(b) and b >= 1 for b in self.bands),
+                "bands",
+                "null or band numbers from 1, e.g. [4, 3, 2]",
+                self.bands,
+            )
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if isinstance(values, tuple):
+                low = 0 if name == "std" else -math.inf
+                _require(
+                    len(values) > 0 and all(_is_finite(v) and v > low for v in values),
+                    name,
+                    "null, auto or finite numbers, one per band"
+                    + (" (positive)" if name == "std" else ""),
+                    list(values),
+                )
+
+    @property
+    def measures_bands(self) -> bool:
+        """Whether mean or std is measured over the training images (auto)."""
+        return "auto" in (self.mean, self.std)
+
+    def normalization(self, in_channels: int, stats: BandStats | None = None) -> Normalization:
+        """The bands and statistics a model of ``in_channels`` bands is normalised with;
+        ``stats`` (the training images') give those declared auto."""
+        return Normalization.declared(self.mean, self.std, self.bands, in_channels, stats)
 
     def preset(self) -> DatasetPreset:
         """The dataset preset these settings describe (label_map applied)."""
@@ -255,6 +301,7 @@ class TrainConfig:
         _integer(self, "log_every", 1)  # and iteration % log_every
         _integer(self, "seed", 0, 2**32 - 1)  # the sampler multiplies it into a 64-bit seed
         _integer(self, "val_limit", 0)  # 0: every validation image
+        self._check_bands()
         weights = self.loss.class_weights
         if isinstance(weights, tuple):
             classes = self.model.num_classes
@@ -264,6 +311,34 @@ class TrainConfig:
                 f"{classes} weights, one per class of model.num_classes",
                 list(weights),
             )
+
+    def _check_bands(self) -> None:
+        """data.bands, mean and std give one value per band of model.in_channels."""
+        data, channels = self.data, self.model.in_channels
+        if data.bands is not None:
+            _require(
+                len(data.bands) == channels,
+                "data.bands",
+                f"{channels} band numbers, one per band of model.in_channels",
+                list(data.bands),
+            )
+        for name in ("mean", "std"):
+            values = getattr(data, name)
+            if values is None:
+                _require(
+                    channels == 3,
+                    f"data.{name}",
+                    f"{channels} values or auto for a model of {channels} bands (null is "
+                    "ImageNet's, for 8-bit RGB)",
+                    values,
+                )
+            elif values != "auto":
+                _require(
+                    len(values) == channels,
+                    f"data.{name}",
+                    f"{channels} values, one per band of model.in_channels",
+                    list(values),
+                )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

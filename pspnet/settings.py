@@ -44,6 +44,7 @@ class Option:
             or several values after it; every value counts.
         parse: turns one command-line word into the value (raises ValueError with the
             reason); None: the type's own constructor.
+        whole: ``parse`` takes the whole value of a tuple as one word (``--bands 4,3,2``).
         shown_default: how the default reads in help and tables when its value alone would
             mislead (``"the checkpoint's"``).
     """
@@ -58,6 +59,7 @@ class Option:
     high_open: bool = False
     repeat: bool = False
     parse: Callable[[str], Any] | None = None
+    whole: bool = False
     shown_default: str | None = None
 
     def accepts(self, value: float) -> bool:

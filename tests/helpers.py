@@ -4,13 +4,18 @@ Imported as ``from helpers import ...``: pytest puts tests/ on ``sys.path`` when
 tests/conftest.py, for the test files in every sub-folder too.
 """
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_overrides(root: Path, **extra) -> list[str]:
@@ -79,3 +84,59 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
+    """``pspnet ARGS`` under torchrun with ``processes`` CPU ranks (one thread each)."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        f"--master_port={free_port()}",
+        "-m",
+        "pspnet",
+        *args,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+
+
+def write_raster(path: Path, bands: np.ndarray) -> Path:
+    """``bands`` (N, H, W) as a plain (not georeferenced) GeoTIFF, written with rasterio."""
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    count, height, width = bands.shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(
+            path, "w", driver="GTiff", width=width, height=height, count=count, dtype=bands.dtype
+        ) as raster:
+            raster.write(bands)
+    return path
+
+
+def write_tiny_multiband(
+    root: Path, bands: int = 4, num_train: int = 4, num_val: int = 2, size=(24, 32)
+) -> Path:
+    """A custom dataset of ``bands``-band uint16 GeoTIFFs (reflectance-like, 0..10000) and
+    single-band uint8 TIFF labels of 3 classes, listed in train.txt and val.txt."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", num_train), ("val", num_val)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        lines = []
+        for i in range(count):
+            label = rng.integers(0, 3, (size[0] // 8, size[1] // 8), dtype=np.uint8)
+            label = label.repeat(8, 0).repeat(8, 1)  # (H, W)
+            noise = rng.integers(0, 500, (bands, *size))
+            image = (1000 + 2000 * label[None].astype(np.int64) + noise).astype(np.uint16)
+            name = f"{split}_{i:03d}.tif"
+            write_raster(root / "images" / split / name, image)
+            write_raster(root / "labels" / split / name, label[None])
+            lines.append(f"images/{split}/{name} labels/{split}/{name}")
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return root

@@ -147,3 +147,22 @@ def test_the_thin_classes_config_is_the_cpu_config_with_class_weights():
     thin = load_train_config(folder / "camvid_pspnet_r18_cpu_thin.yaml")
     cpu = load_train_config(folder / "camvid_pspnet_r18_cpu.yaml", ["loss.class_weights=auto"])
     assert thin.loss.class_weights == "auto" and thin == cpu
+
+
+def test_bands_and_per_band_statistics_are_checked_against_in_channels():
+    four = ["model.in_channels=4", "data.bands=[4,3,2,8]"]
+    config = load_train_config(None, [*four, "data.mean=auto", "data.std=[1,2,3,4]"])
+    assert config.data.bands == (4, 3, 2, 8) and config.data.mean == "auto"
+    assert config.data.std == (1.0, 2.0, 3.0, 4.0) and config.data.measures_bands
+    assert load_train_config(None).data.normalization(3).eight_bit_rgb  # ImageNet's RGB
+    refusals = [
+        (["model.in_channels=4"], r"data\.mean must be 4 values or auto .* \(null is ImageNet"),
+        ([*four, "data.mean=[1,2,3]", "data.std=auto"], r"data\.mean must be 4 values"),
+        (["data.bands=[1,2]"], r"data\.bands must be 3 band numbers"),
+        (["data.bands=[0,1,2]"], r"data\.bands must be null or band numbers from 1"),
+        (["data.std=[1,0,1]"], r"data\.std must be null, auto or finite numbers"),
+        (["data.mean=median"], r"data\.mean: 'median' is not one of \['auto'\]"),
+    ]
+    for overrides, message in refusals:
+        with pytest.raises(ConfigError, match=message):
+            load_train_config(None, overrides)

@@ -21,12 +21,27 @@ ALLOWED = {
     "inference": {"models", "data", "checkpoints", "config", "export", "weights"},
     "engine": {"models", "data", "checkpoints", "config", "inference", "visualize"},
     # predict: one module per kind of input over the inference routine; torchrun's shards.
-    "predict": {"data", "inference", "visualize", "engine", "video"},
+    "predict": {
+        "data",
+        "inference",
+        "visualize",
+        "engine",
+        "video",
+        "rasters",
+        "config",
+        "annotations",
+    },
+    # annotations: predictions as the labelling tools' files; label maps in, files out.
+    "annotations": set(),
+    # rasters: GDAL scenes read by window, streamed through the routine, GeoTIFFs written.
+    "rasters": {"data", "inference", "config"},
     "demo": {"models", "data", "checkpoints", "config", "engine", "inference", "visualize"},
     # batch and serve (the same, set below) sit above everything but the CLI: adapters over
     # the inference package.
     "batch": {"data", "inference", "visualize", "predict"},
     "reproduce": {"models", "data", "checkpoints", "config", "engine", "inference"},
+    # benchmark: every inference path timed and scored through the one evaluation routine.
+    "benchmark": {"models", "data", "checkpoints", "config", "engine", "inference", "weights"},
 }
 # serve tells a missing local checkpoint from a registry name or URL before it starts.
 ALLOWED["serve"] = ALLOWED["batch"] | {"weights"}

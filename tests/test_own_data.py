@@ -1,5 +1,6 @@
 """A user's own data end to end, as the README's "Your own data" runs it: an export (COCO,
-LabelMe, CVAT) or a folder of colour masks -> import -> check -> train a few steps -> eval.
+LabelMe, CVAT, Label Studio) or a folder of colour masks -> import -> check -> train a few
+steps -> eval.
 """
 
 import json
@@ -94,6 +95,36 @@ def cvat_export(src: Path) -> Path:
     return src / "annotations.xml"
 
 
+def labelstudio_export(src: Path) -> Path:
+    """Label Studio's JSON export: uploads, rectangles in percent of the image's size."""
+    names = write_images(src / "images")
+
+    def region(label: str, box: tuple[int, int, int, int]) -> dict:
+        x0, y0, x1, y1 = box
+        value = {"x": 100 * x0 / W, "y": 100 * y0 / H, "width": 100 * (x1 - x0) / W}
+        value.update(height=100 * (y1 - y0) / H, rotation=0, rectanglelabels=[label])
+        return {
+            "type": "rectanglelabels",
+            "value": value,
+            "original_width": W,
+            "original_height": H,
+            "image_rotation": 0,
+            "from_name": "label",
+            "to_name": "image",
+        }
+
+    tasks = [
+        {
+            "id": i + 1,
+            "data": {"image": f"/data/upload/1/0123abcd-{name}"},
+            "annotations": [{"id": i + 1, "result": [region(*b) for b in boxes(i)]}],
+        }
+        for i, name in enumerate(names)
+    ]
+    (src / "export.json").write_text(json.dumps(tasks))
+    return src / "export.json"
+
+
 def colour_masks(root: Path) -> None:
     """A custom dataset of RGB colour masks with CVAT's labelmap.txt as its classes.txt."""
     for split, indices in (("train", range(4)), ("val", range(4, IMAGES))):
@@ -109,7 +140,12 @@ def colour_masks(root: Path) -> None:
     (root / "classes.txt").write_text("\n".join(lines) + "\n")
 
 
-EXPORTS = {"coco": coco_export, "labelme": labelme_export, "cvat": cvat_export}
+EXPORTS = {
+    "coco": coco_export,
+    "labelme": labelme_export,
+    "cvat": cvat_export,
+    "labelstudio": labelstudio_export,
+}
 
 
 def check_train_eval(root: Path, tmp_path: Path, capsys, names: list[str]) -> None:
@@ -147,7 +183,8 @@ def test_an_export_imports_checks_trains_and_evaluates(kind, tmp_path, capsys):
     labels = sorted((root / "labels").rglob("*.png"))
     assert len(labels) == IMAGES
     classes = [line.rsplit(" ", 3)[0] for line in (root / "classes.txt").read_text().splitlines()]
-    assert classes == (sorted(CLASSES) if kind == "labelme" else list(CLASSES))  # source order
+    unordered = kind in ("labelme", "labelstudio")  # no class list: sorted by name
+    assert classes == (sorted(CLASSES) if unordered else list(CLASSES))  # else source order
     check_train_eval(root, tmp_path, capsys, list(CLASSES))
 
 

@@ -1,6 +1,5 @@
 """predict on many images: atomic outputs, resumable, sharded over torchrun ranks like one."""
 
-import os
 import signal
 import subprocess
 import sys
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import free_port
+from helpers import torchrun
 from PIL import Image
 
 from pspnet.checkpoints import save_model
@@ -41,21 +40,6 @@ def images(folder: Path, count: int, size=(40, 48)) -> Path:
 
 def files_of(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def torchrun(args: list[str], processes: int = 2) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc_per_node={processes}",
-        f"--master_port={free_port()}",
-        "-m",
-        "pspnet",
-        *args,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
 
 
 def test_a_rerun_redoes_only_what_is_missing(tmp_path, checkpoint):
@@ -240,3 +224,34 @@ def test_an_image_over_the_memory_budget_is_skipped_before_decoding(tmp_path, ch
     assert "in/img_000.png: image is 400x400" in out.err and "--memory-budget-mb" in out.err
     assert (tmp_path / "out" / "small" / "img_000_label.png").is_file()
     assert not (tmp_path / "out" / "in").exists()
+
+
+def test_the_summary_lists_the_least_confident_images_first(tmp_path, checkpoint):
+    import csv
+
+    images(tmp_path / "in", 4)
+    summary = tmp_path / "summary.csv"
+    args = [
+        "predict",
+        str(tmp_path / "in"),
+        "--checkpoint",
+        str(checkpoint),
+        "--mode",
+        "whole",
+        "--out",
+        str(tmp_path / "out"),
+        "--summary",
+        str(summary),
+        "--unknown-below",
+        "0.5",
+    ]
+    assert main(args) == 0
+    rows = list(csv.DictReader(summary.open()))
+    assert len(rows) == 4
+    confidences = [float(row["mean_confidence"]) for row in rows]
+    assert confidences == sorted(confidences)
+    for row in rows:
+        label = np.asarray(Image.open(tmp_path / "out" / (Path(row["image"]).stem + "_label.png")))
+        assert float(row["unknown_share"]) == pytest.approx((label == 255).mean(), abs=1e-4)
+        shares = [float(row[name]) for name in list(row)[3:]]
+        assert sum(shares) + float(row["unknown_share"]) == pytest.approx(1.0, abs=1e-3)

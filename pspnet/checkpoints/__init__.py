@@ -6,12 +6,13 @@ import dataclasses
 import json
 import pickle
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from pspnet.checkpoints import mmseg, semseg, torchvision
+from pspnet.checkpoints.channels import STEM_WEIGHT, adapt_stem
 from pspnet.checkpoints.loaded import LoadedCheckpoint, loaded
 from pspnet.checkpoints.native import is_native, load_state_strict, read_native, save_model
 from pspnet.errors import CheckpointError
@@ -127,9 +128,10 @@ def _read_file(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict]:
 def _as_published(
     config: ModelConfig, metadata: dict, entry: PublishedWeights, path: Path
 ) -> tuple[ModelConfig, dict]:
-    """The registry's config (align_corners is not in the weights) and settings as metadata."""
+    """The registry's config (it alone knows mmseg.NOT_IN_WEIGHTS) and settings as metadata."""
     published = entry.model_config()
-    if dataclasses.replace(config, align_corners=published.align_corners) != published:
+    unseen = {name: getattr(published, name) for name in mmseg.NOT_IN_WEIGHTS}
+    if dataclasses.replace(config, **unseen) != published:
         raise CheckpointError(
             f"{path}: holds {config}, not the {published} the registry lists for {entry.name}"
         )
@@ -153,8 +155,12 @@ def build_model(
     init: str | Path | None = None,
     class_names: Sequence[str] | None = None,
     init_classes: dict[str, str] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> PSPNet:
     """A PSPNet for ``config``: fresh, its backbone from ImageNet, or from a segmentation model.
+
+    3-band weights (every published one) start a model of other ``config.in_channels`` through
+    the stem rule of :mod:`pspnet.checkpoints.channels`; ``report`` is told so.
 
     Args:
         config: the network's shape.
@@ -168,13 +174,17 @@ def build_model(
             carried); applied after ``backbone_weights``.
         class_names: our classes, needed with ``init``.
         init_classes: ``{our class: the init model's class}`` for names that differ.
+        report: called with a sentence for each decision worth reading: a stem adapted to
+            ``config.in_channels``, and the notes of ``init``'s transfer.
     """
+    report = report or (lambda note: None)
     model = PSPNet.from_config(config)
     if backbone_weights is not None:
         if backbone_weights == "imagenet":
             backbone_weights = imagenet_backbone(config.backbone, config.stem).name
         path, _ = resolve(backbone_weights, progress)
-        load_backbone_weights(model.backbone, path)
+        for note in load_backbone_weights(model.backbone, path):
+            report(note)
     if init is not None:
         from pspnet.checkpoints.transfer import init_from
 
@@ -182,7 +192,9 @@ def build_model(
             raise CheckpointError(
                 f"init={init}: give class_names, one per class ({config.num_classes})"
             )
-        init_from(model, init, class_names, init_classes, progress=progress)
+        transfer = init_from(model, init, class_names, init_classes, progress=progress)
+        for note in transfer.notes:
+            report(note)
     return model
 
 
@@ -212,10 +224,14 @@ def load_model(
     return load_checkpoint(spec, device, progress).model
 
 
-def load_backbone_weights(backbone: ResNet, path: str | Path) -> None:
+def load_backbone_weights(backbone: ResNet, path: str | Path) -> list[str]:
     """Load ImageNet ResNet weights (torchvision or semseg layout) into ``backbone``, strictly.
 
-    The classifier ``fc.*`` is dropped; every other key must map onto the backbone.
+    The classifier ``fc.*`` is dropped; every other key must map onto the backbone. The 3-band
+    stem of a backbone of other bands is adapted (:mod:`pspnet.checkpoints.channels`).
+
+    Returns:
+        What was adapted, a sentence each (none for an RGB backbone).
     """
     path = Path(path)
     if not path.is_file():
@@ -234,7 +250,9 @@ def load_backbone_weights(backbone: ResNet, path: str | Path) -> None:
             f"{path}: not a torchvision, semseg or open-mmlab ImageNet ResNet (first keys: "
             f"{list(obj)[:6]})"
         )
+    note = adapt_stem(state, backbone.state_dict(), STEM_WEIGHT)
     load_state_strict(backbone, state, str(path))
+    return [] if note is None else [note]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from pspnet.data.normalization import Normalization
 from pspnet.data.presets import PRESETS, voc_colormap
 from pspnet.models.pspnet import ModelConfig, PSPNet
 
@@ -49,6 +50,16 @@ class LoadedCheckpoint:
     @property
     def dataset(self) -> str | None:
         return self.metadata.get("dataset")
+
+    @property
+    def normalization(self) -> Normalization:
+        """The bands and per-band statistics the model was trained with (ImageNet's 8-bit RGB
+        for checkpoints that record none).
+
+        Raises:
+            CheckpointError: a model of other than 3 bands that records none.
+        """
+        return Normalization.of_metadata(self.metadata, self.config.in_channels, self.source)
 
 
 def classes_of(metadata: dict[str, str], num_classes: int) -> tuple[tuple[str, ...], tuple]:

@@ -3,7 +3,14 @@
 mmseg's PSPNet differs from the paper's in three ways our config expresses: the ResNetV1c
 stem is 32-32-64 channels ("deep_narrow"; the ``r50b`` models use torchvision's 7x7 stem),
 the first block of layer3/4 runs at half the dilation (``contract_dilation=True``), and every
-resize uses ``align_corners=False``.
+resize uses ``align_corners=False``. Its ResNet-18 models add two more, read from the weights:
+narrower heads (``channels=128`` and ``64``: ``head_channels``, ``aux_channels``) and
+mmseg's BasicBlock, which dilates its first 3x3 conv only (``basic_block_dilation``).
+
+The weights do not show strides and dilations: the d32 models (``strides=(1, 2, 2, 2),
+dilations=(1, 1, 2, 4)``) hold the same tensors as the d8 ones. A file converts as d8; a
+registry entry supplies the fields in :data:`NOT_IN_WEIGHTS` (``output_stride=32,
+stage_dilations=(1, 1, 2, 4)`` for d32).
 """
 
 from __future__ import annotations
@@ -14,11 +21,16 @@ from pspnet.checkpoints.native import Rule, foreign_state, rename_strict
 from pspnet.checkpoints.torchvision import BLOCK_KEY, rename_backbone, resnet_depth
 from pspnet.errors import CheckpointError
 from pspnet.models.pspnet import ModelConfig, PSPNet
+from pspnet.models.resnet import DEPTHS
 
 NAME = "mmseg"
 
 # mmseg's configs all use pool_scales (1, 2, 3, 6); the weights record only their count.
 BINS = (1, 2, 3, 6)
+
+# Fields no mmseg tensor shows: the geometry (d8 and d32 hold the same tensors) and the
+# test-time resize. The converter gives mmseg's d8 defaults; a registry entry gives its own.
+NOT_IN_WEIGHTS = ("output_stride", "stage_dilations", "align_corners")
 
 RULES: list[Rule] = [
     # ResNetV1c: stem = Sequential(conv, BN, ReLU, conv, BN, ReLU, conv, BN, ReLU).
@@ -88,7 +100,8 @@ def convert(obj: dict, source: str) -> tuple[ModelConfig, dict[str, torch.Tensor
 
     Returns:
         The detected config (depth from the block counts, classes from ``conv_seg``, the
-        auxiliary head if ``auxiliary_head.*`` is present) and the renamed, shape-checked
+        auxiliary head if ``auxiliary_head.*`` is present, the heads' widths from their 3x3
+        convs; output stride 8, see :data:`NOT_IN_WEIGHTS`) and the renamed, shape-checked
         weights.
     """
     state = foreign_state(obj, source)
@@ -106,14 +119,28 @@ def _config(state: dict[str, torch.Tensor], source: str) -> ModelConfig:
             f"{source}: {len(branches)} pyramid branches, but mmseg's pool_scales are {BINS}; "
             "the scales are not stored in the weights, so this file cannot be configured"
         )
+    backbone = resnet_depth(state, source, prefix="backbone.")
+    base_width = state["backbone.layer1.0.conv1.weight"].shape[0]
     return ModelConfig(
         num_classes=state["decode_head.conv_seg.weight"].shape[0],
-        backbone=resnet_depth(state, source, prefix="backbone."),
+        backbone=backbone,
         stem="torchvision" if "backbone.conv1.weight" in state else "deep_narrow",
         output_stride=8,
         contract_dilation=True,  # ResNetV1c(contract_dilation=True) in every PSPNet config
+        # mmseg's BasicBlock builds conv2 with padding 1 and no dilation (backbones/resnet.py).
+        basic_block_dilation="first_conv" if DEPTHS[backbone][0] == "basic" else "both_convs",
         bins=BINS,
         aux="auxiliary_head.conv_seg.weight" in state,
         align_corners=False,
-        base_width=state["backbone.layer1.0.conv1.weight"].shape[0],
+        base_width=base_width,
+        # PSPHead's and FCNHead's ``channels``: 512 and 256 except in the ResNet-18 configs.
+        head_channels=_width(state, "decode_head.bottleneck.conv.weight", 8 * base_width),
+        aux_channels=_width(state, "auxiliary_head.convs.0.conv.weight", 4 * base_width),
     )
+
+
+def _width(state: dict[str, torch.Tensor], key: str, default: int) -> int | None:
+    """Output channels of conv ``key``; None when they are our default or it is absent (no aux
+    head; a missing key ``rename_strict`` then names)."""
+    weight = state.get(key)
+    return None if weight is None or weight.shape[0] == default else weight.shape[0]

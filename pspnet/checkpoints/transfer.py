@@ -1,11 +1,13 @@
 """Starting a model from another trained segmentation model, its classes carried by name.
 
 Every weight of the source (a native, semseg or mmseg checkpoint, a published name or a URL)
-is loaded into the new model. Only the classifiers (main and auxiliary heads) may differ in
-their rows: a row of ours whose class the source also has (by name, case-insensitively, or as
-``init_classes`` pairs them) is the source's row; the others keep their fresh initialisation.
-Every other difference (depth, width, a missing pyramid) is an error naming the key: nothing
-is dropped silently, unlike the non-strict loading that peers advise for this.
+is loaded into the new model (a 3-band stem adapted to a model of other bands by the rule of
+:mod:`pspnet.checkpoints.channels`, and said so). Only the classifiers (main and auxiliary
+heads) may differ in their rows: a row of ours whose class the source also has (by name,
+case-insensitively, or as ``init_classes`` pairs them) is the source's row; the others keep
+their fresh initialisation. Every other difference (depth, width, a missing pyramid) is an
+error naming the key: nothing is dropped silently, unlike the non-strict loading that peers
+advise for this.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Literal
 import torch
 
 from pspnet.checkpoints import read_checkpoint
+from pspnet.checkpoints.channels import STEM_WEIGHT, adapt_stem
 from pspnet.data.presets import PRESETS
 from pspnet.errors import CheckpointError
 from pspnet.models.pspnet import ModelConfig, PSPNet
@@ -31,7 +34,7 @@ Classifier = Literal["by_name", "fresh"]
 # The classifier convolutions: one row (output channel) per class.
 CLASSIFIERS = ("head.classifier", "aux_head.classifier")
 # Fields of ModelConfig that decide a weight's shape, named in the advice of a mismatch.
-SHAPE_FIELDS = ("backbone", "stem", "base_width", "bins", "reduction", "use_ppm")
+SHAPE_FIELDS = ("backbone", "stem", "base_width", "bins", "reduction", "use_ppm", "in_channels")
 
 
 @dataclass
@@ -125,6 +128,10 @@ def _fitting_weights(
     transfer: ClassTransfer,
 ) -> dict[str, torch.Tensor]:
     """Our state with the source's weights in it, classifiers aside; raises on any misfit."""
+    theirs = dict(theirs)
+    stem = adapt_stem(theirs, ours, f"backbone.{STEM_WEIGHT}")
+    if stem is not None:
+        transfer.notes.append(stem)
     classifier_keys = {f"{p}.{s}" for p in CLASSIFIERS for s in ("weight", "bias")}
     aux_ours = any(k.startswith("aux_head.") for k in ours)
     aux_theirs = any(k.startswith("aux_head.") for k in theirs)

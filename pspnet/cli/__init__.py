@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from pspnet.benchmark import BenchmarkSettings
 from pspnet.checkpoints import ConvertSettings
 from pspnet.cli.arguments import add_settings, settings_from
 from pspnet.cli.commands import (
@@ -27,7 +28,7 @@ from pspnet.cli.commands import (
     cmd_reproduce,
     cmd_train,
 )
-from pspnet.cli.trained import cmd_eval, cmd_export, cmd_predict, cmd_serve
+from pspnet.cli.trained import cmd_benchmark, cmd_eval, cmd_export, cmd_predict, cmd_serve
 from pspnet.config import TrainSettings
 from pspnet.data.check import DataCheckSettings
 from pspnet.data.download import DataDownloadSettings
@@ -102,7 +103,18 @@ COMMANDS: tuple[Command | Group, ...] = (
         cmd_predict,
         "label, colour and overlay PNGs for images, folders or globs; overlay videos",
     ),
-    Command("export", ExportSettings, cmd_export, "ONNX with dynamic batch, height and width"),
+    Command(
+        "export",
+        ExportSettings,
+        cmd_export,
+        "ONNX or OpenVINO IR with dynamic batch, height and width",
+    ),
+    Command(
+        "benchmark",
+        BenchmarkSettings,
+        cmd_benchmark,
+        "every inference path measured on this machine; --save makes auto run the fastest",
+    ),
     Command(
         "serve",
         ServeSettings,

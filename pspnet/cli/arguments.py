@@ -111,7 +111,7 @@ def _values(hint: Any, option: Option) -> dict[str, Any]:
     keywords: dict[str, Any] = {}
     item, args = hint, typing.get_args(hint)
     variadic = len(args) == 2 and args[1] is Ellipsis
-    if typing.get_origin(hint) is tuple and (variadic or option.parse is None):
+    if typing.get_origin(hint) is tuple and not option.whole and (variadic or option.parse is None):
         item = args[0]  # a fixed-size tuple with its own parse is one word (I/K)
         if option.repeat:
             keywords.update(action="extend", nargs="+")

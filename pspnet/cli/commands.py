@@ -233,13 +233,15 @@ def cmd_models(settings: ModelsSettings) -> int:
         known = sorted({e.dataset for e in registry().values() if e.dataset})
         raise ConfigError(f"--dataset {settings.dataset}: no published weights; known: {known}")
     if pspnets:
-        say("| name | dataset | mIoU | ms+flip | size | cached |")
-        say("|:---|:---|---:|---:|---:|:---|")
+        speed = " speed here (fastest auto path) |" if settings.speed else ""
+        say("| name | dataset | mIoU | ms+flip | size | cached |" + speed)
+        say("|:---|:---|---:|---:|---:|:---|" + (":---|" if settings.speed else ""))
         for e in pspnets:
             ms = "n/a" if e.miou_ms_flip is None else f"{e.miou_ms_flip:.2f}"
             cached = "unsupported: " + e.unsupported if e.unsupported else _yes(is_cached(e))
             size = f"~{estimated_bytes(e) / 2**20:.0f} MiB"
-            say(f"| {e.name} | {e.dataset} | {e.miou:.2f} | {ms} | {size} | {cached} |")
+            row = f"| {e.name} | {e.dataset} | {e.miou:.2f} | {ms} | {size} | {cached} |"
+            say(row + (f" {_speed(e)} |" if settings.speed else ""))
     if backbones:
         say("\n| ImageNet backbone | depth | stem | top-1 | size | cached |")
         say("|:---|:---|:---|---:|---:|:---|")
@@ -256,11 +258,28 @@ def cmd_models(settings: ModelsSettings) -> int:
         "the publishers' 8-hex prefixes: they detect corruption, not substitution (the full "
         "SHA-256 is recorded at the first check and enforced after)"
     )
+    if settings.speed:
+        say("speed here: pspnet benchmark --checkpoint NAME --save measures a model here")
     return 0
 
 
 def _yes(value: bool) -> str:
     return "yes" if value else "no"
+
+
+def _speed(entry) -> str:
+    """The entry's latency and memory here, from ``pspnet benchmark --save``'s records."""
+    from pspnet.config import InferenceConfig
+    from pspnet.inference.optimized.measured import ModelShape, find_record
+
+    if entry.unsupported:
+        return ""
+    crop = InferenceConfig(**entry.inference()).crop_size  # what Segmenter keys it by
+    record = find_record(ModelShape.of(entry.model_config(), crop))
+    if record is None:
+        return "not measured"
+    path = record.fastest() or record.paths[0]
+    return f"{path.median_ms:.0f} ms, {path.memory_mb:.0f} MiB: {path.name} ({record.date})"
 
 
 # --- reproduce --------------------------------------------------------------------------------

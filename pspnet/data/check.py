@@ -1,5 +1,6 @@
 """Checking a split before anyone trains on it: every problem at once, the class histogram,
-the image sizes and the class weights that ``loss.class_weights: auto`` would use.
+the image sizes, the class weights that ``loss.class_weights: auto`` would use and the
+per-band statistics that ``data.mean: auto`` would (shown for other than 8-bit RGB images).
 
 ``pspnet data check`` reads every pair; ``train`` reads the first few before its first step
 (all of them when it needs the histogram for class weights), so a wrong label setup fails in
@@ -16,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from pspnet.data.datasets import find_pairs, size_mismatch, split_folders
-from pspnet.data.images import read_image
+from pspnet.data.images import read_bands
 from pspnet.data.labels import read_label
-from pspnet.data.presets import IGNORE_INDEX, ClassOptions, DatasetPreset
+from pspnet.data.normalization import BandStats
+from pspnet.data.presets import IGNORE_INDEX, ClassOptions, DatasetPreset, printable
 from pspnet.errors import DatasetError
 from pspnet.settings import check_settings, setting
 
@@ -75,6 +77,8 @@ class DatasetReport:
             appears (the denominator of median frequency balancing).
         sizes: image sizes of every image that decoded; None if none did.
         warnings: what is odd but trainable: classes never seen, labels without images.
+        band_stats: per-band min, max, mean and std of the images read in the file's units
+            (those of another band count than the first image's are problems instead).
     """
 
     root: Path
@@ -86,6 +90,7 @@ class DatasetReport:
     image_pixels: np.ndarray
     sizes: SizeStats | None
     warnings: list[str] = field(default_factory=list)
+    band_stats: BandStats = field(default_factory=BandStats)
 
     @property
     def ok(self) -> bool:
@@ -102,10 +107,10 @@ class DatasetReport:
             f"{self.root} [{self.split}]: {self.num_pairs} pairs{scope}, "
             f"{len(self.problems)} problems"
         ]
-        lines += [f"  {message}" for _, message in self.problems]
-        lines += [f"  warning: {message}" for message in self.warnings]
+        lines += [f"  {printable(message)}" for _, message in self.problems]
+        lines += [f"  warning: {printable(message)}" for message in self.warnings]
         total = max(int(self.histogram.sum()), 1)
-        names = [*class_names, f"ignore ({IGNORE_INDEX})"]
+        names = [*map(printable, class_names), f"ignore ({IGNORE_INDEX})"]
         weights = [f"{w:.3f}" for w in self.class_weights()] + [""]
         width = max(len(name) for name in names)
         lines += [
@@ -128,6 +133,9 @@ class DatasetReport:
                 f"max {s.max_hw[0]} x {s.max_hw[1]}, mean {s.mean_hw[0]:.1f} x {s.mean_hw[1]:.1f}",
             ]
             lines += [f"  {h} x {w}: {n} images" for (h, w), n in s.common]
+        stats = self.band_stats
+        if stats.count and (stats.bands != 3 or stats.dtypes != {"uint8"}):
+            lines += ["", stats.to_text()]
         return "\n".join(lines)
 
 
@@ -182,8 +190,9 @@ def check_dataset(
     image_pixels = np.zeros(classes, dtype=np.int64)
     problems: list[tuple[Path, str]] = []
     sizes: list[tuple[int, int]] = []
+    band_stats = BandStats()
     for done, (image_path, label_path) in enumerate(chosen, start=1):
-        label = check_pair(image_path, label_path, preset, problems, sizes)
+        label = check_pair(image_path, label_path, preset, problems, sizes, band_stats)
         if label is not None:
             image_counts = np.bincount(label.ravel(), minlength=256)
             counts += image_counts
@@ -207,6 +216,7 @@ def check_dataset(
         image_pixels,
         SizeStats.of(sizes) if sizes else None,
         warnings,
+        band_stats,
     )
 
 
@@ -216,14 +226,27 @@ def check_pair(
     preset: DatasetPreset,
     problems: list[tuple[Path, str]],
     sizes: list[tuple[int, int]],
+    band_stats: BandStats,
 ) -> np.ndarray | None:
-    """The pair's label if it has no problem; otherwise None, with its problems recorded."""
+    """The pair's label if it has no problem; otherwise None, with its problems recorded (and
+    the image counted in ``band_stats``)."""
     image = label = None
     try:
-        image = read_image(image_path)
+        image = read_bands(image_path)
         sizes.append(image.shape[:2])
     except DatasetError as err:
         problems.append((image_path, str(err)))
+    if image is not None and band_stats.count and image.shape[2] != band_stats.bands:
+        problems.append(
+            (
+                image_path,
+                f"{image_path}: {image.shape[2]} bands, but the images before it have "
+                f"{band_stats.bands}; every image of a split needs the same bands",
+            )
+        )
+        image = None
+    elif image is not None:
+        band_stats.add(image)
     try:
         label = read_label(label_path, preset)
     except DatasetError as err:
@@ -291,7 +314,8 @@ class DataCheckSettings:
 
     Attributes:
         root: the dataset folder.
-        dataset: preset: ade20k, voc, cityscapes, camvid or custom.
+        dataset: preset: ade20k, voc, cityscapes, camvid, loveda, potsdam, vaihingen, isaid,
+            coco_stuff10k, coco_stuff164k, pascal_context(_59) or custom.
         classes: a custom dataset's classes.
         split: the split (list name) to check.
         list_file: an `image label` list instead of SPLIT.txt.

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pspnet.data.images import IMAGE_EXTENSIONS, read_image
+from pspnet.data.images import IMAGE_EXTENSIONS, read_bands, read_image
 from pspnet.data.labels import read_label
 from pspnet.data.presets import DatasetPreset
 from pspnet.data.transforms import EvalTransform, PairTransform
+from pspnet.data.windows import read_window_pair
 from pspnet.errors import DatasetError
 
 __all__ = ["SegmentationDataset", "find_pairs", "read_image", "read_label"]
@@ -40,6 +41,7 @@ class SegmentationDataset(Dataset):
         preset: DatasetPreset,
         transform: PairTransform | None = None,
         list_file: str | Path | None = None,
+        window: int | None = None,
     ) -> None:
         """Find the split's pairs (see ``find_pairs``); nothing is read yet.
 
@@ -49,24 +51,36 @@ class SegmentationDataset(Dataset):
             preset: classes, label mapping and folder layout.
             transform: called as ``transform(image, label, rng)``; default: normalise only.
             list_file: an ``image label`` list to use instead of the preset's search.
+            window: read a random ``window`` x ``window`` window of each pair, drawn from the
+                sample's seed, instead of the whole image (large tiles; see
+                :mod:`pspnet.data.windows`).
         """
         self.root = Path(root)
         self.split = split
         self.preset = preset
         self.transform = transform if transform is not None else EvalTransform()
         self.pairs: list[Pair] = find_pairs(root, preset, split, list_file)
+        self.window = window
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(image (3, H, W) float32 normalised, label (H, W) int64) of pair ``key``."""
+        """(image (N, H, W) float32 normalised, label (H, W) int64) of pair ``key``."""
         index, seed = key if isinstance(key, tuple) else (key, None)
         if seed is None:
             # torch seeds each worker's generator differently; draw from it so samples differ.
             seed = int(torch.randint(0, 2**62, ()))
-        image, label = load_pair(*self.pairs[index], self.preset)
-        return self.transform(image, label, np.random.default_rng(seed))
+        image_path, label_path = self.pairs[index]
+        rng = np.random.default_rng(seed)
+        if self.window is None:
+            image, label = load_pair(image_path, label_path, self.preset)
+        else:
+            image, label = read_window_pair(image_path, label_path, self.preset, self.window, rng)
+        try:
+            return self.transform(image, label, rng)
+        except DatasetError as err:  # the model's bands are not in this image
+            raise DatasetError(f"{image_path}: {err}") from err
 
 
 def find_pairs(
@@ -172,8 +186,10 @@ def image_stem(relative: Path, suffix: str) -> str | None:
 
 
 def load_pair(image_path: Path, label_path: Path, preset: DatasetPreset) -> tuple[np.ndarray, ...]:
-    """(image (H, W, 3) uint8 RGB, label (H, W) uint8 train ids), sizes checked."""
-    image = read_image(image_path)
+    """(image (H, W, N) of the file's bands and type, label (H, W) uint8 train ids), sizes
+    checked; N is 3 and the type uint8 for every image but multi-band TIFFs (``read_bands``).
+    """
+    image = read_bands(image_path)
     label = read_label(label_path, preset)
     if image.shape[:2] != label.shape:
         raise DatasetError(size_mismatch(image_path, label_path, image.shape[:2], label.shape))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, TiffImagePlugin, UnidentifiedImageError
 
 from pspnet.errors import DatasetError, ImageTooLargeError, UnsupportedImageError
 from pspnet.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE
@@ -24,8 +24,12 @@ from pspnet.limits import DEFAULT_MAX_PIXELS, MAX_PIXELS_VARIABLE
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Containers OpenCV's FFmpeg reads that ``predict`` finds in folders (:mod:`pspnet.video`).
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+# Raster formats GDAL reads besides TIFF that ``predict`` finds in folders (:mod:`pspnet.rasters`).
+SCENE_EXTENSIONS = (".jp2", ".vrt", ".img")
 
 ImageInput = str | Path | np.ndarray | Image.Image
+# Read by GDAL when they hold other than 8-bit RGB (:func:`read_bands`).
+TIFF_EXTENSIONS = (".tif", ".tiff")
 
 
 def max_pixels() -> int:
@@ -74,10 +78,27 @@ def decode(
     Only formats whose header PIL reads are decoded: what it cannot identify (Radiance HDR,
     formats only OpenCV knows, garbage) has no size to check before decoding, so it is refused.
     """
+    header_size(data.tobytes(), path, what, limit)
+    try:
+        image = cv2.imdecode(data, flags)
+    except cv2.error as err:
+        raise DatasetError(f"{path}: {what} cannot be decoded ({err.err})") from err
+    if image is None:
+        raise DatasetError(f"{path}: {what} cannot be decoded (truncated or not an image)")
+    return image
+
+
+def header_size(
+    data: bytes, path: Path | str, what: str, limit: int | None = None
+) -> tuple[int, int]:
+    """(height, width) from an encoded image's header, checked against the limit; nothing decoded.
+
+    Formats whose header PIL cannot read are refused, as :func:`decode` refuses them.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data.tobytes())) as header:  # reads the header only
+            with Image.open(io.BytesIO(data)) as header:  # reads the header only
                 width, height = header.size
     except Image.DecompressionBombError as err:  # PIL's own ceiling, twice MAX_IMAGE_PIXELS
         ceiling = 2 * (Image.MAX_IMAGE_PIXELS or 0)
@@ -91,13 +112,7 @@ def decode(
             f"decoding ({', '.join(IMAGE_EXTENSIONS)}); convert it to PNG or JPEG"
         ) from err
     check_pixels(height, width, str(path), limit)
-    try:
-        image = cv2.imdecode(data, flags)
-    except cv2.error as err:
-        raise DatasetError(f"{path}: {what} cannot be decoded ({err.err})") from err
-    if image is None:
-        raise DatasetError(f"{path}: {what} cannot be decoded (truncated or not an image)")
-    return image
+    return height, width
 
 
 def read_image(
@@ -132,6 +147,75 @@ def decode_image(data: bytes, source: str, limit: int | None = None) -> np.ndarr
         raise DatasetError(f"{source}: empty image")
     image = decode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR, source, "image", limit)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_bands(path: str | Path, limit: int | None = None) -> np.ndarray:
+    """An image file's bands as (H, W, N), in the file's data type.
+
+    TIFFs of other than one or three 8-bit bands (multispectral, 16-bit, float) are read with
+    rasterio (GDAL), every band in the file's order; every other image as :func:`read_image`
+    reads it, 8-bit RGB, as before.
+
+    Args:
+        path: the image file.
+        limit: the pixel limit; :func:`max_pixels` when None.
+
+    Raises:
+        DatasetError: a missing or unreadable file, or rasterio missing for such a TIFF.
+    """
+    path = Path(path)
+    if path.suffix.lower() in TIFF_EXTENSIONS and path.is_file() and not _is_8bit_rgb(path):
+        return read_raster(path, limit)
+    return read_image(path, limit=limit)
+
+
+def _is_8bit_rgb(path: Path) -> bool:
+    """Whether a TIFF's first directory declares one or three unsigned 8-bit samples, or a
+    palette: what OpenCV reads as it always has."""
+    try:
+        with open(path, "rb") as file:  # the tags alone: PIL's Image.open logs an error for
+            header = file.read(8)  # more than 6 bands, which is not one here
+            if header[2:3] == b"\x2b":  # BigTIFF: a 16-byte header
+                header += file.read(8)
+            tags = TiffImagePlugin.ImageFileDirectory_v2(header)
+            file.seek(tags.next)
+            tags.load(file)
+    except Exception:  # not a TIFF PIL can parse: GDAL reads it, or names the problem
+        return False
+    samples, bits = tags.get(277, 1), tags.get(258, (1,))
+    paletted, sample_format = tags.get(262) == 3, tags.get(339, 1)
+    bits = bits if isinstance(bits, tuple) else (bits,)
+    sample_format = sample_format if isinstance(sample_format, tuple) else (sample_format,)
+    unsigned = set(sample_format) == {1}
+    return paletted or (samples in (1, 3) and set(bits) == {8} and unsigned)
+
+
+def read_raster(path: str | Path, limit: int | None = None) -> np.ndarray:
+    """Every band of a raster file (GeoTIFF ...) as (H, W, N), in its data type, via rasterio.
+
+    Raises:
+        DatasetError: rasterio missing (the ``geo`` extra), an unreadable file, or bands that
+            are not real numbers.
+    """
+    try:
+        import rasterio
+        from rasterio.errors import NotGeoreferencedWarning, RasterioError
+    except ImportError as err:
+        raise DatasetError(
+            f"{path}: a raster of other than 8-bit RGB bands is read with rasterio, which is "
+            "not installed: pip install 'pspnet[geo]'"
+        ) from err
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)  # plain TIFFs are fine
+            with rasterio.open(path) as raster:
+                check_pixels(raster.height, raster.width, str(path), limit)
+                data = raster.read()  # (N, H, W)
+    except RasterioError as err:
+        raise DatasetError(f"{path}: cannot read the raster ({err})") from err
+    if data.dtype.kind not in "uif":
+        raise DatasetError(f"{path}: bands of type {data.dtype} are not real numbers")
+    return np.ascontiguousarray(data.transpose(1, 2, 0))  # (H, W, N)
 
 
 def to_rgb(image: ImageInput, limit: int | None = None) -> np.ndarray:
@@ -169,7 +253,35 @@ def to_rgb(image: ImageInput, limit: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def expand_inputs(inputs: Sequence[str | Path], videos: bool = False) -> list[Path]:
+def as_bands(image: np.ndarray | Image.Image, limit: int | None = None) -> np.ndarray:
+    """An array or PIL image as (H, W, N) in its own type, N its bands: no conversion.
+
+    Checked as :func:`to_rgb` checks: empty, oversized (over ``limit`` pixels,
+    :func:`max_pixels` when None), not numbers, NaN or infinite values raise
+    :class:`DatasetError`.
+    """
+    if isinstance(image, Image.Image):
+        check_pixels(image.height, image.width, "PIL image", limit)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        raise DatasetError(f"expected an (H, W) or (H, W, bands) image, got {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0 or array.shape[2] == 0:
+        raise DatasetError(f"image array is empty: shape {array.shape}")
+    check_pixels(array.shape[0], array.shape[1], "image array", limit)
+    if array.dtype.kind not in "uif":
+        raise DatasetError(f"image array has dtype {array.dtype}; expected real numbers")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise DatasetError(
+            "image array holds NaN or infinite values (fill nodata pixels with a value first)"
+        )
+    return array
+
+
+def expand_inputs(
+    inputs: Sequence[str | Path], videos: bool = False, scenes: bool = False
+) -> list[Path]:
     """Files, folders (their images, recursively), globs and ``@LIST`` files, in order, once each.
 
     ``@LIST`` names a text file of paths, one per line (blank lines and ``#`` comments
@@ -179,11 +291,12 @@ def expand_inputs(inputs: Sequence[str | Path], videos: bool = False) -> list[Pa
         inputs: what the user named.
         videos: folders also give their videos (:data:`VIDEO_EXTENSIONS`); files named
             directly, listed or matched by a glob are kept whatever they hold.
+        scenes: folders also give their rasters (:data:`SCENE_EXTENSIONS`; TIFFs always).
 
     Raises:
         DatasetError: an input that is no file or folder and matches nothing, naming it.
     """
-    extensions = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS * videos
+    extensions = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS * videos + SCENE_EXTENSIONS * scenes
     found: list[Path] = []
     for item in _with_lists(inputs):
         path = Path(item)

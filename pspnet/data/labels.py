@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pspnet.data.images import decode, read_bytes
+from pspnet.data.images import decode, header_size, read_bytes
 from pspnet.data.presets import IGNORE_INDEX, DatasetPreset
 from pspnet.errors import DatasetError
 
@@ -35,7 +35,12 @@ def read_label(path: str | Path, preset: DatasetPreset) -> np.ndarray:
             file and the fix.
     """
     path = Path(path)
-    stored = read_stored_label(path)
+    return stored_to_ids(read_stored_label(path), preset, path)
+
+
+def stored_to_ids(stored: np.ndarray, preset: DatasetPreset, path: Path) -> np.ndarray:
+    """Stored label values ((H, W) indices or (H, W, 3) colours) as (H, W) uint8 train ids,
+    validated as :func:`read_label` does; ``path`` names them in errors."""
     if stored.ndim == 3:
         return colours_to_ids(stored, preset, path)
     label = preset.label_map[stored]
@@ -55,8 +60,7 @@ def read_stored_label(path: Path) -> np.ndarray:
     """The file's stored values: (H, W) uint8 indices, or (H, W, 3) uint8 RGB for colour PNGs."""
     data = read_bytes(path, "label")
     if _is_paletted(data):
-        with Image.open(io.BytesIO(data.tobytes())) as image:
-            return np.asarray(image)  # the indices, not the colours they are drawn with
+        return _palette_indices(data, path)
     stored = decode(data, cv2.IMREAD_UNCHANGED, path, "label")
     if stored.dtype != np.uint8:
         raise DatasetError(
@@ -67,6 +71,17 @@ def read_stored_label(path: Path) -> np.ndarray:
     if stored.shape[2] not in (3, 4):
         raise DatasetError(f"{path}: label has {stored.shape[2]} channels; expected 1, 3 or 4")
     return np.ascontiguousarray(stored[..., 2::-1])  # BGR(A) -> RGB, alpha dropped
+
+
+def _palette_indices(data: np.ndarray, path: Path) -> np.ndarray:
+    """A paletted PNG's (H, W) uint8 indices, not the colours they are drawn with; its size is
+    checked against the pixel limit before decoding, and a broken file is one DatasetError."""
+    header_size(data.tobytes(), path, "label")
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as image:
+            return np.asarray(image)
+    except (OSError, ValueError, SyntaxError, EOFError) as err:  # PIL's ways to say "broken"
+        raise DatasetError(f"{path}: label cannot be decoded ({err}); re-save it as a PNG") from err
 
 
 def _is_paletted(data: np.ndarray) -> bool:

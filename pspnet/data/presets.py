@@ -15,6 +15,15 @@ folder layout from which (root, split) finds the image/label pairs:
   ``list/fine_{split}.txt``. The labels are labelIds: labelTrainIds files need "custom".
 - camvid: ``{split}/*.png`` + ``{split}annot/*.png``; lists ``{split}.txt`` (shipped as
   ``train.txt``, ``val.txt``), ``list/{split}.txt``.
+- loveda, potsdam, vaihingen, isaid: as mmsegmentation's converters write them,
+  ``img_dir/{split}/*.png`` + ``ann_dir/{split}/*.png`` (isaid's labels end in
+  ``_instance_color_RGB.png`` but hold indices); lists ``{split}.txt``, ``list/{split}.txt``.
+- coco_stuff10k, coco_stuff164k: as mmseg's converters write them, ``images/{split}/*.jpg`` +
+  ``annotations/{split}/*_labelTrainIds.png``; split train is the folder ``train2014``
+  (``train2017``), val is ``test2014`` (``val2017``).
+- pascal_context, pascal_context_59: in ``VOCdevkit/VOC2010``, ``JPEGImages/*.jpg`` +
+  ``SegmentationClassContext/*.png`` (written by mmseg's converter) hold every split; lists
+  ``{split}.txt``, ``list/{split}.txt``, ``ImageSets/SegmentationContext/{split}.txt``.
 - custom: ``images/{split}/*.{jpg,jpeg,png,bmp,tif,tiff,webp}`` + ``labels/{split}/*.png``;
   lists ``{split}.txt``, ``list/{split}.txt``.
 
@@ -30,11 +39,19 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from pspnet.data.mmseg_classes import (
+    COCO_STUFF_CLASSES,
+    ISAID_CLASSES,
+    ISPRS_CLASSES,
+    LOVEDA_CLASSES,
+    PASCAL_CONTEXT_NAMES,
+)
 from pspnet.errors import DatasetError
 from pspnet.settings import check_settings, setting
 
@@ -148,6 +165,11 @@ def lut(mapping: dict[int, int] | None = None) -> LUT:
     for stored, train_id in (mapping or {}).items():
         table[stored] = train_id
     return table
+
+
+def reduce_zero_label() -> LUT:
+    """mmsegmentation's ``reduce_zero_label``: stored 0 is ignored, 1..254 move down by one."""
+    return lut({0: IGNORE_INDEX, **{v: v - 1 for v in range(1, IGNORE_INDEX)}})
 
 
 def voc_colormap(n: int) -> tuple[RGB, ...]:
@@ -540,7 +562,7 @@ CAMVID_VOID = 11
 
 def ade20k() -> DatasetPreset:
     # Stored 0 is "other objects", not one of the 150 classes (reduce_zero_label in mmseg).
-    table = lut({0: IGNORE_INDEX, **{v: v - 1 for v in range(1, 255)}})
+    table = reduce_zero_label()
     layout = FolderLayout(
         "images/{split}",
         "annotations/{split}",
@@ -588,8 +610,108 @@ def camvid() -> DatasetPreset:
     return DatasetPreset("camvid", 11, names, palette, table, layout, "the camvid preset's colours")
 
 
+# The datasets of mmsegmentation's published weights (pspnet/weights/registry.yaml), with the
+# label conventions of mmseg's dataset configs and the folders its converters
+# (tools/dataset_converters/) write.
+AERIAL_LAYOUT = FolderLayout("img_dir/{split}", "ann_dir/{split}", ".png", ".png")
+PASCAL_CONTEXT_LAYOUT = FolderLayout(
+    "JPEGImages",
+    "SegmentationClassContext",
+    ".jpg",
+    ".png",
+    lists=(*DEFAULT_LISTS, "ImageSets/SegmentationContext/{split}.txt"),
+)
+
+
+def from_pairs(
+    name: str,
+    classes: tuple[tuple[str, RGB], ...],
+    label_map: LUT,
+    layout: FolderLayout,
+    colours_from: str | None = None,
+) -> DatasetPreset:
+    names = tuple(class_name for class_name, _ in classes)
+    palette = tuple(colour for _, colour in classes)
+    return DatasetPreset(name, len(classes), names, palette, label_map, layout, colours_from)
+
+
+def loveda() -> DatasetPreset:
+    # Stored 0 is no-data, 1..7 the classes (reduce_zero_label in mmseg).
+    return from_pairs("loveda", LOVEDA_CLASSES, reduce_zero_label(), AERIAL_LAYOUT)
+
+
+def isprs(name: str) -> DatasetPreset:
+    # mmseg's converter writes 0 where the label is none of the six colours (the black
+    # boundaries of the eroded labels) and 1..6 for the classes; reduce_zero_label in mmseg.
+    # The publisher's own labels are colour images in these colours.
+    colours = f"the {name} preset's colours"
+    return from_pairs(name, ISPRS_CLASSES, reduce_zero_label(), AERIAL_LAYOUT, colours)
+
+
+def isaid() -> DatasetPreset:
+    # Stored 0..15 with background a class (mmseg keeps reduce_zero_label off); the converter
+    # pads with 255. The publisher's masks are colour images in these colours.
+    layout = dataclasses.replace(AERIAL_LAYOUT, label_suffix="_instance_color_RGB.png")
+    return from_pairs("isaid", ISAID_CLASSES, lut(), layout, "the isaid preset's colours")
+
+
+def coco_stuff10k() -> DatasetPreset:
+    # The converter writes 0 (unlabelled) and 1..171 (reduce_zero_label in mmseg, which
+    # validates on the 1,000 test2014 images).
+    layout = FolderLayout(
+        "images/{split}",
+        "annotations/{split}",
+        ".jpg",
+        "_labelTrainIds.png",
+        split_folders=(("train", "train2014"), ("val", "test2014"), ("test", "test2014")),
+    )
+    return from_pairs("coco_stuff10k", COCO_STUFF_CLASSES, reduce_zero_label(), layout)
+
+
+def coco_stuff164k() -> DatasetPreset:
+    # The converter writes train ids 0..170 and 255 (unlabelled) already.
+    layout = FolderLayout(
+        "images/{split}",
+        "annotations/{split}",
+        ".jpg",
+        "_labelTrainIds.png",
+        split_folders=(("train", "train2017"), ("val", "val2017")),
+    )
+    return from_pairs("coco_stuff164k", COCO_STUFF_CLASSES, lut(), layout)
+
+
+def pascal_context() -> DatasetPreset:
+    # Stored 0..59, "background" (0) one of the 60 classes; mmseg draws them in ADE20K's
+    # first 60 colours.
+    palette = ADE20K_PALETTE[:60]
+    return DatasetPreset(
+        "pascal_context", 60, PASCAL_CONTEXT_NAMES, palette, lut(), PASCAL_CONTEXT_LAYOUT
+    )
+
+
+def pascal_context_59() -> DatasetPreset:
+    # The same labels with background ignored (reduce_zero_label in mmseg).
+    names, palette = PASCAL_CONTEXT_NAMES[1:], ADE20K_PALETTE[1:60]
+    table = reduce_zero_label()
+    return DatasetPreset("pascal_context_59", 59, names, palette, table, PASCAL_CONTEXT_LAYOUT)
+
+
 PRESETS: dict[str, DatasetPreset] = {
-    preset.name: preset for preset in (ade20k(), voc(), cityscapes(), camvid())
+    preset.name: preset
+    for preset in (
+        ade20k(),
+        voc(),
+        cityscapes(),
+        camvid(),
+        loveda(),
+        isprs("potsdam"),
+        isprs("vaihingen"),
+        isaid(),
+        coco_stuff10k(),
+        coco_stuff164k(),
+        pascal_context(),
+        pascal_context_59(),
+    )
 }
 
 
@@ -603,7 +725,10 @@ def get_preset(
     """The preset called ``name``, or a "custom" one built from a class count or names file.
 
     Args:
-        name: "ade20k", "voc", "cityscapes", "camvid" or "custom".
+        name: a ``PRESETS`` key ("ade20k", "voc", "cityscapes", "camvid", or a dataset of
+            mmseg's published weights: "loveda", "potsdam", "vaihingen", "isaid",
+            "coco_stuff10k", "coco_stuff164k", "pascal_context", "pascal_context_59") or
+            "custom".
         num_classes: for "custom": the class count (taken from ``names_file`` if omitted);
             for the others it may be given but must match.
         names_file: for "custom": one class per line, ``name`` or ``name R G B``, or CVAT's
@@ -670,7 +795,7 @@ def read_names_file(path: Path) -> tuple[list[str], list[RGB | None]]:
     ``name:R,G,B:parts:actions``; blank lines and ``#`` comments are skipped.
     """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a BOM is no part of a name
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: cannot read the class names file ({err})") from err
     names: list[str] = []
@@ -699,7 +824,9 @@ def read_names_file(path: Path) -> tuple[list[str], list[RGB | None]]:
 
 
 # CVAT's labelmap.txt: "name:R,G,B:parts:actions" (parts and actions may be empty).
-CVAT_LINE = re.compile(r"^(?P<name>[^:]+):(?P<rgb>\d+,\d+,\d+):[^:]*:[^:]*$")
+CVAT_LINE = re.compile(r"^(?P<name>[^:]+):(?P<rgb>[0-9]+,[0-9]+,[0-9]+):[^:]*:[^:]*$")
+# A colour value: ASCII digits only (str.isdigit and \d also take "²" or "٣").
+COLOUR_VALUE = re.compile(r"-?[0-9]+")
 
 
 def parse_names_line(line: str) -> tuple[str, RGB | None]:
@@ -713,10 +840,16 @@ def parse_names_line(line: str) -> tuple[str, RGB | None]:
         r, g, b = (int(v) for v in cvat["rgb"].split(","))
         return cvat["name"].strip(), (r, g, b)
     words = line.split()
-    if len(words) >= 3 and all(w.lstrip("-").isdigit() for w in words[-3:]):
+    if len(words) >= 3 and all(COLOUR_VALUE.fullmatch(w) for w in words[-3:]):
         r, g, b = (int(w) for w in words[-3:])
         return " ".join(words[:-3]), (r, g, b)
     return " ".join(words), None
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\x1b``): a class name printed as it is
+    could drive the terminal."""
+    return "".join(ascii(c)[1:-1] if unicodedata.category(c) == "Cc" else c for c in text)
 
 
 def label_map_entry(text: str) -> tuple[int, int]:

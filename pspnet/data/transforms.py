@@ -7,7 +7,9 @@ its last permissively licensed release and is frozen (its successor is AGPL), an
 pipeline is five OpenCV calls, so a dependency would buy nothing but risk.
 
 Every random draw comes from the ``np.random.Generator`` passed in, so a sample's augmentation
-is decided by its seed alone, whatever worker computes it.
+is decided by its seed alone, whatever worker computes it. Images of any number of bands and
+any type are augmented as float32; OpenCV's border values hold four numbers, so its steps run
+over groups of at most four bands (:func:`bandwise`), RGB in one.
 """
 
 from __future__ import annotations
@@ -20,10 +22,15 @@ import cv2
 import numpy as np
 import torch
 
+from pspnet.data.normalization import IMAGENET_MEAN, IMAGENET_STD, Normalization, normalize
 from pspnet.data.presets import IGNORE_INDEX
 from pspnet.errors import ConfigError
 
+# IMAGENET_MEAN, IMAGENET_STD and normalize live in pspnet.data.normalization; still importable
+# from here, where they were first.
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "AugmentConfig",
     "EvalTransform",
     "PairTransform",
@@ -31,13 +38,11 @@ __all__ = [
     "normalize",
 ]
 
-# (image HxWx3 uint8 RGB, label HxW uint8 train ids, rng) -> (image 3xHxW float32, label HxW int64)
+# (image HxWxB of a file's bands, any type; label HxW uint8 train ids; rng)
+#   -> (image NxHxW float32 normalised, N the model's bands; label HxW int64)
 PairTransform = Callable[
     [np.ndarray, np.ndarray, np.random.Generator], tuple[torch.Tensor, torch.Tensor]
 ]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -89,19 +94,13 @@ class AugmentConfig(Augmentation):
     """The training augmentation and the normalisation that follows it.
 
     Attributes:
-        mean: per-channel RGB mean as fractions of 255 (ImageNet's); also the padding colour.
-        std: per-channel RGB standard deviation as fractions of 255.
+        normalization: the bands taken and their mean and std (ImageNet's 8-bit RGB by
+            default); the mean is also the padding value, so padding normalises to 0.
         ignore_index: label value of padded and rotated-in pixels.
     """
 
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    normalization: Normalization = Normalization()
     ignore_index: int = IGNORE_INDEX
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ConfigError("mean and std need three values each, std positive")
 
     @classmethod
     def of(cls, augmentation: Augmentation, **others) -> AugmentConfig:
@@ -126,27 +125,6 @@ def _range(value) -> bool:
     return finite and value[0] <= value[1]
 
 
-def normalize(
-    image: np.ndarray,
-    mean: tuple[float, float, float] = IMAGENET_MEAN,
-    std: tuple[float, float, float] = IMAGENET_STD,
-) -> torch.Tensor:
-    """``(image / 255 - mean) / std`` as a float32 tensor.
-
-    Args:
-        image: (H, W, 3) RGB, uint8 or float in 0..255.
-        mean: per-channel mean as fractions of 255.
-        std: per-channel standard deviation as fractions of 255.
-
-    Returns:
-        (3, H, W) float32 tensor.
-    """
-    scale = np.float32(1 / 255) / np.asarray(std, np.float32)
-    shift = np.asarray(mean, np.float32) / np.asarray(std, np.float32)
-    normalised = image.astype(np.float32) * scale - shift  # (H, W, 3)
-    return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))  # (3, H, W)
-
-
 def label_tensor(label: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(label.astype(np.int64))  # (H, W)
 
@@ -160,7 +138,8 @@ class EvalTransform:
     def __call__(
         self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return normalize(image, self.cfg.mean, self.cfg.std), label_tensor(label)
+        normalization = self.cfg.normalization
+        return normalization(normalization.pick(image)), label_tensor(label)
 
 
 class TrainTransform:
@@ -170,25 +149,48 @@ class TrainTransform:
         self.cfg = cfg or AugmentConfig()
         # semseg augments float images so the mean-coloured borders are the exact mean,
         # which normalises to 0.
-        self.fill = tuple(255.0 * m for m in self.cfg.mean)
+        self.fill = self.cfg.normalization.mean
 
     def __call__(
         self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
-        image = image.astype(np.float32)
+        image = cfg.normalization.pick(image).astype(np.float32)  # (H, W, N)
         if cfg.scale is not None:
             image, label = random_scale(image, label, rng.uniform(*cfg.scale))
         if cfg.rotate is not None and rng.random() < 0.5:
             angle = rng.uniform(*cfg.rotate)
             image, label = rotate(image, label, angle, self.fill, cfg.ignore_index)
         if cfg.blur and rng.random() < 0.5:
-            image = cv2.GaussianBlur(image, (5, 5), 0)  # semseg's radius 5, sigma from size
+            # semseg's radius 5, sigma from size
+            image = bandwise(lambda part, _: cv2.GaussianBlur(part, (5, 5), 0), image)
         if cfg.flip and rng.random() < 0.5:
-            image, label = cv2.flip(image, 1), cv2.flip(label, 1)
+            image, label = bandwise(lambda part, _: cv2.flip(part, 1), image), cv2.flip(label, 1)
         image, label = pad_to(image, label, cfg.crop_size, self.fill, cfg.ignore_index)
         image, label = random_crop(image, label, cfg.crop_size, rng)
-        return normalize(image, cfg.mean, cfg.std), label_tensor(label)
+        return cfg.normalization(image), label_tensor(label)
+
+
+def bandwise(
+    step: Callable[[np.ndarray, tuple[float, ...]], np.ndarray],
+    image: np.ndarray,
+    fill: tuple[float, ...] = (),
+) -> np.ndarray:
+    """``step(part, part_fill)`` over groups of at most four bands: (H, W, N) in, (h, w, N) out.
+
+    OpenCV's border value is a 4-number Scalar, and it returns one band as (h, w).
+    """
+    bands = image.shape[2]
+    parts = [
+        step(np.ascontiguousarray(image[..., i : i + 4]), tuple(fill[i : i + 4]))
+        for i in range(0, bands, 4)
+    ]
+    out = parts[0] if len(parts) == 1 else np.concatenate([_bands(p) for p in parts], axis=2)
+    return _bands(out)
+
+
+def _bands(image: np.ndarray) -> np.ndarray:
+    return image[..., None] if image.ndim == 2 else image  # (h, w, N)
 
 
 def random_scale(
@@ -197,7 +199,7 @@ def random_scale(
     """Resize both by ``factor``: bilinear image, nearest label (labels must not blend)."""
     h, w = label.shape
     size = (max(1, round(w * factor)), max(1, round(h * factor)))  # OpenCV takes (W, H)
-    image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    image = bandwise(lambda part, _: cv2.resize(part, size, interpolation=cv2.INTER_LINEAR), image)
     label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
     return image, label
 
@@ -212,9 +214,13 @@ def rotate(
     """Rotate about the centre, keeping the size; corners come in as mean colour / ignore."""
     h, w = label.shape
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    image = cv2.warpAffine(
-        image, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=fill
-    )  # BORDER_CONSTANT is warpAffine's default
+    image = bandwise(
+        lambda part, value: cv2.warpAffine(
+            part, matrix, (w, h), flags=cv2.INTER_LINEAR, borderValue=value
+        ),  # BORDER_CONSTANT is warpAffine's default
+        image,
+        fill,
+    )
     label = cv2.warpAffine(label, matrix, (w, h), flags=cv2.INTER_NEAREST, borderValue=ignore_index)
     return image, label
 
@@ -233,7 +239,11 @@ def pad_to(
         return image, label
     top, left = pad_h // 2, pad_w // 2
     borders = (top, pad_h - top, left, pad_w - left)
-    image = cv2.copyMakeBorder(image, *borders, cv2.BORDER_CONSTANT, value=fill)
+    image = bandwise(
+        lambda part, value: cv2.copyMakeBorder(part, *borders, cv2.BORDER_CONSTANT, value=value),
+        image,
+        fill,
+    )
     label = cv2.copyMakeBorder(label, *borders, cv2.BORDER_CONSTANT, value=ignore_index)
     return image, label
 

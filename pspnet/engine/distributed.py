@@ -70,6 +70,15 @@ def sum_over_ranks(values: Sequence[int], process: Process) -> list[int]:
     return [int(v) for v in tensor.tolist()]
 
 
+def gather_lists(items: list, process: Process) -> list:
+    """Every rank's ``items`` (picklable), concatenated in rank order, on every rank."""
+    if process.world_size == 1 or not dist.is_initialized():
+        return list(items)
+    parts: list = [None] * process.world_size
+    dist.all_gather_object(parts, list(items))
+    return [item for part in parts for item in part]
+
+
 def leave(together: bool = False) -> None:
     """Leave the process group, if one was joined: gloo's threads must stop before exit.
 

@@ -33,6 +33,7 @@ def evaluate(
     rank: int = 0,
     world_size: int = 1,
     unknown_below: float | None = None,
+    on_image: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> ConfusionMatrix:
     """Run ``network`` over ``dataset`` and return the confusion matrix (summed over ranks).
 
@@ -47,6 +48,8 @@ def evaluate(
         world_size: number of processes.
         unknown_below: leave pixels under this confidence undecided: they are scored on
             nothing and counted in ``matrix.undecided`` (coverage = decided / labelled).
+        on_image: called as ``on_image(index, predicted labels, truth)`` for each image
+            (per-image scores, see :class:`pspnet.engine.per_image.PerImage`).
     """
     total = len(dataset) if limit <= 0 else min(limit, len(dataset))
     indices = range(rank, total, world_size)
@@ -54,9 +57,11 @@ def evaluate(
     # The next samples are read and decoded on a thread while the network runs.
     with ThreadPoolExecutor(1, thread_name_prefix="pspnet-read") as reader:
         samples = in_order(reader, dataset.__getitem__, indices, ahead=PREFETCH)
-        for done, (image, label) in enumerate(samples, start=1):
+        for done, (index, (image, label)) in enumerate(zip(indices, samples), start=1):
             raw = segment_tensor(network, image, inference, unknown_below=unknown_below)
             matrix.update(raw.labels, label.to(network.device), undecided=UNKNOWN)
+            if on_image is not None:
+                on_image(index, raw.labels, label)
             if progress is not None:
                 progress(done, len(indices))
     matrix.all_reduce()

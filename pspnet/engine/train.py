@@ -25,6 +25,7 @@ from pspnet.checkpoints.transfer import init_from
 from pspnet.config import TrainConfig
 from pspnet.data.check import PRE_CHECK_PAIRS, check_dataset
 from pspnet.data.datasets import SegmentationDataset
+from pspnet.data.normalization import METADATA_KEY, BandStats, Normalization
 from pspnet.data.presets import DatasetPreset
 from pspnet.data.sampling import TrainBatches
 from pspnet.data.transforms import AugmentConfig, EvalTransform, TrainTransform
@@ -43,6 +44,7 @@ STATE_FILE = "last.pt"
 BEST_FILE = "best.safetensors"
 WEIGHTS_FILE = "class_weights.json"
 INIT_FILE = "init.json"
+NORMALIZATION_FILE = "normalization.json"
 
 
 @dataclass
@@ -56,14 +58,17 @@ class TrainResult:
     images_per_second: float = 0.0
 
 
-def build_datasets(config: TrainConfig) -> tuple[DatasetPreset, Any, Any]:
-    """The preset, the augmented training set and the plain validation set."""
+def build_datasets(
+    config: TrainConfig, preset: DatasetPreset, normalization: Normalization
+) -> tuple[Any, Any]:
+    """The augmented training set and the plain validation set, both normalised alike."""
     data = config.data
-    preset = data.preset()
-    augment = AugmentConfig.of(data, ignore_index=config.ignore_index)
-    train_set = SegmentationDataset(data.root, data.train_split, preset, TrainTransform(augment))
+    augment = AugmentConfig.of(data, normalization=normalization, ignore_index=config.ignore_index)
+    train_set = SegmentationDataset(
+        data.root, data.train_split, preset, TrainTransform(augment), window=data.sample_window
+    )
     val_set = SegmentationDataset(data.root, data.val_split, preset, EvalTransform(augment))
-    return preset, train_set, val_set
+    return train_set, val_set
 
 
 def build_state(
@@ -72,21 +77,30 @@ def build_state(
     process: Process,
     emit: Callable[[Event], None] | None = None,
     resuming: bool = False,
+    normalization: Normalization | None = None,
 ) -> tuple[TrainingState, nn.Module]:
     """A fresh training state and the module to train with (DDP-wrapped under torchrun).
 
     Backbone weights named by registry name or URL are downloaded first, reported to ``emit``
-    as ``download`` events (``done`` and ``total`` bytes). Unless ``resuming`` (last.pt will
-    replace every weight), ``config.init`` is loaded, reported as an ``init`` event holding
-    the :class:`~pspnet.checkpoints.transfer.ClassTransfer`.
+    as ``download`` events (``done`` and ``total`` bytes); a 3-band stem adapted to
+    ``model.in_channels`` is reported as a ``backbone`` event (``notes``) and kept as the
+    ``init`` metadata. Unless ``resuming`` (last.pt will replace every weight),
+    ``config.init`` is loaded, reported as an ``init`` event holding the
+    :class:`~pspnet.checkpoints.transfer.ClassTransfer`. ``normalization`` (the config's
+    declared one when None) is saved in the metadata.
     """
     torch.manual_seed(config.seed)
     emit = emit or (lambda event: None)
+    if normalization is None:
+        normalization = config.data.normalization(config.model.in_channels)
 
     def progress(done: int, total: int | None) -> None:
         emit({"kind": "download", "done": done, "total": total})
 
-    model = build_model(config.model, config.backbone_weights, progress)
+    notes: list[str] = []
+    model = build_model(config.model, config.backbone_weights, progress, report=notes.append)
+    if notes:
+        emit({"kind": "backbone", "notes": notes})
     transfer = None
     if config.init is not None and not resuming:
         transfer = init_from(
@@ -112,9 +126,12 @@ def build_state(
         "class_names": json.dumps(list(preset.class_names)),
         "palette": json.dumps([list(c) for c in preset.palette]),
         "inference": json.dumps(dataclasses.asdict(config.evaluation)),
+        METADATA_KEY: normalization.to_json(),
     }
     if transfer is not None:  # where the weights came from, kept with every checkpoint
         metadata["init"] = json.dumps(transfer.to_dict())
+    elif notes:
+        metadata["init"] = json.dumps({"backbone_weights": config.backbone_weights, "notes": notes})
     scaler = torch.amp.GradScaler(enabled=config.precision == "fp16")
     state = TrainingState(model, optimizer, scaler, config, metadata)
     trainer = model
@@ -180,11 +197,14 @@ def train(
             folder that holds a different run.
     """
     run = Run(Path(run_dir), setup_process(config.device), callback or (lambda event: None))
-    preset, train_set, val_set = build_datasets(config)
+    preset = config.data.preset()
     check_fits(config, preset, run.process)
     resuming = resume and run.state_path.is_file()
-    class_weights = check_training_data(config, preset, run, resuming)
-    state, trainer = build_state(config, preset, run.process, run.emit, resuming)
+    class_weights, normalization = check_training_data(config, preset, run, resuming)
+    train_set, val_set = build_datasets(config, preset, normalization)
+    state, trainer = build_state(
+        config, preset, run.process, run.emit, resuming, normalization=normalization
+    )
     saved_rng = state.load(run.state_path) if resuming else None
     if run.process.is_main:
         make_folder(run.dir)
@@ -241,22 +261,33 @@ class Run:
 
 def check_training_data(
     config: TrainConfig, preset: DatasetPreset, run: Run, resuming: bool
-) -> list[float] | None:
-    """Check the training labels before the first step; returns the loss's class weights.
+) -> tuple[list[float] | None, Normalization]:
+    """Check the training data before the first step; returns the loss's class weights and the
+    normalisation of the model's inputs.
 
-    The first few pairs are read (every pair when ``loss.class_weights`` is auto: their
-    histogram gives the weights, written to ``class_weights.json`` so a resumed run reuses
-    them), so a wrong label setup fails in seconds, naming the file and the fix.
+    The first few pairs are read; every pair when ``loss.class_weights`` is auto (their
+    histogram gives the weights, written to ``class_weights.json``) or ``data.mean``/``std``
+    is (their pixels give the per-band statistics, written to ``normalization.json``). A
+    resumed run reuses those files. So a wrong label or band setup fails in seconds, naming
+    the file and the fix.
 
     Raises:
-        DatasetError: the labels read have a problem (the first one is quoted).
+        DatasetError: the pairs read have a problem (the first one is quoted), or their images
+            lack the bands the model takes.
     """
-    weights = config.loss.class_weights
-    saved = run.dir / WEIGHTS_FILE
-    if weights == "auto" and resuming and saved.is_file():
-        return json.loads(saved.read_text())["weights"]
-    data = config.data
-    if weights == "auto":  # the whole split: long enough to show progress
+    data, weights = config.data, config.loss.class_weights
+    saved_weights = _reused(run.dir / WEIGHTS_FILE, resuming and weights == "auto")
+    saved_normalization = _reused(run.dir / NORMALIZATION_FILE, resuming and data.measures_bands)
+    if saved_weights is not None:
+        weights = saved_weights["weights"]
+    normalization = None
+    if saved_normalization is not None:
+        normalization = Normalization.from_dict(saved_normalization)
+    measure = (weights == "auto") or (data.measures_bands and normalization is None)
+    if (saved_weights or saved_normalization) and not measure:  # no need to read the data
+        normalization = normalization or data.normalization(config.model.in_channels)
+        return (None if weights is None else list(weights)), normalization
+    if measure:  # the whole split: long enough to show progress
         report = check_dataset(
             data.root,
             preset,
@@ -270,15 +301,43 @@ def check_training_data(
         more = len(report.problems) - 1
         also = f" (and {more} more problems: `pspnet data check` lists them)" if more else ""
         raise DatasetError(f"training data: {first}{also}")
+    if normalization is None:
+        normalization = measured_normalization(config, run, report.band_stats)
     if weights != "auto":
-        return None if weights is None else list(weights)
+        return (None if weights is None else list(weights)), normalization
     weights = [float(w) for w in report.class_weights()]
     if run.process.is_main:
         rows = dict(zip(preset.class_names, weights, strict=True))
         text = json.dumps({"rule": "median frequency", "weights": weights, "classes": rows})
-        atomic_write(saved, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(run.dir / WEIGHTS_FILE, lambda tmp: Path(tmp).write_text(text))
     run.emit({"kind": "class_weights", "weights": dict(zip(preset.class_names, weights))})
-    return weights
+    return weights, normalization
+
+
+def _reused(path: Path, wanted: bool) -> dict | None:
+    """What an earlier run of this folder measured, if ``wanted`` and there."""
+    return json.loads(path.read_text()) if wanted and path.is_file() else None
+
+
+def measured_normalization(config: TrainConfig, run: Run, stats: BandStats) -> Normalization:
+    """The config's normalisation; with mean or std auto, from ``stats``, written to
+    ``normalization.json`` and reported as a ``normalization`` event.
+
+    Raises:
+        DatasetError: the images read lack the bands the model takes.
+    """
+    data, source = config.data, f"{config.data.root} [{config.data.train_split}]"
+    normalization = data.normalization(config.model.in_channels, stats)
+    if stats.count:
+        normalization.check_bands(stats.bands, f"training data: each image of {source}")
+    if not data.measures_bands:
+        return normalization
+    if run.process.is_main:
+        rule = "per band over every training pixel, in the files' units"
+        text = json.dumps({"rule": rule, **normalization.to_dict(), "pixels": stats.count})
+        atomic_write(run.dir / NORMALIZATION_FILE, lambda tmp: Path(tmp).write_text(text))
+    run.emit({"kind": "normalization", "normalization": normalization})
+    return normalization
 
 
 def record_init(state: TrainingState, run: Run, resuming: bool) -> None:

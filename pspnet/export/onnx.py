@@ -1,7 +1,7 @@
 """ONNX export of the eval-mode PSPNet with dynamic batch, height and width, and its runner.
 
-The graph maps ``images`` (N, 3, H, W) to ``logits`` (N, C, H, W) for any N, H and W. Two
-parts of the model need care for that:
+The graph maps ``images`` (N, B, H, W) to ``logits`` (N, C, H, W) for any N, H and W, B the
+model's ``in_channels`` (3 for RGB). Two parts of the model need care for that:
 
 - ``nn.AdaptiveAvgPool2d`` / ``nn.AdaptiveMaxPool2d`` export as fixed kernels and strides
   that are only right for the traced size, so the export copy pools with
@@ -142,7 +142,9 @@ def export_onnx(
     metadata: dict[str, str] | None = None,
     stride_logits: bool = False,
 ) -> Path:
-    """Write ``model``'s eval forward as ONNX: ``images`` (N, 3, H, W) to ``logits`` (N, C, H, W).
+    """Write ``model``'s eval forward as ONNX: ``images`` (N, B, H, W) to ``logits`` (N, C, H, W).
+
+    B is ``model.config.in_channels``, fixed in the graph (3 for RGB).
 
     N, H and W are dynamic; the graph matches the eager model at every size. The model config
     and ``metadata`` (class names, dataset ...) go into the file's metadata_props. The file is
@@ -166,7 +168,7 @@ def export_onnx(
     path = Path(path)
     exportable = exportable_copy(model)
     traced = StrideLogits(exportable) if stride_logits else exportable
-    example = torch.zeros(1, 3, *example_size)  # (1, 3, H, W)
+    example = torch.zeros(1, model.config.in_channels, *example_size)  # (1, B, H, W)
     dims = {0: "batch", 2: "height", 3: "width"}
     out_dims = {0: "batch", 2: "out_height", 3: "out_width"} if stride_logits else dims
     properties = {k: v for k, v in (metadata or {}).items() if k not in _FILE_KEYS}
@@ -210,8 +212,8 @@ class OnnxRuntimeModel(nn.Module):
         threads: onnxruntime intra-op threads; ``torch.get_num_threads()`` when None.
 
     Forward:
-        images (N, 3, H, W) float, any H and W, to logits (N, C, h, w) float32 on the
-        images' device.
+        images (N, B, H, W) float, B the model's ``config.in_channels``, any H and W, to
+        logits (N, C, h, w) float32 on the images' device.
     """
 
     def __init__(self, path: str | Path, threads: int | None = None):
@@ -254,9 +256,10 @@ class OnnxRuntimeModel(nn.Module):
         return self(images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be (N, 3, H, W), got {tuple(images.shape)}")
-        array = images.detach().to("cpu", torch.float32).contiguous().numpy()  # (N, 3, H, W)
+        bands = self.config.in_channels
+        if images.dim() != 4 or images.shape[1] != bands:
+            raise ValueError(f"images must be (N, {bands}, H, W), got {tuple(images.shape)}")
+        array = images.detach().to("cpu", torch.float32).contiguous().numpy()  # (N, B, H, W)
         (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})  # (N, C, H, W)
         return torch.from_numpy(logits).to(images.device)
 

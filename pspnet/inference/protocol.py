@@ -175,7 +175,8 @@ def segment_tensor(
 
     Args:
         network: the model to run.
-        image: normalised (3, H, W) float image (moved to the network's device).
+        image: normalised (N, H, W) float image of the model's N bands (moved to the
+            network's device).
         config: mode, crop, stride, scales and flip; ``InferenceConfig()`` when None.
         progress: called as ``progress(windows_done, windows_total)`` after each forward pass
             (a window and its mirror count once; "whole" mode has one window per scale).
@@ -183,9 +184,10 @@ def segment_tensor(
         unknown_below: pixels whose confidence is under this get the label ``UNKNOWN``.
     """
     config = config or InferenceConfig()
-    if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
+    bands = 3 if network.config is None else network.config.in_channels
+    if image.dim() != 3 or image.shape[0] != bands or not image.is_floating_point():
         raise ValueError(
-            f"image must be a normalised float (3, H, W) tensor, got {image.dtype} "
+            f"image must be a normalised float ({bands}, H, W) tensor, got {image.dtype} "
             f"{tuple(image.shape)}; batch images one call each"
         )
     image = image.to(network.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,8 +14,15 @@ from torch import nn
 
 from pspnet.checkpoints import LoadedCheckpoint, load_checkpoint
 from pspnet.config import InferenceConfig
-from pspnet.data.images import ImageInput, expand_inputs, max_pixels, to_rgb
-from pspnet.data.transforms import normalize
+from pspnet.data.images import (
+    ImageInput,
+    as_bands,
+    expand_inputs,
+    max_pixels,
+    read_bands,
+    to_rgb,
+)
+from pspnet.data.normalization import Normalization, normalize
 from pspnet.devices import resolve_device
 from pspnet.errors import ConfigError, InferenceError, PSPNetError
 from pspnet.inference.memory import fit_window_batch, pixels_within
@@ -47,6 +55,9 @@ class Segmenter:
         self.network = Network.of(self.model, checkpoint.device)
         self.precision = getattr(self.model, "precision", "none")
         self.backend = getattr(self.model, "backend", "eager")
+        # Why this path runs: "measured on DATE", "the fallback rule" or "as asked"
+        # (from_checkpoint sets it; see pspnet.inference.optimized.optimize.resolve_path).
+        self.path_reason = "as given"
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -63,6 +74,36 @@ class Segmenter:
     @property
     def device(self) -> torch.device:
         return self.checkpoint.device
+
+    @functools.cached_property
+    def normalization(self) -> Normalization:
+        """The bands and per-band statistics the model was trained with (its checkpoint's)."""
+        return self.checkpoint.normalization
+
+    def normalize(self, image: ImageInput, limit: int | None = None) -> torch.Tensor:
+        """An image as the network takes it, normalised as training did: (N, H, W) float32.
+
+        A model of the 8-bit RGB default takes what :func:`~pspnet.data.images.to_rgb` takes
+        (grey, RGBA, 16-bit and [0, 1] float images converted), as always. Any other model
+        takes (H, W, N) arrays of its N bands, of any real type (uint8, uint16, int16,
+        float32 ...) in the training files' units; a path is read with every band
+        (:func:`~pspnet.data.images.read_bands`) and the training's ``bands`` are taken.
+
+        Args:
+            image: a path, an array or a PIL image.
+            limit: refuse an image of more pixels; the decoders' limit when None.
+
+        Raises:
+            DatasetError: an image of another band count ("the model takes 4 bands; image
+                array has 3"), unreadable, oversized or not finite.
+        """
+        normalization = self.normalization
+        if normalization.eight_bit_rgb:
+            return normalize(to_rgb(image, limit))  # (3, H, W)
+        if isinstance(image, (str, Path)):
+            name = str(image)
+            return normalization(normalization.pick(read_bands(image, limit), name), name)
+        return normalization(as_bands(image, limit), "image array")  # (N, H, W)
 
     @classmethod
     def from_checkpoint(
@@ -92,7 +133,8 @@ class Segmenter:
                 ``auto`` may pick compile where it was measured fastest.
         """
         from pspnet.inference.optimized.int8 import calibration_batches
-        from pspnet.inference.optimized.optimize import choose_path, optimize
+        from pspnet.inference.optimized.measured import ModelShape
+        from pspnet.inference.optimized.optimize import choose_path, optimize, resolve_path
 
         runtime = runtime or RuntimeSettings()
         inference = inference or InferenceOverrides()
@@ -104,10 +146,18 @@ class Segmenter:
         if runtime.calibration:
             images = calibration_images(runtime.calibration, runtime.calibration_count)
             batches = calibration_batches(images, config)
-        runner = optimize(
-            checkpoint.model, runtime.precision, runtime.backend, batches, amortized=amortized
+        shape = ModelShape.of(checkpoint.config, config.crop_size)  # finds what was measured
+        path = resolve_path(
+            runtime.precision,
+            runtime.backend,
+            device,
+            amortized,
+            shape=shape,
+            calibrated=batches is not None,
         )
+        runner = optimize(checkpoint.model, path.precision, path.backend, batches)
         segmenter = cls(checkpoint, config, runner)
+        segmenter.path_reason = path.reason
         recorded = checkpoint.inference_settings
         sized = inference.window_batch is not None or "window_batch" in recorded
         if device.type == "cuda" and config.mode == "slide" and not sized:
@@ -132,7 +182,7 @@ class Segmenter:
         limit: int | None = None,
         name: str | Path | None = None,
     ) -> Segmentation:
-        """Segment one image (a path, an (H, W, 3) array or a PIL image).
+        """Segment one image (a path, an (H, W, N) array or a PIL image; see :meth:`normalize`).
 
         Args:
             image: the image; paths are turned upright by their EXIF orientation.
@@ -157,7 +207,7 @@ class Segmenter:
         if unknown_below is not None and not 0 <= unknown_below <= 1:
             raise ConfigError(f"unknown_below must be in [0, 1], got {unknown_below}")
         start = time.perf_counter()
-        tensor = normalize(to_rgb(image, limit))  # (3, H, W)
+        tensor = self.normalize(image, limit)  # (N, H, W)
         raw = segment_tensor(self.network, tensor, self.inference, progress, probs, unknown_below)
         return Segmentation(
             labels=compact_labels(raw.labels.cpu().numpy(), self.num_classes),

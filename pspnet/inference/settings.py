@@ -14,7 +14,7 @@ from pspnet.errors import ConfigError
 from pspnet.settings import check_settings, field_docs, option_of, setting
 
 Precision = Literal["auto", "none", "fp32", "bf16", "fp16", "int8"]
-Backend = Literal["auto", "eager", "compile", "cudagraphs", "onnx"]
+Backend = Literal["auto", "eager", "compile", "cudagraphs", "onnx", "openvino"]
 
 
 def device_name(text: str) -> str:
@@ -32,15 +32,20 @@ class RuntimeSettings:
 
     Attributes:
         device: cpu, cuda or cuda:N.
-        precision: auto: the exact fp32 rewrites (BN folded, factorised head, channels_last;
-            logits equal to float rounding) on every device, or what was measured fastest on
+        precision: auto: the fastest path pspnet benchmark --save measured on this machine for
+            this model that kept its agreement thresholds (int8 only when asked for: it needs
+            calibration images), else the exact fp32 rewrites (BN folded, factorised head,
+            channels_last; logits equal to float rounding), or what was measured fastest on
             this kind of device; none: the model as trained (for debugging); fp32: exact;
-            bf16: CUDA, or a CPU with native bf16; fp16: CUDA; int8: CPU, ONNX Runtime.
-        backend: auto: eager, except torch.compile where it was measured faster on this kind
-            of device and the work repays its warm-up (predict over many images; never serve,
-            where each new image size would recompile); compile: torch.compile; cudagraphs:
-            compile with CUDA graphs (CUDA; shapes that repeat, as sliding windows); onnx:
-            ONNX Runtime (CPU).
+            bf16: CUDA, or a CPU with native bf16; fp16: CUDA; int8: CPU, ONNX Runtime or
+            OpenVINO.
+        backend: auto: the fastest measured on this machine for this model (pspnet benchmark
+            --save), else eager, except torch.compile where it was measured faster on this
+            kind of device; compile only where the work repays its warm-up (predict over many
+            images; never serve, where each new image size would recompile); compile:
+            torch.compile; cudagraphs: compile with CUDA graphs (CUDA; shapes that repeat, as
+            sliding windows); onnx: ONNX Runtime (CPU); openvino: OpenVINO (CPU; needs
+            pspnet[openvino]).
         calibration: with precision int8: training images (files, folders or globs) that set
             the activation ranges.
         calibration_count: at most this many calibration images, spread evenly.

@@ -16,7 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from pspnet.models.pyramid import Pooling, PyramidPooling
-from pspnet.models.resnet import BackboneName, ConvBNReLU, OutputStride, ResNet, Stem
+from pspnet.models.resnet import (
+    BackboneName,
+    BasicBlockDilation,
+    ConvBNReLU,
+    OutputStride,
+    ResNet,
+    Stem,
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,11 @@ class ModelConfig:
             "deep_narrow" (32-32-64, mmseg's ResNetV1c).
         output_stride: 8 (the paper's: layer3/4 dilated by 2 and 4), 16 or 32.
         contract_dilation: first block of a dilated stage at half dilation (mmseg).
+        stage_dilations: dilation of layer1..layer4; None (the paper's) derives it from
+            output_stride. mmseg's d32 models keep every stride yet dilate layer3/4:
+            output_stride 32 with stage_dilations (1, 1, 2, 4).
+        basic_block_dilation: which 3x3 convs of a resnet18/34 block are dilated: "both_convs",
+            or "first_conv" (mmseg's BasicBlock, whose conv2 is never dilated).
         bins: pyramid grid sizes.
         pooling: "avg" or "max" pooling in the pyramid.
         reduction: 1x1 conv each pyramid branch to in_channels/len(bins) channels.
@@ -37,7 +49,13 @@ class ModelConfig:
         aux: build the auxiliary head on layer3 (training only; dropped at test time).
         align_corners: of every bilinear resize (semseg True, mmseg False).
         base_width: channels of layer1 (64 published); smaller widths make tiny test models.
+        head_channels: of the head's 3x3 conv (mmseg's PSPHead bottleneck); None: 8 x
+            base_width (512). mmseg's ResNet-18 models use 128.
+        aux_channels: of the aux head's 3x3 conv; None: 4 x base_width (256). mmseg's
+            ResNet-18 models use 64.
         dropout: Dropout2d rate before each classifier.
+        in_channels: bands of the input images (3 for RGB; 4 for RGB + near infrared, 13 for
+            Sentinel-2 ...); only the stem's first conv depends on it.
     """
 
     num_classes: int
@@ -45,6 +63,8 @@ class ModelConfig:
     stem: Stem = "deep"
     output_stride: OutputStride = 8
     contract_dilation: bool = False
+    stage_dilations: tuple[int, int, int, int] | None = None
+    basic_block_dilation: BasicBlockDilation = "both_convs"
     bins: tuple[int, ...] = (1, 2, 3, 6)
     pooling: Pooling = "avg"
     reduction: bool = True
@@ -52,14 +72,24 @@ class ModelConfig:
     aux: bool = True
     align_corners: bool = True
     base_width: int = 64
+    head_channels: int | None = None
+    aux_channels: int | None = None
     dropout: float = 0.1
+    in_channels: int = 3
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bins", tuple(int(b) for b in self.bins))
+        if self.stage_dilations is not None:  # JSON and YAML give a list
+            object.__setattr__(self, "stage_dilations", tuple(self.stage_dilations))
+        for name in ("head_channels", "aux_channels"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {self.num_classes}")
         if self.base_width < 2 or self.base_width % 2:
             raise ValueError(f"base_width must be an even number >= 2, got {self.base_width}")
+        if self.in_channels < 1:
+            raise ValueError(f"in_channels must be positive, got {self.in_channels}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -99,9 +129,9 @@ class PSPNet(nn.Module):
         backbone .. dropout: the other :class:`ModelConfig` fields, by keyword only.
 
     Forward:
-        images (N, 3, H, W), normalised, any H and W. Eval mode returns logits (N, C, H, W);
-        train mode returns ``(logits, aux_logits)``, both (N, C, H, W), ``aux_logits`` None
-        when the model has no auxiliary head.
+        images (N, in_channels, H, W), normalised, any H and W. Eval mode returns logits
+        (N, C, H, W); train mode returns ``(logits, aux_logits)``, both (N, C, H, W),
+        ``aux_logits`` None when the model has no auxiliary head.
     """
 
     def __init__(
@@ -112,6 +142,8 @@ class PSPNet(nn.Module):
         stem: Stem = "deep",
         output_stride: OutputStride = 8,
         contract_dilation: bool = False,
+        stage_dilations: tuple[int, int, int, int] | None = None,
+        basic_block_dilation: BasicBlockDilation = "both_convs",
         bins: tuple[int, ...] = (1, 2, 3, 6),
         pooling: Pooling = "avg",
         reduction: bool = True,
@@ -119,7 +151,10 @@ class PSPNet(nn.Module):
         aux: bool = True,
         align_corners: bool = True,
         base_width: int = 64,
+        head_channels: int | None = None,
+        aux_channels: int | None = None,
         dropout: float = 0.1,
+        in_channels: int = 3,
     ):
         super().__init__()
         self.config = config = ModelConfig(
@@ -128,6 +163,8 @@ class PSPNet(nn.Module):
             stem=stem,
             output_stride=output_stride,
             contract_dilation=contract_dilation,
+            stage_dilations=stage_dilations,
+            basic_block_dilation=basic_block_dilation,
             bins=tuple(bins),
             pooling=pooling,
             reduction=reduction,
@@ -135,7 +172,10 @@ class PSPNet(nn.Module):
             aux=aux,
             align_corners=align_corners,
             base_width=base_width,
+            head_channels=head_channels,
+            aux_channels=aux_channels,
             dropout=dropout,
+            in_channels=in_channels,
         )
         self.backbone = ResNet(
             config.backbone,
@@ -143,6 +183,9 @@ class PSPNet(nn.Module):
             config.output_stride,
             config.contract_dilation,
             config.base_width,
+            stage_dilations=config.stage_dilations,
+            basic_block_dilation=config.basic_block_dilation,
+            in_channels=config.in_channels,
         )
         channels = self.backbone.out_channels
         self.ppm = (
@@ -151,10 +194,12 @@ class PSPNet(nn.Module):
             else nn.Identity()
         )
         head_in = self.ppm.out_channels if use_ppm else channels
-        # 512 and 256 mid channels at the published width 64, scaled with it.
-        self.head = SegmentationHead(head_in, 8 * base_width, num_classes, dropout)
+        # 512 and 256 mid channels at the published width 64, scaled with it, unless given.
+        head_channels = 8 * base_width if head_channels is None else head_channels
+        aux_channels = 4 * base_width if aux_channels is None else aux_channels
+        self.head = SegmentationHead(head_in, head_channels, num_classes, dropout)
         self.aux_head = (
-            SegmentationHead(self.backbone.layer3_channels, 4 * base_width, num_classes, dropout)
+            SegmentationHead(self.backbone.layer3_channels, aux_channels, num_classes, dropout)
             if aux
             else None
         )

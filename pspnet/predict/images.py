@@ -8,13 +8,13 @@ leaves no half-written PNG, and a rerun skips images whose outputs are all there
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from pspnet.data.images import to_rgb
 from pspnet.errors import DatasetError
 from pspnet.files import make_folder
-from pspnet.inference import Segmenter
+from pspnet.inference import Segmentation, Segmenter
 from pspnet.predict.outputs import PredictionResult, output_names, output_paths, write_outputs
 from pspnet.readahead import in_order, io_executor
 
@@ -30,6 +30,7 @@ def predict_images(
     redo: bool = False,
     names: dict[Path, Path] | None = None,
     limit: int | None = None,
+    annotate: Callable[[Path, Segmentation], None] | None = None,
 ) -> Iterator[PredictionResult]:
     """Segment each file and write its outputs (see :func:`~pspnet.predict.outputs.output_paths`).
 
@@ -49,6 +50,8 @@ def predict_images(
             is one process's shard of them); ``output_names`` of ``files`` when None.
         limit: the pixel limit of an input (e.g. :meth:`Segmenter.pixel_limit`); the decoders'
             when None.
+        annotate: called with each segmented image's path and result, in input order (the
+            pre-annotations of :mod:`pspnet.annotations`).
 
     Raises:
         DatasetError: two inputs would share outputs (before any work).
@@ -79,6 +82,8 @@ def predict_images(
                 result = segmenter.segment(
                     image, probs=save_probs, unknown_below=unknown_below, name=path
                 )
+                if annotate is not None:
+                    annotate(path, result)
                 yield path, outputs, image, result
 
     def write(item: tuple) -> PredictionResult:

@@ -6,9 +6,11 @@ files here, so the same input gets the same outputs whichever path segments it.
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,9 @@ class PredictionResult:
         shares: its class shares, formatted ("" when it was not segmented now).
         error: why the input could not be read, or None.
         done_before: its outputs were all there already, so it was not segmented again.
+        confidence: its mean confidence (NaN when it was not segmented now).
+        unknown: the share of its pixels under ``unknown_below`` (0 without it).
+        class_shares: each present class's share of its pixels.
     """
 
     path: Path
@@ -41,6 +46,9 @@ class PredictionResult:
     shares: str = ""
     error: str | None = None
     done_before: bool = False
+    confidence: float = float("nan")
+    unknown: float = 0.0
+    class_shares: dict[str, float] = field(default_factory=dict)
 
 
 def output_names(files: Sequence[Path]) -> dict[Path, Path]:
@@ -103,7 +111,40 @@ def write_outputs(
         else:
             picture = _picture(suffix, image, result)
             atomic_write(target, lambda tmp, picture=picture: picture.save(tmp, format="PNG"))
-    return PredictionResult(path, outputs, format_shares(list(result.shares().items())))
+    return summarised(
+        PredictionResult(path, outputs, format_shares(list(result.shares().items()))), result
+    )
+
+
+def summarised(record: PredictionResult, result: Segmentation) -> PredictionResult:
+    """``record`` with the segmentation's mean confidence, unknown share and class shares."""
+    shares = {name: share for name, share in result.shares().items() if name != UNKNOWN_NAME}
+    return dataclasses.replace(
+        record,
+        confidence=float(result.confidence.mean()),
+        unknown=result.unknown_share(),
+        class_shares=shares,
+    )
+
+
+def write_summary(path: Path, results: list[PredictionResult], class_names: Sequence[str]) -> Path:
+    """One CSV row per segmented image, least confident first: what to label next. Columns:
+    the image, its mean confidence, its share of unknown pixels and each class's share."""
+    rows = sorted(
+        (r for r in results if r.error is None and not r.done_before),
+        key=lambda r: (r.confidence, str(r.path)),
+    )
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="") as file:
+            table = csv.writer(file)
+            table.writerow(["image", "mean_confidence", "unknown_share", *class_names])
+            for r in rows:
+                shares = [f"{r.class_shares.get(name, 0.0):.4f}" for name in class_names]
+                table.writerow([str(r.path), f"{r.confidence:.4f}", f"{r.unknown:.4f}", *shares])
+
+    atomic_write(path, write)
+    return path
 
 
 def _picture(suffix: str, image: np.ndarray, result: Segmentation) -> Image.Image:

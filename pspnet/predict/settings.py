@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pspnet.annotations import Format as AnnotationFormat
+from pspnet.annotations import Shapes
 from pspnet.errors import ConfigError
 from pspnet.inference.settings import InferenceOverrides, RuntimeSettings
+from pspnet.rasters.scene import parse_bands
 from pspnet.settings import check_settings, setting
 from pspnet.video.sources import STALL_SECONDS
 
@@ -57,6 +60,61 @@ class VideoSettings:
         ]
 
 
+@dataclass(frozen=True)
+class RasterSettings:
+    """Raster scenes (GeoTIFF, JPEG 2000, VRT ...): georeferenced NAME_label.tif.
+
+    Attributes:
+        bands: the file's bands to read, 1-based in GDAL's order, e.g. 4,3,2 (default: the
+            first bands the model takes; red, green, blue where the file names them).
+        nodata: the value of pixels without data in a scene (default: the file's nodata
+            value, mask or alpha band).
+        vector: also NAME_label.gpkg: a polygon per region with its class name and area in
+            map units.
+    """
+
+    bands: tuple[int, ...] | None = setting(None, parse=parse_bands, whole=True, metavar="B,B")
+    nodata: float | None = setting(None, metavar="V")
+    vector: bool = False
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+    def given(self) -> list[str]:
+        """The options set away from their defaults, as flags (to refuse them for images)."""
+        return [
+            "--" + name
+            for name, default in vars(RasterSettings()).items()
+            if getattr(self, name) != default
+        ]
+
+
+@dataclass(frozen=True)
+class LabellingSettings:
+    """What to label next, and predictions as pre-annotations for labelling tools.
+
+    Attributes:
+        summary: write one row per image to this CSV, least confident first: its mean
+            confidence, its share of pixels under --unknown-below, each class's share.
+        annotations: also write the predictions as one file a labelling tool imports as
+            editable shapes with the checkpoint's class names, least confident image first:
+            cvat (annotations.xml), coco (instances.json), labelme (labelme/NAME.json) or
+            labelstudio (labelstudio.json and its labelling config); pixels under
+            --unknown-below are left unannotated.
+        shapes: masks (exact: CVAT masks, COCO RLE, LabelMe masks, Label Studio brushes) or
+            polygons (one outline per region, simplified by --polygon-tolerance).
+        polygon_tolerance: how far (pixels) a simplified outline may stray from the region's.
+    """
+
+    summary: Path | None = setting(None, metavar="CSV")
+    annotations: AnnotationFormat | None = None
+    shapes: Shapes = "masks"
+    polygon_tolerance: float = setting(0.5, low=0)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
 @dataclass(frozen=True, kw_only=True)
 class PredictSettings:
     """``pspnet predict``: label, colour and overlay PNGs for images; overlay videos.
@@ -79,6 +137,9 @@ class PredictSettings:
         redo: segment inputs again whose outputs are all there.
         video: videos and streams: NAME_overlay.mp4 (the frames' size and rate),
             NAME/*_label.png.
+        raster: raster scenes: NAME_label.tif, a Cloud-Optimised GeoTIFF with the scene's
+            georeference, the classes' names and colours (needs pspnet[geo]).
+        labelling: the labelling loop: what to label next, pre-annotations.
         inference: inference settings (each replaces the checkpoint's own).
         runtime: device and fast path.
     """
@@ -93,6 +154,8 @@ class PredictSettings:
     memory_budget_mb: float = setting(4096.0, low=0, low_open=True, metavar="MB")
     redo: bool = False
     video: VideoSettings = field(default_factory=VideoSettings)
+    raster: RasterSettings = field(default_factory=RasterSettings)
+    labelling: LabellingSettings = field(default_factory=LabellingSettings)
     inference: InferenceOverrides = field(default_factory=InferenceOverrides)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
 
@@ -101,17 +164,23 @@ class PredictSettings:
         if bool(self.inputs) == (self.source is not None):
             raise ConfigError("give INPUT files, folders or globs, or --source SRC, not both")
 
-    def check_kinds(self, videos: bool, images: bool) -> None:
+    def check_kinds(self, *, videos: bool, images: bool, scenes: bool = False) -> None:
         """Refuse options that apply to no input, so a mistyped command fails before any work.
 
         Args:
             videos: some input is a video or a live source.
             images: some input is an image.
+            scenes: some input is a raster scene.
         """
-        image_only = ["--save-probs"] * self.save_probs + ["--confidence"] * self.confidence
+        labelling = self.labelling
+        image_only = ["--save-probs"] * self.save_probs + ["--summary"] * bool(labelling.summary)
+        image_only += ["--annotations"] * bool(labelling.annotations)
+        confidence = ["--confidence"] * self.confidence
         for used, given, kind in (
             (self.video.given(), videos, "videos"),
             (image_only, images, "images"),
+            (confidence, images or scenes, "images and scenes"),
+            (self.raster.given(), scenes, "raster scenes"),
         ):
             if used and not given:
                 raise ConfigError(f"{', '.join(used)}: only for {kind}, and no input is one")

@@ -71,7 +71,8 @@ class PublishedWeights:
         """The network this PSPNet file holds, as our converter must read it."""
         if self.kind != "pspnet":
             raise ConfigError(f"{self.name} is a backbone, not a whole PSPNet")
-        return ModelConfig(num_classes=self.num_classes, **MMSEG_PSPNET, **self.model)
+        # An entry's own fields win: the d32 models' output_stride is 32.
+        return ModelConfig(num_classes=self.num_classes, **{**MMSEG_PSPNET, **self.model})
 
     def inference(self) -> dict[str, Any]:
         """The publisher's single-scale test as InferenceConfig fields."""
@@ -170,6 +171,9 @@ class ModelsSettings:
 
     Attributes:
         dataset: only this dataset's (ade20k, cityscapes, voc ...).
+        speed: also each model's latency and memory on this machine, from what pspnet
+            benchmark --checkpoint NAME --save measured here.
     """
 
     dataset: str | None = None
+    speed: bool = False

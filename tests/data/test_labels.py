@@ -1,5 +1,8 @@
-"""Label formats (index, palette, colour, CVAT labelmap), label_map and the split check."""
+"""Label formats (index, palette, colour, CVAT labelmap), label_map and the split check;
+broken, oversized and oddly named files as one problem line each."""
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ from pspnet.data.check import check_dataset, median_frequency_weights
 from pspnet.data.datasets import SegmentationDataset
 from pspnet.data.labels import read_label
 from pspnet.data.presets import get_preset
-from pspnet.errors import DatasetError
+from pspnet.errors import DatasetError, ImageTooLargeError
 
 COLOURS = [(0, 0, 0), (250, 50, 83), (36, 179, 83)]
 NAMES = ["background", "car", "traffic light"]
@@ -183,3 +186,68 @@ def test_data_check_cli_takes_a_label_map(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*args, "--label-map", "255:x"])
     assert exit_.value.code == 2 and "expected VALUE:ID" in capsys.readouterr().err
+
+
+# --- files that must be one problem line, never a traceback -------------------------------------
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def paletted_png(height: int, width: int, entries: int = 256) -> bytes:
+    """A paletted PNG of zeros whose PLTE chunk lists ``entries`` colours."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (width + 1) * height)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"PLTE", bytes(3 * entries))
+        + png_chunk(b"IDAT", rows)
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def test_broken_palette_labels_are_problems_listed_with_the_others(tmp_path, capsys):
+    write_split(tmp_path, [np.zeros((6, 8), np.uint8)] * 4)
+    labels = tmp_path / "labels" / "train"
+    noise = Image.fromarray(ids((60, 80), seed=1), "P")  # large enough to keep its header
+    noise.putpalette([0, 0, 0, 255, 255, 255] * 128)
+    noise.save(labels / "0.png")
+    full = (labels / "0.png").read_bytes()
+    (labels / "0.png").write_bytes(full[: len(full) // 2])  # truncated inside IDAT
+    (labels / "1.png").write_bytes(paletted_png(6, 8, entries=300))  # PLTE of 300 entries
+    (labels / "2.png").write_bytes(paletted_png(6, 8))  # a good one
+    (labels / "3.png").write_bytes(paletted_png(5, 8))  # mis-sized: a problem as before
+    report = check_dataset(tmp_path, get_preset("custom", 2), "train")
+    problems = {path.name: message for path, message in report.problems}
+    assert sorted(problems) == ["0.png", "1.png", "3.png"]
+    assert all(str(labels / name) in problems[name] for name in ("0.png", "1.png"))
+    assert "cannot be decoded" in problems["0.png"] and "cannot be decoded" in problems["1.png"]
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    assert main(["data", "check", str(tmp_path), "--dataset", "custom"]) == 1
+    assert "3 problems" in capsys.readouterr().out
+
+
+def test_palette_labels_are_held_to_the_pixel_limit(tmp_path, monkeypatch):
+    path = tmp_path / "p.png"
+    path.write_bytes(paletted_png(30, 40))
+    monkeypatch.setenv("PSPNET_MAX_IMAGE_PIXELS", "1000")
+    with pytest.raises(ImageTooLargeError, match=r"p.png: image is 40x30 \(1,200 pixels\)"):
+        read_label(path, get_preset("custom", 2))
+
+
+def test_names_files_with_a_byte_order_mark_or_other_digits(tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("\ufeffroad 1 2 3\ncar 1 2 \u00b2\nbus \u0663 2 1\n", encoding="utf-8")
+    preset = get_preset("custom", names_file=names)
+    assert preset.class_names == ("road", "car 1 2 \u00b2", "bus \u0663 2 1")  # ASCII colours only
+
+
+def test_control_characters_in_class_names_are_printed_escaped(tmp_path, capsys):
+    write_split(tmp_path, [np.array([[0, 1]], np.uint8)])
+    (tmp_path / "classes.txt").write_text("\x1b[2Jwipe 1 2 3\nbell\x07 4 5 6\n")
+    assert main(["data", "check", str(tmp_path), "--dataset", "custom"]) == 0
+    printed = capsys.readouterr().out
+    assert "\\x1b[2Jwipe" in printed and "bell\\x07" in printed
+    assert "\x1b" not in printed and "\x07" not in printed

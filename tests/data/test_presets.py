@@ -1,5 +1,11 @@
-import pytest
+from pathlib import Path
 
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from pspnet.data.datasets import SegmentationDataset
 from pspnet.data.presets import PRESETS, get_preset
 from pspnet.errors import DatasetError
 
@@ -126,3 +132,125 @@ def test_preset_errors(tmp_path):
     with pytest.raises(DatasetError, match="no_such"):
         get_preset("custom", names_file=tmp_path / "no_such.txt")
     assert get_preset("camvid", num_classes=11) is PRESETS["camvid"]
+
+
+# The datasets of mmsegmentation's published weights: class count, whether stored 0 is ignored
+# (reduce_zero_label in mmseg's configs), and names and colours spot-checked against mmseg
+# 1.2.2's mmseg/datasets/{loveda,potsdam,isprs,isaid,coco_stuff,pascal_context}.py.
+MMSEG_PRESETS = [
+    ("loveda", 7, True, {0: ("background", (255, 255, 255)), 6: ("agricultural", (255, 195, 128))}),
+    ("potsdam", 6, True, {0: ("impervious_surface", (255, 255, 255)), 4: ("car", (255, 255, 0))}),
+    ("vaihingen", 6, True, {1: ("building", (0, 0, 255)), 5: ("clutter", (255, 0, 0))}),
+    ("isaid", 16, False, {2: ("store_tank", (0, 63, 63)), 14: ("plane", (0, 127, 255))}),
+    ("coco_stuff10k", 171, True, {0: ("person", (0, 192, 64)), 80: ("banner", (0, 192, 0))}),
+    (
+        "coco_stuff164k",
+        171,
+        False,
+        {91: ("ceiling-tile", (192, 224, 128)), 170: ("wood", (64, 64, 0))},
+    ),
+    ("pascal_context", 60, False, {0: ("background", (120, 120, 120)), 59: ("wood", (31, 0, 255))}),
+    (
+        "pascal_context_59",
+        59,
+        True,
+        {0: ("aeroplane", (180, 120, 120)), 58: ("wood", (31, 0, 255))},
+    ),
+]
+
+
+@pytest.mark.parametrize("name,count,reduces_zero,spots", MMSEG_PRESETS)
+def test_mmseg_dataset_presets_match_mmseg(name, count, reduces_zero, spots):
+    preset = get_preset(name)
+    assert preset.num_classes == count
+    for train_id, (class_name, colour) in spots.items():
+        assert (preset.class_names[train_id], preset.palette[train_id]) == (class_name, colour)
+    table = preset.label_map
+    if reduces_zero:
+        assert (table[0], table[1], table[count]) == (255, 0, count - 1)
+        assert table[count + 1] >= count  # not a class, so reading it fails
+    else:
+        assert (table[0], table[count - 1]) == (0, count - 1)
+        assert table[count] >= count
+    assert table[255] == 255
+
+
+def test_pascal_context_59_is_60_without_background():
+    full, reduced = get_preset("pascal_context"), get_preset("pascal_context_59")
+    assert full.class_names[1:] == reduced.class_names
+    assert full.palette[1:] == reduced.palette
+
+
+# One val pair per dataset as mmseg's converters lay it out: (image, label, list file or None).
+MMSEG_LAYOUTS = {
+    "loveda": ("img_dir/val/3514.png", "ann_dir/val/3514.png", None),
+    "potsdam": ("img_dir/val/2_13_0_0_512_512.png", "ann_dir/val/2_13_0_0_512_512.png", None),
+    "vaihingen": ("img_dir/val/area2_0_0_512_512.png", "ann_dir/val/area2_0_0_512_512.png", None),
+    "isaid": (
+        "img_dir/val/P0003_0_896_0_896.png",
+        "ann_dir/val/P0003_0_896_0_896_instance_color_RGB.png",
+        None,
+    ),
+    "coco_stuff10k": (
+        "images/test2014/COCO_train2014_000000000077.jpg",
+        "annotations/test2014/COCO_train2014_000000000077_labelTrainIds.png",
+        None,
+    ),
+    "coco_stuff164k": (
+        "images/val2017/000000000139.jpg",
+        "annotations/val2017/000000000139_labelTrainIds.png",
+        None,
+    ),
+    "pascal_context": (
+        "JPEGImages/2008_000002.jpg",
+        "SegmentationClassContext/2008_000002.png",
+        "ImageSets/SegmentationContext/val.txt",
+    ),
+    "pascal_context_59": (
+        "JPEGImages/2008_000002.jpg",
+        "SegmentationClassContext/2008_000002.png",
+        "ImageSets/SegmentationContext/val.txt",
+    ),
+}
+
+
+def raw(image, label, rng):
+    """A transform that hands back what the dataset read."""
+    return image, label
+
+
+def write_index_png(path: Path, stored: np.ndarray, paletted: bool) -> None:
+    """An 8-bit index PNG; ``paletted``: mode P, as mmseg's iSAID converter writes them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(stored)  # mode L
+    (image.convert("P") if paletted else image).save(path)  # P: a grey palette, same indices
+
+
+@pytest.mark.parametrize("name,count,reduces_zero,spots", MMSEG_PRESETS)
+def test_mmseg_dataset_presets_read_the_converters_layout(
+    tmp_path, name, count, reduces_zero, spots
+):
+    image_path, label_path, list_path = MMSEG_LAYOUTS[name]
+    top = count if reduces_zero else count - 1  # the highest stored class value
+    stored = np.array([[0, 1, top, 255]] * 3, dtype=np.uint8)  # (3, 4)
+    expected = [255, 0, count - 1, 255] if reduces_zero else [0, 1, count - 1, 255]
+    (tmp_path / image_path).parent.mkdir(parents=True)
+    assert cv2.imwrite(str(tmp_path / image_path), np.zeros((3, 4, 3), np.uint8))
+    write_index_png(tmp_path / label_path, stored, paletted=name == "isaid")
+    if list_path is not None:  # the list names stems, as mmseg's converter writes it
+        (tmp_path / list_path).parent.mkdir(parents=True)
+        (tmp_path / list_path).write_text(Path(image_path).stem + "\n")
+    dataset = SegmentationDataset(tmp_path, "val", get_preset(name), transform=raw)
+    assert dataset.pairs == [(tmp_path / image_path, tmp_path / label_path)]
+    _, label = dataset[0]
+    assert label.tolist() == [expected] * 3
+
+
+def test_isprs_colour_labels_read_through_the_publishers_colours(tmp_path):
+    colours = np.array([[[255, 255, 255], [0, 0, 255], [255, 255, 0], [255, 0, 0]]], np.uint8)
+    (tmp_path / "img_dir" / "val").mkdir(parents=True)
+    (tmp_path / "ann_dir" / "val").mkdir(parents=True)
+    assert cv2.imwrite(str(tmp_path / "img_dir" / "val" / "a.png"), np.zeros((1, 4, 3), np.uint8))
+    assert cv2.imwrite(str(tmp_path / "ann_dir" / "val" / "a.png"), colours[..., ::-1])
+    _, label = SegmentationDataset(tmp_path, "val", get_preset("potsdam"), transform=raw)[0]
+    assert label.tolist() == [[0, 1, 4, 5]]  # impervious surface, building, car, clutter

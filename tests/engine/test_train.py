@@ -259,3 +259,68 @@ def _leaving_worker(rank: int, port: int, out: str) -> None:
 def test_a_rank_left_waiting_for_the_others_leaves_after_the_timeout(tmp_path):
     mp.spawn(_leaving_worker, args=(free_port(), str(tmp_path)), nprocs=2)
     assert 1.5 <= float((tmp_path / "waited").read_text()) < 6
+
+
+def test_multiband_geotiffs_train_with_measured_normalisation(tmp_path):
+    pytest.importorskip("rasterio")
+    from helpers import write_tiny_multiband
+
+    from pspnet.data.images import read_bands
+    from pspnet.data.normalization import Normalization
+    from pspnet.inference import Segmenter
+
+    root = write_tiny_multiband(tmp_path / "s2", bands=4)
+    extra = {
+        "data.dataset": "custom",
+        "data.num_classes": 3,
+        "data.crop_size": "[16,16]",
+        "model.in_channels": 4,
+        "data.bands": "[4,3,2,1]",
+        "data.mean": "auto",
+        "data.std": "auto",
+        "iterations": 2,
+    }
+    config = config_for(root, **extra)
+    run = tmp_path / "run"
+    events = []
+    assert train(config, run, callback=events.append).iteration == 2
+    images = sorted((root / "images" / "train").iterdir())
+    pixels = np.concatenate([read_bands(p)[..., [3, 2, 1, 0]].reshape(-1, 4) for p in images])
+    saved = json.loads((run / "normalization.json").read_text())
+    assert saved["bands"] == [4, 3, 2, 1] and saved["pixels"] == len(pixels)
+    np.testing.assert_allclose(saved["mean"], pixels.astype(np.float64).mean(0), rtol=1e-9)
+    np.testing.assert_allclose(saved["std"], pixels.astype(np.float64).std(0), rtol=1e-9)
+    measured = Normalization.from_dict(saved)
+    assert [e["normalization"] for e in events if e["kind"] == "normalization"] == [measured]
+    for name in ("last.pt", "best.safetensors"):
+        checkpoint = load_checkpoint(run / name)
+        assert checkpoint.config.in_channels == 4
+        assert checkpoint.normalization == measured, name
+    labels = Segmenter.from_checkpoint(run / "best.safetensors")(images[0])
+    assert labels.shape == (24, 32)
+
+    # A resumed run reuses what the first measured (edited here to show it is read back).
+    edited = {**saved, "mean": [1.0, 2.0, 3.0, 4.0]}
+    (run / "normalization.json").write_text(json.dumps(edited))
+    train(config, run)
+    assert load_checkpoint(run / "last.pt").normalization.mean == (1.0, 2.0, 3.0, 4.0)
+
+
+def test_bands_that_the_images_lack_are_refused_before_the_first_step(tmp_path):
+    pytest.importorskip("rasterio")
+    from helpers import write_tiny_multiband
+
+    root = write_tiny_multiband(tmp_path / "s2", bands=4)
+    extra = {
+        "data.dataset": "custom",
+        "data.num_classes": 3,
+        "model.in_channels": 4,
+        "data.bands": "[1,2,3,5]",
+        "data.mean": "[0,0,0,0]",
+        "data.std": "[1,1,1,1]",
+    }
+    events = []
+    refusal = r"each image of .*s2 \[train\] has 4 bands; the model takes bands 1, 2, 3, 5"
+    with pytest.raises(DatasetError, match=refusal):
+        train(config_for(root, **extra), tmp_path / "run", callback=events.append)
+    assert not any(e["kind"] == "step" for e in events)

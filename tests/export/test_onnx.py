@@ -236,3 +236,17 @@ def test_exact_rewrite_traces_without_freezing_a_size(tmp_path, align_corners):
     with warnings.catch_warnings():
         warnings.simplefilter("error", torch.jit.TracerWarning)
         export_onnx(model, tmp_path / "model.onnx", example_size=EXAMPLE_SIZE)
+
+
+def test_a_13_band_model_exports_with_13_input_bands(tmp_path):
+    model = tiny_trained(in_channels=13).eval()
+    path = export_onnx(model, tmp_path / "s2.onnx", example_size=EXAMPLE_SIZE)
+    graph_input = onnx.load(path).graph.input[0].type.tensor_type.shape.dim
+    assert graph_input[1].dim_value == 13
+    runner = OnnxRuntimeModel(path, threads=1)
+    assert runner.config.in_channels == 13
+    images = torch.randn(2, 13, 33, 47)
+    with torch.no_grad():
+        torch.testing.assert_close(runner(images), model(images), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match=r"images must be \(N, 13, H, W\)"):
+        runner(torch.randn(1, 3, 33, 47))

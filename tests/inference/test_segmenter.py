@@ -8,6 +8,7 @@ from PIL import Image
 from pspnet.checkpoints import save_model
 from pspnet.config import InferenceConfig
 from pspnet.data.images import to_rgb
+from pspnet.data.normalization import Normalization, normalize
 from pspnet.data.presets import get_preset
 from pspnet.errors import ConfigError, DatasetError
 from pspnet.inference import Segmenter
@@ -190,3 +191,65 @@ def test_class_names_come_from_the_checkpoint_never_from_the_count(tmp_path, met
     save_model(PSPNet(19, backbone="resnet18", base_width=4), path, metadata)
     seg = Segmenter.from_checkpoint(path)
     assert seg.class_names[0] == first and len(seg.class_names) == len(seg.palette) == 19
+
+
+def test_rgb_models_normalise_as_always(checkpoint):
+    seg = Segmenter.from_checkpoint(checkpoint[0])
+    image = np.random.default_rng(2).integers(0, 256, (9, 13, 3), dtype=np.uint8)
+    assert seg.normalization.eight_bit_rgb
+    assert torch.equal(seg.normalize(image), normalize(image))
+    grey = image[..., 0]
+    assert torch.equal(seg.normalize(grey), normalize(to_rgb(grey)))
+
+
+@pytest.fixture
+def four_band(tmp_path):
+    torch.manual_seed(0)
+    model = PSPNet(11, backbone="resnet18", base_width=4, in_channels=4).eval()
+    normalization = Normalization(
+        (3000.0, 2500.0, 2000.0, 4000.0), (800.0, 700.0, 600.0, 1200.0), (4, 3, 2, 8)
+    )
+    metadata = {
+        "normalization": normalization.to_json(),
+        "inference": json.dumps({"mode": "slide", "crop_size": [16, 16], "flip": True}),
+    }
+    save_model(model, tmp_path / "four.safetensors", metadata)
+    return tmp_path / "four.safetensors", model, normalization
+
+
+def test_a_4_band_uint16_image_equals_manual_normalisation_and_forward(four_band):
+    path, model, normalization = four_band
+    seg = Segmenter.from_checkpoint(path)
+    assert seg.normalization == normalization
+    image = np.random.default_rng(3).integers(0, 10000, (21, 27, 4)).astype(np.uint16)
+    mean, std = np.array(normalization.mean), np.array(normalization.std)
+    manual = torch.from_numpy(((image - mean) / std).transpose(2, 0, 1)).float()  # (4, H, W)
+    torch.testing.assert_close(seg.normalize(image), manual, rtol=1e-6, atol=1e-6)
+    expected = probabilities(model, manual, seg.inference)
+    result = seg.segment(image, probs=True)
+    np.testing.assert_allclose(result.probs, expected.numpy(), atol=1e-5)
+    assert np.array_equal(result.labels, expected.argmax(0).numpy())
+
+
+def test_a_wrong_band_count_is_refused(four_band):
+    seg = Segmenter.from_checkpoint(four_band[0])
+    image = np.zeros((8, 8, 3), np.uint16)
+    with pytest.raises(DatasetError, match="the model takes 4 bands; image array has 3"):
+        seg.segment(image)
+    with pytest.raises(DatasetError, match="NaN"):
+        seg.normalize(np.full((8, 8, 4), np.nan, np.float32))
+
+
+def test_a_raster_path_gives_the_bands_the_model_was_trained_on(four_band, tmp_path):
+    pytest.importorskip("rasterio")
+    from helpers import write_raster
+
+    path, _, normalization = four_band
+    seg = Segmenter.from_checkpoint(path)
+    bands = np.random.default_rng(4).integers(0, 10000, (8, 12, 14)).astype(np.uint16)
+    scene = write_raster(tmp_path / "scene.tif", bands)
+    picked = bands.transpose(1, 2, 0)[..., [3, 2, 1, 7]]  # bands 4, 3, 2, 8
+    assert torch.equal(seg.normalize(scene), normalization(picked))
+    short = write_raster(tmp_path / "short.tif", bands[:5])
+    with pytest.raises(DatasetError, match=r"short\.tif has 5 bands; the model takes bands 4"):
+        seg.segment(short)

@@ -185,7 +185,10 @@ def test_first_download_then_cache_hit_with_the_server_stopped(server, tmp_path)
 def test_each_format_loads_from_a_url(server, tmp_path, trained, layout):
     base, handler, _ = server
     stem = "deep_narrow" if layout == "mmseg" else "deep"
-    options = {"contract_dilation": True, "align_corners": False} if layout == "mmseg" else {}
+    options = {}
+    if layout == "mmseg":  # mmseg's ResNetV1c, resizes and BasicBlock
+        options = {"contract_dilation": True, "align_corners": False}
+        options["basic_block_dilation"] = "first_conv"
     model = trained(PSPNet(3, backbone="resnet18", base_width=4, stem=stem, **options))
     path = tmp_path / f"{layout}.bin"
     if layout == "native":

@@ -12,7 +12,9 @@ from layouts import mmseg_checkpoint
 
 import pspnet
 from pspnet.checkpoints import build_model, mmseg
+from pspnet.checkpoints.loaded import classes_of
 from pspnet.cli import main
+from pspnet.data.presets import PRESETS
 from pspnet.errors import CheckpointError, ConfigError
 from pspnet.inference import Segmenter
 from pspnet.models import ModelConfig, PSPNet
@@ -40,6 +42,16 @@ def test_the_registry_lists_every_metafile_entry_with_its_source_numbers():
         assert entry.sha256_prefix in entry.file_name  # the prefix torch.hub reads from the name
 
 
+def test_every_published_pspnet_names_its_classes_through_its_datasets_preset():
+    for entry in PSPNETS:
+        preset = PRESETS.get(entry.dataset)
+        assert preset is not None, f"{entry.name}: no preset for dataset {entry.dataset!r}"
+        assert preset.num_classes == entry.num_classes, entry.name
+        # What a loaded published checkpoint names its classes with (its metadata's dataset).
+        names, palette = classes_of({"dataset": entry.dataset}, entry.num_classes)
+        assert (names, palette) == (preset.class_names, preset.palette), entry.name
+
+
 @pytest.mark.parametrize("entry", [e for e in PSPNETS if not e.unsupported], ids=lambda e: e.name)
 def test_every_supported_entry_builds_and_its_layout_converts(entry):
     config = entry.model_config()
@@ -48,17 +60,31 @@ def test_every_supported_entry_builds_and_its_layout_converts(entry):
     checkpoint = mmseg_checkpoint(state, config)
     assert mmseg.matches(checkpoint)
     converted, renamed = mmseg.convert(checkpoint, source=entry.name)
-    # align_corners is a test-time setting the weights cannot show; the registry supplies it.
-    assert converted == ModelConfig(**{**config.__dict__, "align_corners": False})
+    # align_corners (a test-time setting) and the strides and dilations (d8 or d32) are not in
+    # the weights: the converter reads mmseg's d8 defaults, the registry supplies the rest.
+    unseen = {"align_corners": False, "output_stride": 8, "stage_dilations": None}
+    assert set(unseen) == set(mmseg.NOT_IN_WEIGHTS)
+    assert converted == ModelConfig(**{**config.__dict__, **unseen})
     assert renamed.keys() == state.keys()
 
 
-@pytest.mark.parametrize("entry", [e for e in PSPNETS if e.unsupported], ids=lambda e: e.name)
-def test_unsupported_entries_say_why_and_are_refused(entry):
-    assert len(entry.unsupported) > 30
+def test_unsupported_entries_say_why_and_are_refused(tmp_path, monkeypatch):
+    # Every published PSPNet loads today; an entry marked unsupported is refused with its reason.
+    assert all(e.unsupported is None for e in PSPNETS)
+    reason = "a geometry the converters cannot express, named here"
+    entry = {
+        "name": "pspnet_unloadable",
+        "url": "https://download.example.com/pspnet_unloadable-0123abcd.pth",
+        "sha256_prefix": "0123abcd",
+        "num_classes": 19,
+        "unsupported": reason,
+    }
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump({"pspnet": [entry], "backbones": []}))
+    monkeypatch.setattr(registry_module, "REGISTRY_FILE", path)
     with pytest.raises(CheckpointError, match="not loadable") as error:
-        resolve(entry.name)
-    assert entry.unsupported in str(error.value)
+        resolve("pspnet_unloadable")
+    assert reason in str(error.value)
 
 
 def test_publisher_settings_become_inference_defaults():
@@ -102,7 +128,12 @@ def local_registry(tmp_path, monkeypatch, trained):
         files[f"{name}-{digest}.pth"] = data
         return f"{base}/{name}-{digest}.pth", digest
 
-    model_fields = {"backbone": "resnet18", "stem": "deep_narrow", "align_corners": True}
+    model_fields = {
+        "backbone": "resnet18",
+        "stem": "deep_narrow",
+        "align_corners": True,
+        "basic_block_dilation": "first_conv",  # mmseg's BasicBlock
+    }
     config = ModelConfig(11, contract_dilation=True, base_width=4, **model_fields)
     model = trained(PSPNet.from_config(config))
     torch.save(mmseg_checkpoint(model.state_dict(), config), tmp_path / "m.pth")

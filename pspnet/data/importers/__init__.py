@@ -1,16 +1,21 @@
-"""Annotation exports (COCO, LabelMe, CVAT) turned into a ``custom`` dataset.
+"""Annotation exports (COCO, LabelMe, CVAT, Label Studio) turned into a ``custom`` dataset.
 
 The dataset written is what the ``custom`` preset reads:
 
-- ``images/{train,val}/REL``: each image copied unchanged; REL is its path below the
+- ``images/{train,val,test}/REL``: each image copied unchanged; REL is its path below the
   export's images folder, subfolders kept, so two ``x.jpg`` in different folders never meet;
-- ``labels/{train,val}/REL_WITHOUT_SUFFIX.png``: single-channel uint8 class indices
+- ``labels/{train,val,test}/REL_WITHOUT_SUFFIX.png``: single-channel uint8 class indices
   0..N-1, 255 where nothing is annotated (or the ``background`` class);
 - ``classes.txt``: one ``name R G B`` line per class, in train-id order.
 
-One reader per format (:mod:`.coco`, :mod:`.labelme`, :mod:`.cvat`) turns the export into
-samples of ordered shapes; :mod:`.writer` paints them, later shapes on top, and writes the
-whole dataset beside ``out`` before renaming it into place.
+The splits are the export's own where it has them (a CVAT project's Train, Validation and
+Test subsets), otherwise drawn by the seed (train and val).
+
+One reader per format (:mod:`.coco`, :mod:`.labelme`, :mod:`.cvat`, :mod:`.labelstudio`)
+turns the export into samples of ordered shapes; :func:`.samples.check_sample` bounds each
+image's cost before anything is decoded; :mod:`.writer` paints them one image at a time,
+later shapes on top, and writes the whole dataset beside ``out`` before renaming it into place.
+A shape without a label is skipped with a warning (:func:`warnings.warn`) naming it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import numpy as np
 from pspnet.data.importers.coco import read_coco
 from pspnet.data.importers.cvat import read_cvat
 from pspnet.data.importers.labelme import read_labelme
-from pspnet.data.importers.samples import Annotations, Sample
+from pspnet.data.importers.labelstudio import read_labelstudio
+from pspnet.data.importers.samples import Annotations, Sample, check_sample
 from pspnet.data.importers.writer import (
     check_labels,
     check_out,
@@ -33,18 +39,19 @@ from pspnet.data.importers.writer import (
     split_samples,
     write_dataset,
 )
-from pspnet.data.presets import IGNORE_INDEX
+from pspnet.data.presets import IGNORE_INDEX, printable
 from pspnet.errors import DatasetError
 from pspnet.settings import check_settings, setting
 
 __all__ = ["ImportFormat", "ImportReport", "import_annotations"]
 
-ImportFormat = Literal["coco", "labelme", "cvat"]
+ImportFormat = Literal["coco", "labelme", "cvat", "labelstudio"]
 
 READERS: dict[str, Callable[[Path, Path | None], Annotations]] = {
     "coco": read_coco,
     "labelme": read_labelme,
     "cvat": read_cvat,
+    "labelstudio": read_labelstudio,
 }
 
 
@@ -57,27 +64,34 @@ class ImportReport:
         class_names: the classes by train id, as ``classes.txt`` lists them.
         train: images in the train split.
         val: images in the val split.
+        test: images in the test split (only from an export's own splits).
         pixels: (num_classes + 1,) pixel counts per class over both splits; the last entry
             counts ignored (255) pixels.
         skipped: shapes without an area, not painted, counted by kind.
         warnings: what the import worked around or found odd, one line each.
+        splits_from_export: whether the splits are the export's own (CVAT's subsets).
     """
 
     out: Path
     class_names: tuple[str, ...]
     train: int
     val: int
+    test: int
     pixels: np.ndarray
     skipped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    splits_from_export: bool = False
 
     def to_text(self) -> str:
         """A readable summary: split sizes, class pixel shares, skipped shapes, warnings."""
+        test = f", {self.test} test" if self.test else ""
         lines = [
-            f"wrote {self.out}: {self.train + self.val} images ({self.train} train, "
-            f"{self.val} val), {len(self.class_names)} classes"
+            f"wrote {self.out}: {self.train + self.val + self.test} images ({self.train} train, "
+            f"{self.val} val{test}), {len(self.class_names)} classes"
         ]
-        names = [*self.class_names, f"ignore ({IGNORE_INDEX})"]
+        if self.splits_from_export:
+            lines.append("splits: the export's own (its subsets)")
+        names = [*map(printable, self.class_names), f"ignore ({IGNORE_INDEX})"]
         ids = [str(i) for i in range(len(self.class_names))] + [""]
         width = max(len(name) for name in names)
         total = max(int(self.pixels.sum()), 1)
@@ -89,7 +103,7 @@ class ImportReport:
         if self.skipped:
             kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(self.skipped.items()))
             lines.append(f"skipped shapes without an area: {kinds}")
-        lines += [f"warning: {warning}" for warning in self.warnings]
+        lines += [f"warning: {printable(warning)}" for warning in self.warnings]
         return "\n".join(lines)
 
 
@@ -109,22 +123,26 @@ def import_annotations(
 
     Args:
         kind: the export's format: "coco" (instances JSON), "labelme" (a folder of LabelMe
-            JSON files, or one) or "cvat" (CVAT for images 1.1 XML, or its folder).
+            JSON files, or one), "cvat" (CVAT for images 1.1 XML, or its folder; a project's
+            export gives its subsets as splits) or "labelstudio" (Label Studio's JSON export).
         source: the export.
         out: the dataset folder to create; refused if it holds anything.
         images: the folder holding the images; default: each format's own place (see its
             reader).
         val_fraction: share of images for the val split, in [0, 1); at least one image
-            when there are two or more.
+            when there are two or more. Images the export puts in a split keep it.
         seed: the split's shuffle; the same seed gives the same split.
-        background: the class of pixels no shape covers (default: 255, ignored); added as
-            class 0 if it is not among the classes.
+        background: the class of pixels no shape covers (default: 255, ignored, or
+            LabelMe's ``_background_`` when the classes hold it); added as class 0 if it is
+            not among the classes.
         classes_file: a names file (``name [R G B]`` lines) fixing the classes' order and
-            colours; a label missing from it is an error.
+            colours; a label missing from it is an error. LabelMe's ``labels.txt`` works as
+            it is: its ``__ignore__`` line is the ignore value 255, not a class.
         progress: called as ``progress(done, total)`` after each image.
 
     Raises:
-        DatasetError: a missing or invalid export, image or classes file, naming the file.
+        DatasetError: a missing or invalid export, image or classes file, or an image whose
+            annotations would cost more than one image's memory or CPU, naming the file.
     """
     if kind not in READERS:
         raise DatasetError(f"unknown annotation format {kind!r}; choose one of {list(READERS)}")
@@ -134,16 +152,24 @@ def import_annotations(
     check_out(out)  # before reading what may be a large export
     classes_file = None if classes_file is None else Path(classes_file)
     found = READERS[kind](Path(source), None if images is None else Path(images))
+    for sample in found.samples:
+        check_sample(sample)  # before anything is decoded or painted
     names, palette = class_list(found, background, classes_file)
-    check_labels(found.samples, names, classes_file)
-    train, val = split_samples(found.samples, val_fraction, seed)
+    check_labels(found.samples, names, classes_file, found.ignored)
+    if background is None and found.background in names:
+        background = found.background
+    splits = split_samples(found.samples, val_fraction, seed)
     fill = IGNORE_INDEX if background is None else names.index(background)
-    splits = {"train": train, "val": val} if val else {"train": train}
-    counts, written = write_dataset(out, splits, names, palette, fill, progress)
+    splits = {split: chosen for split, chosen in splits.items() if chosen or split == "train"}
+    counts, written = write_dataset(
+        out, splits, names, palette, fill, progress=progress, ignored=found.ignored
+    )
     pixels = np.append(counts[: len(names)], counts[IGNORE_INDEX])
     warnings = found.warnings + written + _oddities(found.samples, names, pixels, background)
+    sizes = [len(splits.get(split, [])) for split in ("train", "val", "test")]
+    own = any(sample.split is not None for sample in found.samples)
     return ImportReport(
-        out, tuple(names), len(train), len(val), pixels, dict(found.skipped), warnings
+        out, tuple(names), *sizes, pixels, dict(found.skipped), warnings, splits_from_export=own
     )
 
 
@@ -158,7 +184,7 @@ def _oddities(
         found.append(f"{bare} images have no painted shape: their labels are all {filled}")
     empty = [name for name, count in zip(names, pixels.tolist()) if count == 0]
     if empty:
-        found.append(f"classes without a pixel: {', '.join(empty)}")
+        found.append(f"classes without a pixel: {', '.join(map(printable, empty))}")
     return found
 
 
@@ -168,14 +194,16 @@ class ImportSettings:
 
     Attributes:
         format: the export's format.
-        source: COCO instances JSON, a LabelMe JSON file or folder, or CVAT's annotations.xml.
+        source: COCO instances JSON, a LabelMe JSON file or folder, CVAT's annotations.xml
+            (or its folder) or Label Studio's JSON export.
         out: the dataset folder to create (new or empty).
         images: the folder holding the images (default: beside SOURCE).
         val_fraction: share of images for the val split.
         seed: the split's shuffle.
         background: class of unannotated pixels (default: 255, ignored); added as class 0
             if new.
-        classes: a names file ('name [R G B]' per line) fixing the classes' order and colours.
+        classes: a names file ('name [R G B]' per line) fixing the classes' order and colours;
+            LabelMe's labels.txt as it is (__ignore__ is 255, _background_ the background).
     """
 
     format: ImportFormat = setting(positional=True)

@@ -4,13 +4,21 @@ Classes are the ``<label>``s of the task's (or project's, or job's) ``<meta>`` i
 coloured by their ``<color>#rrggbb</color>``. Each ``<image>``'s polygons, boxes, ellipses and
 masks are painted by ``z_order`` (a stable sort, so equal z keeps file order), later on
 top, as CVAT draws them; polylines, points, skeletons, cuboids and tags have no area here
-and are counted as skipped.
+and are counted as skipped. A shape with an empty ``label`` is skipped with a warning.
+
+A project's export gives each ``<image>`` a ``subset`` attribute and keeps its images under
+``images/<subset>/`` (CVAT's ``_export_project``), so the same file name may recur in
+every subset: the image is looked for in its subset's folder first, and the subsets Train,
+Validation and Test are the dataset's train, val and test splits; images of other subsets
+(CVAT's ``default``) are split by the seed.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 import xml.etree.ElementTree as ET
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +36,9 @@ from pspnet.data.importers.samples import (
 )
 from pspnet.data.presets import RGB
 from pspnet.errors import DatasetError
+
+# CVAT's subset names (its UI offers Train, Validation and Test) -> our splits.
+SUBSET_SPLITS = {"train": "train", "validation": "val", "test": "test"}
 
 
 def read_cvat(source: Path, images: Path | None) -> Annotations:
@@ -55,6 +66,13 @@ def read_cvat(source: Path, images: Path | None) -> Annotations:
         found.samples.append(_sample(element, path, folders, found))
     if not found.samples:
         raise DatasetError(f"{path}: annotates no <image>")
+    subsets = {element.get("subset") or "" for element in root.findall("image")}
+    others = sorted(s for s in subsets if s and s.lower() not in SUBSET_SPLITS)
+    if others:
+        found.warnings.append(
+            f"{path}: subsets {', '.join(map(repr, others))} are none of Train, Validation, "
+            "Test; their images are split by the seed"
+        )
     return found
 
 
@@ -84,7 +102,8 @@ def _colour(text: str) -> RGB | None:
 
 def _sample(element: ET.Element, path: Path, folders: list[Path], found: Annotations) -> Sample:
     name = element.get("name", "")
-    where = f"{path}: image {name!r}"
+    subset = element.get("subset")
+    where = f"{path}: image {name!r}" + (f" (subset {subset!r})" if subset else "")
     width, height = _int(element, "width", where), _int(element, "height", where)
     relative = relative_name(name, path)
     known = set(found.class_names)
@@ -95,12 +114,26 @@ def _sample(element: ET.Element, path: Path, folders: list[Path], found: Annotat
             found.skipped[child.tag] += 1
             continue
         label = child.get("label", "")
+        if not label:
+            warnings.warn(f"{at}: no label; skipped", stacklevel=2)
+            continue
         if label not in known:
             raise DatasetError(f"{at}: label {label!r} is not among the <labels> in <meta>")
         painted.append((_int(child, "z_order", at, default=0), PAINTED[child.tag](child, at)))
     painted.sort(key=lambda item: item[0])  # stable: equal z_order keeps file order
-    image = find_image(relative, folders, path)
-    return Sample(path, image, relative, height, width, [shape for _, shape in painted])
+    image = find_image(relative, _subset_folders(folders, subset, where), path)
+    split = SUBSET_SPLITS.get((subset or "").lower())
+    shapes = [shape for _, shape in painted]
+    return Sample(path, image, relative, height, width, shapes, split=split)
+
+
+def _subset_folders(folders: list[Path], subset: str | None, where: str) -> list[Path]:
+    """Where an image is looked for: a project's export keeps it in ``images/<subset>/``."""
+    if not subset:
+        return folders
+    if subset in (".", "..") or "/" in subset or "\\" in subset:
+        raise DatasetError(f"{where}: subset {subset!r} is not a folder name; re-export it")
+    return [folder / subset for folder in folders] + folders
 
 
 def _number(element: ET.Element, key: str, where: str, default: float | None = None) -> float:
@@ -147,25 +180,31 @@ def _box(element: ET.Element, where: str) -> Shape:
 def _ellipse(element: ET.Element, where: str) -> Shape:
     cx, cy, rx, ry = (_number(element, key, where) for key in ("cx", "cy", "rx", "ry"))
     angle = _number(element, "rotation", where, default=0.0)
-    return Ellipse(element.get("label", ""), (cx, cy), (rx, ry), angle)
+    return Ellipse(element.get("label", ""), (cx, cy), (rx, ry), angle, where)
 
 
 def _mask(element: ET.Element, where: str) -> Shape:
-    """CVAT's mask: run lengths over its box, row by row, background first."""
+    """CVAT's mask: run lengths over its box, row by row, background first; checked now,
+    decoded when its image is painted."""
     left, top = _int(element, "left", where), _int(element, "top", where)
     width, height = _int(element, "width", where), _int(element, "height", where)
     try:
-        runs = np.array([int(v) for v in element.get("rle", "").split(",")], dtype=np.int64)
+        runs = [int(v) for v in element.get("rle", "").split(",")]
     except ValueError as err:
         raise DatasetError(f"{where}: rle must be comma-separated run lengths ({err})") from err
-    if (runs < 0).any() or runs.sum() != width * height or width < 1 or height < 1:
+    covered = sum(runs)
+    if min(runs) < 0 or covered != width * height or width < 1 or height < 1:
         raise DatasetError(
-            f"{where}: rle runs cover {runs.sum()} pixels but the mask's box is "
+            f"{where}: rle runs cover {covered} pixels but the mask's box is "
             f"{width}x{height} = {width * height}; re-export the annotations"
         )
+    decode = partial(_decode_mask, runs, height, width)
+    return Mask(element.get("label", ""), decode, height, width, left, top, where)
+
+
+def _decode_mask(runs: list[int], height: int, width: int) -> np.ndarray:
     values = np.arange(len(runs)) % 2 == 1  # runs alternate background, foreground
-    mask = np.repeat(values, runs).reshape(height, width)
-    return Mask(element.get("label", ""), mask, left, top)
+    return np.repeat(values, np.array(runs, dtype=np.int64)).reshape(height, width)
 
 
 PAINTED = {"polygon": _polygon, "box": _box, "ellipse": _ellipse, "mask": _mask}

@@ -1,13 +1,21 @@
 """LabelMe JSON files (one per image) as samples.
 
-LabelMe keeps no class list, so the classes are the painted shapes' labels sorted by name.
-Polygons, rectangles (two corners), circles (centre, then a point on the circumference) and
-masks (labelme 5: a base64 PNG filling the box of its two ``points``) are painted; lines,
-line strips and points have no area and are counted as skipped, as is any unknown kind.
+LabelMe keeps no class list, so the classes are the painted shapes' labels sorted by name
+(or a names file's, ``--classes``). Polygons, rectangles (two corners), circles (centre, then a
+point on the circumference) and masks (labelme 5: a base64 PNG filling the box of its two
+``points``) are painted; lines, line strips and points have no area and are counted as
+skipped, as is any unknown kind. A shape without a label is skipped with a warning.
+
+LabelMe's semantic-segmentation convention (``examples/semantic_segmentation``, whose
+``labelme2voc.py`` writes the labels): shapes labelled ``__ignore__`` paint 255 and are no
+class; its ``labels.txt`` (``__ignore__``, ``_background_``, then the classes) is a names file
+as it is; ``_background_``, when a class, fills the pixels no shape covers (class 0 there).
 
 An image is ``imagePath`` relative to its JSON, or found by name under ``images`` (in the
 JSON's subfolder first); when the file is missing the copy embedded as ``imageData`` is
-used. Its path in the dataset is the JSON's folder below SRC plus the image's file name.
+used. An ``imagePath`` may lead anywhere (``/etc/x``, ``../../x``, a symbolic link), so the
+image must resolve below SRC's folder or ``images``. Its path in the dataset is the JSON's
+folder below SRC plus the image's file name.
 """
 
 from __future__ import annotations
@@ -16,7 +24,11 @@ import base64
 import binascii
 import io
 import math
+import warnings
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -27,11 +39,15 @@ from pspnet.data.importers.samples import (
     Mask,
     Sample,
     Shape,
+    inside,
     load_json,
     polygon,
     rectangle,
 )
 from pspnet.errors import DatasetError
+
+IGNORE_LABEL = "__ignore__"
+BACKGROUND_LABEL = "_background_"
 
 
 def read_labelme(source: Path, images: Path | None) -> Annotations:
@@ -49,15 +65,22 @@ def read_labelme(source: Path, images: Path | None) -> Annotations:
         raise DatasetError(f"{source}: no such file or folder; give LabelMe JSON files")
     if not files:
         raise DatasetError(f"{source}: no LabelMe *.json files in this folder or below it")
-    found = Annotations([], [], [], source)
+    found = Annotations(
+        [], [], [], source, ignored=frozenset({IGNORE_LABEL}), background=BACKGROUND_LABEL
+    )
+    roots = [base] if images is None else [base, images]
     for file in files:
-        found.samples.append(_sample(file, base, images, found))
-    labels = sorted({shape.label for sample in found.samples for shape in sample.shapes})
-    found.class_names, found.colours = labels, [None] * len(labels)
+        found.samples.append(_sample(file, base, images, roots, found))
+    labels = {shape.label for sample in found.samples for shape in sample.shapes}
+    # _background_ first: class 0, as labelme2voc.py numbers it.
+    names = sorted(labels - {IGNORE_LABEL}, key=lambda name: (name != BACKGROUND_LABEL, name))
+    found.class_names, found.colours = names, [None] * len(names)
     return found
 
 
-def _sample(file: Path, base: Path, images: Path | None, found: Annotations) -> Sample:
+def _sample(
+    file: Path, base: Path, images: Path | None, roots: list[Path], found: Annotations
+) -> Sample:
     data = load_json(file)
     if not isinstance(data, dict) or not isinstance(data.get("shapes"), list):
         raise DatasetError(
@@ -67,46 +90,59 @@ def _sample(file: Path, base: Path, images: Path | None, found: Annotations) -> 
     if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
         raise DatasetError(f"{file}: needs positive integer imageHeight and imageWidth")
     folder = PurePosixPath(file.parent.relative_to(base).as_posix())
-    image, embedded = _image(file, data, folder, images, found)
+    image, embedded = _image(file, data, folder, images, roots, found)
     shapes = []
     for index, shape in enumerate(data["shapes"]):
-        if not isinstance(shape, dict) or not isinstance(shape.get("label"), str):
-            raise DatasetError(f"{file}: shape {index} has no label")
-        kind = shape.get("shape_type") or "polygon"  # labelme 3 wrote null for polygons
+        label = shape.get("label") if isinstance(shape, dict) else None
+        where = f"{file}: image {image.name!r}, shape {index}"
+        if not isinstance(label, str) or not label:
+            warnings.warn(f"{where}: no label; skipped", stacklevel=2)
+            continue
+        kind = str(shape.get("shape_type") or "polygon")  # labelme 3 wrote null for polygons
         if kind in PAINTED:
-            shapes.append(PAINTED[kind](shape, f"{file}: shape {index} ({shape['label']!r})"))
+            shapes.append(PAINTED[kind](shape, f"{where} ({label!r})"))
         else:
-            found.skipped[str(kind)] += 1
+            found.skipped[kind] += 1
     return Sample(file, image, folder / image.name, height, width, shapes, embedded)
 
 
 def _image(
-    file: Path, data: dict, folder: PurePosixPath, images: Path | None, found: Annotations
-) -> tuple[Path, bytes | None]:
-    """(the image's path, its embedded bytes when the file is missing)."""
+    file: Path,
+    data: dict,
+    folder: PurePosixPath,
+    images: Path | None,
+    roots: list[Path],
+    found: Annotations,
+) -> tuple[Path, partial[bytes] | None]:
+    """(the image's path, a reader of its embedded bytes when the file is missing)."""
     name = str(data.get("imagePath") or "").replace("\\", "/")  # paths saved on Windows
-    if not name:
-        candidates = []
-    elif images is not None:
+    candidates = []
+    if name and images is not None:
         base = PurePosixPath(name).name
         candidates = [images / folder / base, images / base]
-    else:
-        candidates = [file.parent / name]
+    if name:
+        candidates.append(file.parent / name)
     for candidate in candidates:
         if candidate.is_file():
-            return candidate, None
+            return inside(candidate, roots, file), None
     if data.get("imageData"):
-        embedded = _base64(data["imageData"], f"{file}: imageData")
+        embedded = partial(_embedded, file)
         looked = candidates[0] if candidates else "imagePath is empty"
         found.warnings.append(f"{file}: image not found ({looked}); used its imageData")
         if candidates:
             return candidates[0], embedded
-        return file.with_suffix(_suffix(embedded, file)), embedded
+        return file.with_suffix(_suffix(embedded(), file)), embedded
     looked = ", ".join(map(str, candidates)) or "nowhere: imagePath is empty"
     raise DatasetError(
         f"{file}: image not found (looked for {looked}) and no imageData; "
         "point --images at the folder that holds it"
     )
+
+
+def _embedded(file: Path) -> bytes:
+    """The image embedded in a LabelMe file, read again whenever needed (never all at once)."""
+    data = load_json(file)
+    return _base64(data.get("imageData") if isinstance(data, dict) else None, f"{file}: imageData")
 
 
 def _base64(text: object, where: str) -> bytes:
@@ -158,19 +194,30 @@ def _rectangle(shape: dict, where: str) -> Shape:
 def _circle(shape: dict, where: str) -> Shape:
     (cx, cy), (px, py) = _two_points(shape, where)
     radius = math.hypot(px - cx, py - cy)
-    return Ellipse(shape["label"], (cx, cy), (radius, radius))
+    return Ellipse(shape["label"], (cx, cy), (radius, radius), where=where)
 
 
 def _mask(shape: dict, where: str) -> Shape:
-    """labelme 5's mask: a PNG whose top-left pixel is at the first point, truncated as it does."""
+    """labelme 5's mask: a PNG whose top-left pixel is at the first point, truncated as it does;
+    its size read from its header now, its pixels when the image is painted."""
     (x0, y0), _ = _two_points(shape, where)
     encoded = _base64(shape.get("mask") or "", f"{where}: mask")
+    width, height = _open_mask(encoded, where, lambda image: image.size)
+    decode = partial(_open_mask, encoded, where, lambda image: np.asarray(image.convert("L")) > 0)
+    return Mask(shape["label"], decode, height, width, left=int(x0), top=int(y0), where=where)
+
+
+def _open_mask(encoded: bytes, where: str, read: Callable[[Image.Image], Any]) -> Any:
+    """``read(image)`` on the mask PNG; a broken or oversized PNG is one DatasetError."""
     try:
-        with Image.open(io.BytesIO(encoded)) as image:
-            mask = np.asarray(image.convert("L")) > 0
-    except (UnidentifiedImageError, OSError) as err:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(encoded)) as image:
+                return read(image)
+    except Image.DecompressionBombError as err:
+        raise DatasetError(f"{where}: mask declares too many pixels ({err})") from err
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
         raise DatasetError(f"{where}: mask is not a PNG image ({err})") from err
-    return Mask(shape["label"], mask, left=int(x0), top=int(y0))
 
 
 PAINTED = {"polygon": _polygon, "rectangle": _rectangle, "circle": _circle, "mask": _mask}

@@ -19,12 +19,13 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pspnet.data.images import IMAGE_EXTENSIONS, decode, read_bytes
+from pspnet.data.images import IMAGE_EXTENSIONS, decode
 from pspnet.data.importers.samples import Annotations, Sample
 from pspnet.data.presets import IGNORE_INDEX, RGB, parse_names_line, read_names_file, voc_colormap
 from pspnet.errors import DatasetError
 
 EXIF_ORIENTATION = 0x0112
+SPLITS = ("train", "val", "test")
 
 
 def class_list(
@@ -38,7 +39,9 @@ def class_list(
         classes_file: a names file fixing order and colours.
     """
     if classes_file is not None:
-        names, colours = read_names_file(Path(classes_file))
+        listed = read_names_file(Path(classes_file))
+        kept = [(n, c) for n, c in zip(*listed) if n not in found.ignored]  # LabelMe's labels.txt
+        names, colours = [n for n, _ in kept], [c for _, c in kept]
     else:
         names, colours = list(found.class_names), list(found.colours)
     declared_in = classes_file or found.source
@@ -89,9 +92,11 @@ def distinct_colours(names: list[str], colours: list[RGB | None], warnings: list
     return chosen
 
 
-def check_labels(samples: list[Sample], names: list[str], classes_file: Path | None) -> None:
+def check_labels(
+    samples: list[Sample], names: list[str], classes_file: Path | None, ignored: frozenset[str]
+) -> None:
     """Refuse a shape whose label is not a class, naming its file, before anything is written."""
-    known = set(names)
+    known = set(names) | ignored
     for sample in samples:
         for shape in sample.shapes:
             if shape.label in known:
@@ -107,23 +112,29 @@ def check_labels(samples: list[Sample], names: list[str], classes_file: Path | N
             )
 
 
-def split_samples(
-    samples: list[Sample], val_fraction: float, seed: int
-) -> tuple[list[Sample], list[Sample]]:
-    """(train, val): sorted by image path, shuffled by ``seed``, the first share to val.
+def split_samples(samples: list[Sample], val_fraction: float, seed: int) -> dict[str, list[Sample]]:
+    """The samples of each split: the export's own split where it gives one (CVAT's subsets),
+    the others sorted by image path, shuffled by ``seed``, the first share to val.
 
     Args:
-        samples: every sample; no two may share an image path less its suffix.
-        val_fraction: share of images for val, in [0, 1); at least one image when there are two.
+        samples: every sample; no two of one split may share an image path less its suffix.
+        val_fraction: share of the drawn images for val, in [0, 1); at least one image when
+            there are two.
         seed: the shuffle's seed; the same seed and images give the same split.
     """
     check_names(samples)
-    ordered = sorted(samples, key=_path)
+    splits: dict[str, list[Sample]] = {split: [] for split in SPLITS}
+    for sample in samples:
+        if sample.split is not None:
+            splits[sample.split].append(sample)
+    ordered = sorted((sample for sample in samples if sample.split is None), key=_path)
     np.random.default_rng(seed).shuffle(ordered)
     count = round(len(ordered) * val_fraction)
     if val_fraction > 0 and len(ordered) >= 2:
         count = min(max(count, 1), len(ordered) - 1)  # never an empty train split
-    return sorted(ordered[count:], key=_path), sorted(ordered[:count], key=_path)
+    splits["train"] += ordered[count:]
+    splits["val"] += ordered[:count]
+    return {split: sorted(chosen, key=_path) for split, chosen in splits.items()}
 
 
 def _path(sample: Sample) -> str:
@@ -131,8 +142,9 @@ def _path(sample: Sample) -> str:
 
 
 def check_names(samples: list[Sample]) -> None:
-    """Refuse images the dataset would not find, or two that share a label (x.jpg, x.png)."""
-    seen: dict[str, Sample] = {}
+    """Refuse images the dataset would not find, or two of one split that would share a label
+    (x.jpg, x.png); an image without the export's split may land in train or val."""
+    seen: dict[tuple[str, str], Sample] = {}
     for sample in samples:
         if sample.relative.suffix.lower() not in IMAGE_EXTENSIONS:
             raise DatasetError(
@@ -140,17 +152,27 @@ def check_names(samples: list[Sample]) -> None:
                 f"reads ({', '.join(IMAGE_EXTENSIONS)}); convert it and fix its name"
             )
         stem = sample.relative.with_suffix("").as_posix()
-        if stem in seen:
-            first = seen[stem]
-            raise DatasetError(
-                f"{sample.annotation}: image {_path(sample)} and {_path(first)} (annotated in "
-                f"{first.annotation}) would share the label {stem}.png; rename one or merge them"
-            )
-        seen[stem] = sample
+        keys = [(split, stem) for split in ((sample.split,) if sample.split else ("train", "val"))]
+        for key in keys:
+            if key in seen:
+                first = seen[key]
+                raise DatasetError(
+                    f"{sample.annotation}: image {_path(sample)} and {_path(first)} (annotated "
+                    f"in {first.annotation}) would share the label {stem}.png; rename one or "
+                    "merge them"
+                )
+        seen.update(dict.fromkeys(keys, sample))
 
 
 def check_out(out: Path) -> None:
-    """Refuse an ``out`` that holds anything: an import never mixes two datasets."""
+    """Refuse an ``out`` that holds anything: an import never mixes two datasets.
+
+    A symbolic link is refused too: the finished dataset replaces ``out`` by a rename.
+    """
+    if out.is_symlink():
+        raise DatasetError(
+            f"{out}: is a symbolic link (to {os.readlink(out)}); give the folder itself"
+        )
     if out.is_dir() and any(out.iterdir()):
         raise DatasetError(f"{out}: folder exists and is not empty; give a new or empty folder")
     if out.exists() and not out.is_dir():
@@ -182,22 +204,25 @@ def write_dataset(
     names: list[str],
     palette: list[RGB],
     fill: int,
+    *,
     progress: Callable[[int, int], None] | None = None,
+    ignored: frozenset[str] = frozenset(),
 ) -> tuple[np.ndarray, list[str]]:
     """Copy every image, paint and write its label, write ``classes.txt``; all or nothing.
 
     Args:
         out: the dataset folder to create (absent or empty).
-        splits: the samples of each split ("train", "val").
-        names: class names in train-id order.
+        splits: the samples of each split ("train", "val", "test").
+        names: class names in train-id order; ``ids`` may map more labels (to 255).
         palette: one colour per class.
         fill: the value of pixels no shape covers (255, or the background class).
         progress: called as ``progress(done, total)`` after each image.
+        ignored: labels painted as ignore (255).
 
     Returns:
         (pixel counts per value 0..255 over every label, warnings).
     """
-    ids = {name: index for index, name in enumerate(names)}
+    ids = {**dict.fromkeys(ignored, IGNORE_INDEX), **{name: i for i, name in enumerate(names)}}
     total = sum(len(samples) for samples in splits.values())
     counts = np.zeros(256, dtype=np.int64)
     warnings: list[str] = []
@@ -219,11 +244,8 @@ def write_sample(
     root: Path, split: str, sample: Sample, ids: dict[str, int], fill: int, warnings: list[str]
 ) -> np.ndarray:
     """Copy the image unchanged, paint its shapes in order; the (H, W) uint8 label."""
-    if sample.image_data is not None:
-        data = np.frombuffer(sample.image_data, dtype=np.uint8)
-    else:
-        data = read_bytes(sample.image, "image")
-    check_size(sample, data, warnings)
+    data = np.frombuffer(sample.encoded(), dtype=np.uint8)
+    check_image(sample, data, warnings)
     label = np.full((sample.height, sample.width), fill, dtype=np.uint8)
     for shape in sample.shapes:
         shape.paint(label, ids[shape.label])
@@ -239,18 +261,10 @@ def write_sample(
     return label
 
 
-def check_size(sample: Sample, data: np.ndarray, warnings: list[str]) -> None:
-    """Refuse an image whose size is not the annotated one; warn about EXIF turns."""
+def check_image(sample: Sample, data: np.ndarray, warnings: list[str]) -> None:
+    """Refuse an image that does not decode (its size was checked); warn about EXIF turns."""
     # Decoded as the dataset will read it: pixels as stored, the EXIF orientation ignored.
-    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-    height, width = decode(data, flags, sample.image, "image").shape[:2]
-    if (height, width) != (sample.height, sample.width):
-        swapped = (width, height) == (sample.height, sample.width)
-        hint = "; did the tool turn it by its EXIF orientation? save it upright" if swapped else ""
-        raise DatasetError(
-            f"{sample.annotation}: annotates {sample.image} as {sample.width}x{sample.height} "
-            f"(WxH) but the image is {width}x{height}{hint}"
-        )
+    decode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION, sample.image, "image")
     if exif_orientation(data) not in (None, 1):
         warnings.append(
             f"{sample.image}: has an EXIF orientation, which the dataset ignores; check that "

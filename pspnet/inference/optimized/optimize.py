@@ -2,15 +2,18 @@
 
 Every path but ``none`` starts from the exact rewrites (BatchNorm folded into the
 convolutions, the factorised pyramid head, channels_last) and then runs in eager PyTorch,
-``torch.compile`` (inductor), ``torch.compile`` with CUDA graphs, or ONNX Runtime (CPU), in
-fp32 (exact to float rounding), bf16 (CPU where it is native, CUDA), fp16 (CUDA) or int8
-(CPU, ONNX Runtime static quantisation). The result is called like the eval model, so
-``segment_tensor``, ``evaluate``, ``Segmenter`` and the CLI use it unchanged.
+``torch.compile`` (inductor), ``torch.compile`` with CUDA graphs, ONNX Runtime (CPU) or
+OpenVINO (CPU), in fp32 (exact to float rounding), bf16 (CPU where it is native, CUDA), fp16
+(CUDA) or int8 (CPU: ONNX Runtime static quantisation, or NNCF's for OpenVINO). The result is
+called like the eval model, so ``segment_tensor``, ``evaluate``, ``Segmenter`` and the CLI use
+it unchanged.
 
-``auto`` is what every command runs unless told otherwise: the exact rewrites, eager, which
-never lose to the plain model (they only remove work), or what was measured fastest on this
-kind of device (:data:`MEASURED_FASTEST`), with compile only where the work amortises its
-warm-up.
+``auto`` is what every command runs unless told otherwise: what ``pspnet benchmark --save``
+measured fastest on this machine for this model shape among the paths that kept their
+agreement thresholds (:mod:`pspnet.inference.optimized.measured`), and where nothing was
+measured the fallback rule: the exact rewrites, eager, which never lose to the plain model
+(they only remove work), or what was measured fastest on this kind of device
+(:data:`MEASURED_FASTEST`), with compile only where the work amortises its warm-up.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import tempfile
 import typing
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,6 +33,7 @@ from torch import nn
 from pspnet.errors import ConfigError
 from pspnet.inference.optimized.factorized import factorize_head
 from pspnet.inference.optimized.fold import fold_batchnorm, to_channels_last
+from pspnet.inference.optimized.measured import ModelShape, find_record
 from pspnet.inference.optimized.reduced import BF16_FP32_STAGES, reduced_precision
 from pspnet.inference.settings import Backend, Precision
 from pspnet.models.pspnet import ModelConfig, PSPNet, StrideLogits
@@ -78,24 +83,85 @@ def device_kind(device: str | torch.device = "cpu") -> str:
     return f"cpu {cpu_capability()}" + (" bf16" if native_bf16() else "")
 
 
+@dataclass(frozen=True)
+class ChosenPath:
+    """The path that runs and why.
+
+    Attributes:
+        precision: none, fp32, bf16, fp16 or int8.
+        backend: eager, compile, cudagraphs, onnx or openvino.
+        reason: "as asked", "measured on DATE" (``pspnet benchmark --save`` on this machine
+            for this model shape) or "the fallback rule" (:data:`MEASURED_FASTEST`).
+    """
+
+    precision: str
+    backend: str
+    reason: str
+
+
 def choose_path(
     precision: Precision,
     backend: Backend,
     device: str | torch.device = "cpu",
     amortized: bool = False,
+    *,
+    shape: ModelShape | None = None,
+    calibrated: bool = False,
 ) -> tuple[str, str]:
     """Resolve ``auto`` and refuse what ``device`` cannot run; returns (precision, backend).
 
+    The (precision, backend) of :func:`resolve_path`, which says why.
+    """
+    chosen = resolve_path(precision, backend, device, amortized, shape=shape, calibrated=calibrated)
+    return chosen.precision, chosen.backend
+
+
+def resolve_path(
+    precision: Precision,
+    backend: Backend,
+    device: str | torch.device = "cpu",
+    amortized: bool = False,
+    *,
+    shape: ModelShape | None = None,
+    calibrated: bool = False,
+) -> ChosenPath:
+    """Resolve ``auto`` by measurement, else by the fallback rule; refuse what ``device``
+    cannot run.
+
     Args:
-        precision: as asked; ``auto`` takes the measured fastest of this device kind, else
-            fp32.
-        backend: as asked; ``auto`` is eager, onnx for int8, or the measured fastest of this
-            device kind when ``amortized`` and the precision is the measured one.
+        precision: as asked; ``auto`` takes the fastest qualifying path measured on this
+            machine for ``shape``, else the measured fastest of this device kind
+            (:data:`MEASURED_FASTEST`), else fp32.
+        backend: as asked; ``auto`` takes the fastest measured backend (of the asked
+            precision), else eager, onnx for int8, or the measured fastest of this device
+            kind when ``amortized`` and the precision is the measured one.
         device: where the model runs.
         amortized: the work is long enough to repay a compile warm-up (many images of one
-            size, a service).
+            size, a service); without it a measured compile is passed over.
+        shape: the model's shape and crop, which find its measurements; none used when None.
+        calibrated: int8 calibration images are given, so a measured int8 may be taken.
     """
     device = torch.device(device)
+    auto = precision == "auto" or (backend == "auto" and precision != "none")
+    record = find_record(shape, device) if auto and shape is not None else None
+    if record is not None:
+        fastest = record.fastest(
+            None if precision == "auto" else precision,
+            None if backend == "auto" else backend,
+            amortized=amortized,
+            calibrated=calibrated,
+        )
+        if fastest is not None:
+            _check_path(fastest.precision, fastest.backend, device)
+            return ChosenPath(fastest.precision, fastest.backend, f"measured on {record.date}")
+    precision, backend = _fallback_path(precision, backend, device, amortized)
+    return ChosenPath(precision, backend, "the fallback rule" if auto else "as asked")
+
+
+def _fallback_path(
+    precision: Precision, backend: Backend, device: torch.device, amortized: bool
+) -> tuple[str, str]:
+    """Today's rule where nothing was measured: see :func:`resolve_path`."""
     measured = MEASURED_FASTEST.get(device_kind(device))
     if precision == "auto":
         precision = measured[0] if measured else "fp32"
@@ -129,16 +195,23 @@ def _check_path(precision: str, backend: str, device: torch.device) -> None:
         raise ConfigError("fp16 runs on CUDA; on the CPU use fp32, or bf16 where it is native")
     if backend == "cudagraphs" and not cuda:
         raise ConfigError("backend cudagraphs needs CUDA; on the CPU use eager or compile")
-    if cuda and (precision == "int8" or backend == "onnx"):
+    if cuda and (precision == "int8" or backend in ("onnx", "openvino")):
         raise ConfigError(
-            "int8 and onnx run through ONNX Runtime on the CPU; on CUDA use "
-            "fp32, bf16 or fp16 with eager, compile or cudagraphs"
+            "int8, onnx and openvino run through ONNX Runtime or OpenVINO on the CPU; on CUDA "
+            "use fp32, bf16 or fp16 with eager, compile or cudagraphs"
         )
-    if precision == "int8" and backend != "onnx":
-        raise ConfigError("int8 runs through ONNX Runtime: use backend 'onnx' or 'auto'")
+    if precision == "int8" and backend not in ("onnx", "openvino"):
+        raise ConfigError(
+            "int8 runs through ONNX Runtime or OpenVINO: use backend 'onnx', 'openvino' or 'auto'"
+        )
     if backend == "onnx" and precision in DTYPES:
         raise ConfigError(
             f"{precision} is not offered through ONNX Runtime: use backend 'eager' or 'compile'"
+        )
+    if backend == "openvino" and precision == "bf16" and not native_bf16():
+        raise ConfigError(
+            f"OpenVINO bf16 needs a CPU with native bf16 (AVX-512 BF16 or AMX); this one has "
+            f"{cpu_capability()}: use --precision fp32"
         )
 
 
@@ -227,7 +300,7 @@ def optimize(
             returned as it is) or "auto" (see :func:`choose_path`).
         backend: "eager", "compile" (torch.compile with inductor), "cudagraphs" (compile with
             CUDA graphs: for shapes that repeat, as sliding windows do), "onnx" (ONNX Runtime,
-            CPU) or "auto".
+            CPU), "openvino" (OpenVINO, CPU) or "auto".
         calibration: normalised images (N, 3, H, W) for int8 calibration.
         work_dir: where ONNX files go (a temporary folder by default).
         fp32_stages: backbone stages that bf16/fp16 keep in fp32 (see :data:`BF16_FP32_STAGES`).
@@ -251,6 +324,9 @@ def optimize(
         )
     if backend == "onnx":
         runner = _onnx_runner(model, precision, calibration, work_dir)
+        return OptimizedModel(runner, model.config, precision, backend, False)
+    if backend == "openvino":
+        runner = _openvino_runner(model, precision, calibration, work_dir)
         return OptimizedModel(runner, model.config, precision, backend, False)
     rewritten = exact_rewrite(model)
     if precision in DTYPES:
@@ -284,6 +360,34 @@ def _onnx_runner(
         if precision == "int8":
             path = quantize_int8(path, folder / "model.int8.onnx", calibration)
         return OnnxRuntimeModel(path)  # the session holds the file's contents
+    finally:
+        if temporary is not None:
+            temporary.cleanup()
+
+
+def _openvino_runner(
+    model: PSPNet,
+    precision: str,
+    calibration: Iterable[torch.Tensor] | None,
+    work_dir: str | Path | None,
+) -> nn.Module:
+    """The exact ONNX graph compiled by OpenVINO: f32 or bf16, or int8 by NNCF."""
+    from pspnet.export.onnx import export_onnx
+    from pspnet.export.openvino import OpenVinoModel, openvino_model
+    from pspnet.inference.optimized.int8 import quantize_openvino
+
+    if precision == "int8" and calibration is None:
+        raise ConfigError("int8 needs calibration images (a few hundred training crops)")
+    temporary = None if work_dir else tempfile.TemporaryDirectory(prefix="pspnet-openvino-")
+    folder = Path(work_dir or temporary.name)
+    try:
+        path = export_onnx(
+            exact_rewrite(model, exportable=True), folder / "model.onnx", stride_logits=True
+        )
+        graph = openvino_model(path)  # read into memory: the file may go
+        if precision == "int8":
+            graph = quantize_openvino(graph, calibration)
+        return OpenVinoModel(graph, "bf16" if precision == "bf16" else "fp32")
     finally:
         if temporary is not None:
             temporary.cleanup()

@@ -1,0 +1,105 @@
+"""``pspnet benchmark`` on a tiny checkpoint: every path listed with its columns or its skip
+reason, an mIoU per path on a dataset, and ``--save`` making ``auto`` run what it measured."""
+
+import re
+
+import pytest
+import torch
+
+from pspnet.benchmark import BenchmarkSettings, run_benchmark
+from pspnet.benchmark.paths import CANDIDATES
+from pspnet.checkpoints import save_model
+from pspnet.cli import main
+from pspnet.errors import ConfigError
+from pspnet.inference import Segmenter
+from pspnet.inference.optimized.measured import ModelShape, find_record, records_file
+from pspnet.inference.settings import InferenceOverrides
+from pspnet.models import PSPNet
+
+SIZE = 40
+COLUMNS = 9  # path, median, speed-up, warm-up, memory, rel err, agreement, mIoU, auto
+
+
+@pytest.fixture
+def checkpoint(tmp_path, trained, monkeypatch):
+    monkeypatch.setenv("PSPNET_HOME", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = trained(PSPNet(11, backbone="resnet18", base_width=8))  # CamVid's 11 classes
+    path = tmp_path / "tiny.safetensors"
+    save_model(model, path, {"dataset": "camvid"})
+    return path
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """The table's rows by path name, each as its cells."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and re.fullmatch(r"\w+ \w+", cells[0]):
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_every_path_is_listed_with_its_columns_or_why_it_was_skipped(checkpoint, tmp_path, capsys):
+    out = tmp_path / "table.md"
+    args = ["benchmark", "--checkpoint", str(checkpoint), "--size", str(SIZE), "--runs", "2"]
+    assert main([*args, "--paths", "fp32:eager", "fp32:onnx", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = table_rows(out.read_text())
+    assert table_rows(printed) == rows
+    assert sorted(rows) == sorted(c.name for c in CANDIDATES)
+    assert list(rows)[:3] == ["none eager", "fp32 eager", "fp32 onnx"]  # measured ones first
+    for name in ("none eager", "fp32 eager", "fp32 onnx"):
+        cells = rows[name]
+        assert len(cells) == COLUMNS and all(cells[1:7]), cells
+        assert float(cells[1]) > 0 and cells[2].endswith("x") and float(cells[4]) >= 0
+    assert rows["none eager"][2] == "1.00x" and rows["none eager"][8] == "reference"
+    assert float(rows["fp32 onnx"][5]) <= 1e-5 and rows["fp32 onnx"][8] == "yes"
+    assert rows["fp32 compile"][1] == "skipped: not in --paths"
+    assert rows["int8 onnx"][1].startswith("skipped: needs calibration images")
+    if not torch.cuda.is_available():
+        assert rows["fp16 eager"][1] == "skipped: CUDA only (none here)"
+    assert "4 synthetic images" in printed
+    assert find_record(ModelShape("resnet18", 8, 8, 11, 3, (SIZE, SIZE))) is None  # no --save
+
+
+def test_with_data_each_path_gets_an_miou_and_save_makes_auto_follow(
+    checkpoint, tiny_camvid, capsys
+):
+    pytest.importorskip("onnxruntime")
+    settings = BenchmarkSettings(
+        checkpoint=str(checkpoint),
+        data=tiny_camvid,
+        size=SIZE,
+        runs=2,
+        limit=2,
+        paths=("fp32:eager", "int8:onnx"),
+        calibration_count=3,
+        inference=InferenceOverrides(mode="whole", flip=False),
+    )
+    report = run_benchmark(settings)
+    assert [p.name for p in report.record.paths] == ["none eager", "fp32 eager", "int8 onnx"]
+    assert all(p.miou is not None and 0 <= p.miou <= 1 for p in report.record.paths)
+    assert report.record.paths[1].agreement == 1.0  # exact: every label kept
+    assert report.record.agreement_on == "camvid val, 2 images"
+    int8 = report.record.paths[2]
+    assert int8.relative_error > 1e-5 and int8.qualifies == (int8.agreement >= 0.999)
+
+    args = ["benchmark", "--checkpoint", str(checkpoint), "--data", str(tiny_camvid)]
+    options = ["--size", str(SIZE), "--runs", "2", "--limit", "2", "--mode", "whole"]
+    assert main([*args, *options, "--paths", "fp32:onnx", "--no-flip", "--save"]) == 0
+    printed = capsys.readouterr().out
+    assert f"recorded in {records_file()}" in printed
+    record = find_record(ModelShape("resnet18", 8, 8, 11, 3, (SIZE, SIZE)))
+    fastest = record.fastest()
+    assert fastest is not None and f"auto now run {fastest.name}" in printed
+    segmenter = Segmenter.from_checkpoint(
+        checkpoint, inference=InferenceOverrides(crop_size=(SIZE, SIZE))
+    )
+    assert (segmenter.precision, segmenter.backend) == (fastest.precision, fastest.backend)
+    assert segmenter.path_reason == f"measured on {record.date}"
+
+
+def test_a_path_that_does_not_exist_is_refused():
+    with pytest.raises(ConfigError, match="paths"):
+        BenchmarkSettings(checkpoint="x", paths=("fp64:eager",))
