@@ -103,3 +103,31 @@ def test_with_data_each_path_gets_an_miou_and_save_makes_auto_follow(
 def test_a_path_that_does_not_exist_is_refused():
     with pytest.raises(ConfigError, match="paths"):
         BenchmarkSettings(checkpoint="x", paths=("fp64:eager",))
+
+
+def test_skip_reasons_name_what_is_missing(monkeypatch):
+    from pspnet.benchmark import paths
+
+    real_find_spec = paths.importlib.util.find_spec
+    monkeypatch.setattr(
+        paths.importlib.util,
+        "find_spec",
+        lambda name: None if name in ("openvino", "nncf") else real_find_spec(name),
+    )
+    monkeypatch.setattr(paths, "native_bf16", lambda: False)
+    monkeypatch.setattr(paths, "cpu_capability", lambda: "AVX2")
+    cpu = torch.device("cpu")
+
+    def reason(precision, backend, **options):
+        options = {"asked": (), "calibrated": True, **options}
+        return paths.skip_reason(paths.Candidate(precision, backend), cpu, **options)
+
+    assert reason("fp32", "openvino") == "openvino not installed (pip install 'pspnet[openvino]')"
+    assert reason("int8", "openvino") == (
+        "openvino, nncf not installed (pip install 'pspnet[openvino]')"
+    )
+    assert reason("bf16", "eager") == "no native bf16 on this CPU (AVX2)"
+    assert reason("int8", "onnx", calibrated=False).startswith("needs calibration images")
+    assert reason("fp32", "eager") is None
+    assert reason("fp32", "eager", asked=("fp32:onnx",)) == "not in --paths"
+    assert reason("none", "eager", asked=("fp32:onnx",)) is None  # the reference always runs

@@ -36,7 +36,15 @@ def labels_of(folder):
     }
 
 
-@pytest.mark.parametrize("fmt", ["cvat", "coco"])
+SOURCES = {
+    "cvat": "annotations.xml",
+    "coco": "instances.json",
+    "labelme": "labelme",
+    "labelstudio": "labelstudio.json",
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(SOURCES))
 def test_predicted_masks_import_back_as_the_same_labels(tmp_path, checkpoint, fmt):
     photos(tmp_path / "in", [(40, 48), (36, 60)])  # two inputs named img.png, apart
     out = tmp_path / "out"
@@ -55,7 +63,7 @@ def test_predicted_masks_import_back_as_the_same_labels(tmp_path, checkpoint, fm
         str(tmp_path / "s.csv"),
     ]
     assert main(args) == 0
-    source = out / ("annotations.xml" if fmt == "cvat" else "instances.json")
+    source = out / SOURCES[fmt]
     dataset = tmp_path / "dataset"
     imported = [
         "data",
@@ -109,3 +117,30 @@ def test_annotations_are_refused_when_no_input_is_an_image(tmp_path, checkpoint,
     (tmp_path / "missing.mp4").write_bytes(b"")
     assert main(args) == 2
     assert "--annotations: only for images" in capsys.readouterr().err
+
+
+def test_two_torchrun_processes_write_the_annotations_one_writes(tmp_path, checkpoint):
+    from helpers import torchrun
+
+    photos(tmp_path / "in", [(40, 48), (36, 60), (30, 30), (50, 40)])
+    common = [
+        "predict",
+        str(tmp_path / "in"),
+        "--checkpoint",
+        str(checkpoint),
+        "--mode",
+        "whole",
+        "--annotations",
+        "cvat",
+    ]
+    assert (
+        main([*common, "--out", str(tmp_path / "one"), "--summary", str(tmp_path / "one.csv")]) == 0
+    )
+    done = torchrun(
+        [*common, "--out", str(tmp_path / "two"), "--summary", str(tmp_path / "two.csv")]
+    )
+    assert done.returncode == 0, done.stderr
+    one = (tmp_path / "one" / "annotations.xml").read_text()
+    assert (tmp_path / "two" / "annotations.xml").read_text() == one
+    assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
+    assert not list((tmp_path / "two").glob("*part*"))

@@ -56,12 +56,15 @@ class BenchmarkData:
 
     Attributes:
         dataset: the split, normalised as the model was trained.
-        calibration: normalised (1, B, h, w) batches.
+        calibration_files: the train split's images that calibrate int8.
+        inference: the settings that size the calibration images (see
+            :func:`~pspnet.inference.optimized.int8.calibration_batches`).
         description: "camvid val, 20 images".
     """
 
     dataset: SegmentationDataset
-    calibration: list[torch.Tensor]
+    calibration_files: list[Path]
+    inference: InferenceConfig
     description: str
 
     @classmethod
@@ -93,9 +96,14 @@ class BenchmarkData:
         transform = EvalTransform(AugmentConfig(normalization=checkpoint.normalization))
         scored = SegmentationDataset(root, split, preset, transform)
         train = [str(image) for image, _ in find_pairs(root, preset, "train")]
-        batches = calibration_batches(calibration_images(train, calibration_count), inference)
+        files = calibration_images(train, calibration_count)
         count = len(scored) if limit <= 0 else min(limit, len(scored))
-        return cls(scored, batches, f"{preset.name} {split}, {count} images")
+        return cls(scored, files, inference, f"{preset.name} {split}, {count} images")
+
+    def calibration(self) -> list[torch.Tensor]:
+        """The calibration images, normalised (1, B, h, w) batches, read afresh (so that they
+        are not held while the other paths are measured)."""
+        return calibration_batches(self.calibration_files, self.inference)
 
     def score(
         self,

@@ -1,14 +1,14 @@
 """The one inference routine over a scene read window by window, finished rows handed on.
 
-:func:`segment_tensor` holds the whole image; a satellite scene of 40,000 x 40,000 pixels
-does not fit. :func:`stream_segments` runs the same sliding-window protocol (one scale, the
-scene's own resolution) over windows it asks for one at a time, and hands on a band of output
-rows as soon as no later window covers them: the windows of the current row of windows and of
-the rows still overlapping it are all it holds. It assembles those rows with the routine's own
-code (:func:`pspnet.inference.protocol._scale_rows`), so its labels equal
-:func:`segment_tensor`'s on a scene that fits in memory (tested). A window that holds no valid
-pixel (nodata borders) is not run: every pixel it covers is invalid, so no valid pixel's
-average changes.
+:func:`~pspnet.inference.protocol.segment_tensor` holds the whole image; a satellite scene of
+40,000 x 40,000 pixels does not fit. :func:`stream_segments` runs the same sliding-window
+protocol (one scale, the scene's own resolution) over windows it asks for one at a time, and
+hands on a band of output rows as soon as no later window covers them: the windows of the
+current row of windows and of the rows still overlapping it are all it holds. It assembles
+those rows with the routine's own code (:func:`pspnet.inference.protocol._scale_rows`), so its
+labels equal :func:`~pspnet.inference.protocol.segment_tensor`'s on a scene that fits in
+memory (tested). A window that holds no valid pixel (nodata borders) is not run: every pixel it
+covers is invalid, so no valid pixel's average changes.
 """
 
 from __future__ import annotations
@@ -106,7 +106,15 @@ def stream_segments(
     kept: deque[tuple[int, list[View]]] = deque()
     done = low
     for index, y in enumerate(needed):
-        views = _row_views(network, read, y, column_starts, (top, left), size, config)
+        views = _row_views(
+            network,
+            read,
+            y,
+            column_starts=column_starts,
+            padding=(top, left),
+            size=size,
+            config=config,
+        )
         kept.append((y, views))
         if progress is not None:
             progress((index + 1) * len(column_starts), total)
@@ -128,6 +136,7 @@ def _row_views(
     network: Network,
     read: ReadWindow,
     y: int,
+    *,
     column_starts: list[int],
     padding: tuple[int, int],
     size: tuple[int, int],

@@ -95,9 +95,12 @@ def predict(settings: PredictSettings, on_event: Events | None = None) -> Predic
         images="image" in kinds.values(),
         scenes="scene" in kinds.values(),
     )
-    # Scenes are shared by the ranks, each taking a strip of rows; the rest are sharded.
-    mine = shard([p for p in files if kinds[p] != "scene"], process)
-    mine += [path for path in files if kinds[path] == "scene"]
+    # Fewer scenes than ranks: every rank takes a strip of rows of each; else, like the
+    # rest, each rank takes whole inputs (a folder of tiles).
+    scenes = [path for path in files if kinds[path] == "scene"]
+    shared = 0 < len(scenes) < process.world_size
+    mine = shard([p for p in files if not (shared and kinds[p] == "scene")], process)
+    mine += scenes if shared else []
     segmenter = Segmenter.from_checkpoint(
         settings.checkpoint,
         dataclasses.replace(settings.runtime, device=str(process.device)),  # a rank's own GPU
@@ -118,7 +121,9 @@ def predict(settings: PredictSettings, on_event: Events | None = None) -> Predic
     annotate = None
     if writer is not None:
         annotate = partial(_annotate, writer, names)
-    counts, results = _images(segmenter, images, names, settings, limit, tell, annotate)
+    counts, results = _images(
+        segmenter, images, names, settings, limit=limit, tell=tell, annotate=annotate
+    )
     if writer is not None:
         _finish_annotations(writer, settings, process, tell)
     if settings.labelling.summary is not None:
@@ -126,7 +131,15 @@ def predict(settings: PredictSettings, on_event: Events | None = None) -> Predic
         if process.is_main:
             write_summary(settings.labelling.summary, results, segmenter.class_names)
     for path in (path for path in mine if kinds[path] == "scene"):
-        scene_counts = _scene(segmenter, path, names[path], settings, limit, process, tell)
+        scene_counts = _scene(
+            segmenter,
+            path,
+            names[path],
+            settings,
+            limit=limit,
+            tell=tell,
+            process=process if shared else None,
+        )
         counts = _add(counts, scene_counts)
     sources = [(path, names[path]) for path in mine if kinds[path] == "video"]
     if settings.source is not None:
@@ -180,7 +193,7 @@ def _finish_annotations(writer, settings: PredictSettings, process, tell) -> Non
         tell({"kind": "annotations", "paths": [str(p) for p in written]})
 
 
-def _images(segmenter, images, names, settings: PredictSettings, limit, tell, annotate=None):
+def _images(segmenter, images, names, settings: PredictSettings, *, limit, tell, annotate=None):
     """Every image through :func:`predict_images`: [written, done before, unreadable] and
     the results (kept for the summary only when one is asked for)."""
     from pspnet.predict.images import predict_images
@@ -212,9 +225,10 @@ def _add(counts: list[int], more: list[int]) -> list[int]:
     return [a + b for a, b in zip(counts, more, strict=True)]
 
 
-def _scene(segmenter, path: Path, name: Path, settings, limit, process, tell) -> list[int]:
-    """One raster scene through :func:`predict_scene` (every rank its strip); [written, done
-    before, unreadable], counted by rank 0."""
+def _scene(segmenter, path: Path, name: Path, settings, *, limit, process, tell) -> list[int]:
+    """One raster scene through :func:`predict_scene`; [written, done before, unreadable].
+    With ``process`` every rank takes a strip of it and rank 0 counts it; else this rank
+    segments it whole."""
     from pspnet.predict.scenes import predict_scene
 
     tell({"kind": "scene", "name": str(name)})
@@ -231,10 +245,10 @@ def _scene(segmenter, path: Path, name: Path, settings, limit, process, tell) ->
         )
     except DatasetError as err:
         tell({"kind": "skipped", "error": str(err)})
-        return [0, 0, int(process.is_main)]
+        return [0, 0, int(process is None or process.is_main)]
     tell({"kind": "scene_done", "result": result})
     counted = [0, 1, 0] if result.done_before else [1, 0, 0]
-    return counted if process.is_main else [0, 0, 0]
+    return counted if process is None or process.is_main else [0, 0, 0]
 
 
 def _outcome(result: PredictionResult) -> int:

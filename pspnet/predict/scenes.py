@@ -125,7 +125,16 @@ def predict_scene(
         )
         try:
             rows = strips[process.rank]
-            _segment(segmenter, scene, outputs, config, settings, pixel_limit, progress, rows)
+            _segment(
+                segmenter,
+                scene,
+                outputs,
+                config,
+                settings=settings,
+                pixel_limit=pixel_limit,
+                progress=progress,
+                rows=rows,
+            )
         except BaseException:
             outputs.discard()
             raise
@@ -159,7 +168,7 @@ def strip(height: int, rank: int, world_size: int) -> tuple[int, int]:
     return height * rank // world_size, height * (rank + 1) // world_size
 
 
-def _segment(segmenter, scene, outputs, config, settings, pixel_limit, progress, rows) -> None:
+def _segment(segmenter, scene, outputs, config, *, settings, pixel_limit, progress, rows) -> None:
     """Streamed where the settings allow it; else whole, within the memory budget."""
     unknown_below = settings.unknown_below
     try:

@@ -221,3 +221,23 @@ def test_a_four_band_uint16_scene_through_a_four_band_model(tmp_path):
     # a 3-band file for a 4-band model names what it needs
     write_scene(tmp_path / "rgb.tif", 40, 40, bands=3)
     assert predict(model, tmp_path / "rgb.tif", "--out", tmp_path / "out") == 1
+
+
+def test_a_folder_of_tiles_is_shared_tile_by_tile_under_torchrun(model, tmp_path):
+    from helpers import torchrun
+
+    (tmp_path / "tiles").mkdir()
+    for index in range(2):
+        write_scene(tmp_path / "tiles" / f"tile_{index}.tif", 70, 90, seed=index)
+    common = [str(tmp_path / "tiles"), "--checkpoint", str(model)]
+    assert main(["predict", *common, "--out", str(tmp_path / "one")]) == 0
+    done = torchrun(["predict", *common, "--out", str(tmp_path / "two")])
+    assert done.returncode == 0, done.stderr
+    assert "wrote 2 prediction(s)" in done.stdout
+    for index in range(2):
+        name = f"tile_{index}_label.tif"
+        with (
+            rasterio.open(tmp_path / "one" / name) as one,
+            rasterio.open(tmp_path / "two" / name) as two,
+        ):
+            assert np.array_equal(one.read(), two.read())

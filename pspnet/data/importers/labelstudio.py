@@ -2,7 +2,8 @@
 
 Label Studio keeps no class list in the export, so the classes are the painted regions'
 labels sorted by name (or a names file's, ``--classes``). Of each task the ground-truth
-annotation is used, else the first one not cancelled; tasks without one are skipped. Its
+annotation is used, else the first one not cancelled, else (a task nobody annotated) its first
+prediction; tasks with neither are skipped. Its
 results are painted in the file's order:
 
 - ``brushlabels`` with ``format: rle``: Label Studio's RLE (thi.ng's rle-pack) of the RGBA
@@ -103,13 +104,18 @@ def _sample(task: dict, where: str, folders: list[Path], found: Annotations) -> 
 
 
 def _annotation(task: dict, where: str, found: Annotations) -> dict | None:
-    """The task's ground-truth annotation, else its first one not cancelled; None without."""
+    """The task's ground-truth annotation, else its first one not cancelled; without any,
+    its first prediction (pre-annotations nobody has corrected yet, as ``pspnet predict
+    --annotations labelstudio`` writes them); None without either."""
     listed = task.get("annotations") or []
     if not isinstance(listed, list):
         raise DatasetError(f"{where}: annotations is not a list; export as JSON")
     annotations = [a for a in listed if isinstance(a, dict) and not a.get("was_cancelled")]
     if not annotations:
-        return None
+        predictions = task.get("predictions") or []
+        if not isinstance(predictions, list):
+            raise DatasetError(f"{where}: predictions is not a list; export as JSON")
+        return next((p for p in predictions if isinstance(p, dict)), None)
     chosen = next((a for a in annotations if a.get("ground_truth")), annotations[0])
     if len(annotations) > 1:
         found.warnings.append(
@@ -160,8 +166,14 @@ def _names(reference: str) -> list[PurePosixPath]:
 def _find(
     reference: str, folders: list[Path], source: Path, where: str
 ) -> tuple[PurePosixPath, Path]:
-    """(the image's path in the dataset, its file), looked for by each of its names."""
+    """(the image's path in the dataset, its file), looked for by each of its names; an
+    absolute path below a folder keeps its path below it (``a/x.png`` and ``b/x.png`` apart)."""
     names = _names(reference)
+    absolute = Path(reference) if Path(reference).is_absolute() else None
+    for folder in folders if absolute is not None else []:
+        if absolute.is_relative_to(folder.resolve()) and absolute.is_file():
+            name = PurePosixPath(absolute.relative_to(folder.resolve()).as_posix())
+            return name, inside(folder / name, [folder], source)
     for name in names:
         for folder in folders:
             if (folder / name).is_file():

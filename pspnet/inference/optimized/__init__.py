@@ -3,7 +3,8 @@
 ``fold`` merges every BatchNorm into the convolution before it, ``factorized`` moves the
 pyramid half of the head's 3x3 convolution to bin resolution, before the upsampling;
 ``reduced`` casts a rewritten model for bf16 or fp16 inference, ``int8`` quantises its ONNX
-export, and ``optimize`` picks and runs a path.
+export (for ONNX Runtime or OpenVINO), ``optimize`` picks and runs a path, and ``measured``
+keeps what ``pspnet benchmark --save`` measured, which ``auto`` follows.
 """
 
 from pspnet.inference.optimized.factorized import factorize_head

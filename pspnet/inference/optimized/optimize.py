@@ -295,9 +295,10 @@ def optimize(
     Args:
         model: a PSPNet on the CPU or a CUDA device (the path runs there).
         precision: "fp32" (exact), "bf16" (see :func:`.reduced.reduced_precision`;
-            warns on a CPU without native bf16), "fp16" (CUDA), "int8" (CPU, ONNX Runtime
-            static quantisation, needs ``calibration``), "none" (the plain eager model,
-            returned as it is) or "auto" (see :func:`choose_path`).
+            warns on a CPU without native bf16; refused through OpenVINO), "fp16" (CUDA),
+            "int8" (CPU, ONNX Runtime static quantisation or NNCF's for OpenVINO, needs
+            ``calibration``), "none" (the plain eager model, returned as it is) or "auto"
+            (see :func:`resolve_path`).
         backend: "eager", "compile" (torch.compile with inductor), "cudagraphs" (compile with
             CUDA graphs: for shapes that repeat, as sliding windows do), "onnx" (ONNX Runtime,
             CPU), "openvino" (OpenVINO, CPU) or "auto".
