@@ -55,8 +55,12 @@ def vermin(*paths: Path) -> list[str]:
 
 
 def required(line: str) -> tuple[int, int]:
-    """The Python 3 version a parsable line requires: ``3.11`` -> (3, 11), ``~3`` -> (3, 0)."""
-    major, _, minor = line.split(":")[-2].lstrip("~").partition(".")
+    """The Python 3 version a parsable line requires: ``3.11`` -> (3, 11), ``~3`` -> (3, 0);
+    ``!3`` (no Python 3 has it, as vermin reads it) is above any floor, so it is shown."""
+    version = line.split(":")[-2]
+    if version.startswith("!"):
+        return (99, 0)
+    major, _, minor = version.lstrip("~").partition(".")
     return int(major), int(minor or 0)
 
 

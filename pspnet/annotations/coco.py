@@ -35,7 +35,7 @@ def encode_mask(region: Region, size: tuple[int, int]) -> str:
     height, width = size
     counts = run_lengths(region.mask.T, (region.left, region.top), (width, height))
     rle = coco_mask.frPyObjects({"counts": counts.tolist(), "size": [height, width]}, height, width)
-    return rle["counts"].decode("ascii")
+    return str(rle["counts"], "ascii")  # bytes -> str
 
 
 def write(
