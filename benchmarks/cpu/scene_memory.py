@@ -6,11 +6,11 @@ GeoTIFFs (64-pixel blocks of colour, so they compress like real imagery rather t
 the model a PSPNet-ResNet18 of width 8 with 11 classes and random weights (memory does not
 depend on them), sliding 473 windows without flip, so the larger scenes finish in minutes on
 two cores. The growth column is the peak's growth over the smallest scene per pixel added.
-``--reference`` also runs the in-memory routine (``Segmenter.segment`` on the decoded pixels)
-on the smallest scene, for the throughput the streamed routine keeps. Writes the "Memory of
-raster scenes" section of docs/benchmarks.md unless ``--no-write``.
+``--reference SIZE`` also runs the in-memory routine (``Segmenter.segment`` on the decoded
+pixels) on the scene of that size, for the throughput the streamed routine keeps. Writes the
+"Memory of raster scenes" section of docs/benchmarks.md unless ``--no-write``.
 
-    python -m benchmarks.cpu.scene_memory --sizes 5000 10000 20000 40000 --reference
+    python -m benchmarks.cpu.scene_memory --sizes 5000 10000 20000 40000 --reference 10000
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def write_scene(path: Path, size: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000, 20000, 40000])
-    parser.add_argument("--reference", action="store_true", help="in-memory routine, smallest")
+    parser.add_argument("--reference", type=int, help="also the in-memory routine at this size")
     parser.add_argument("--work", type=Path, help="folder for scenes and outputs (a temp one)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--child", nargs=4, metavar=("HOW", "SCENE", "CKPT", "OUT"))
@@ -122,7 +122,7 @@ def main() -> None:
         write_section(TITLE, body)
 
 
-def measure(folder: Path, sizes: list[int], reference: bool) -> list[dict]:
+def measure(folder: Path, sizes: list[int], reference: int | None) -> list[dict]:
     import torch
 
     from pspnet.checkpoints import save_model
@@ -138,7 +138,7 @@ def measure(folder: Path, sizes: list[int], reference: bool) -> list[dict]:
         result = run("predict", scene, checkpoint, folder / f"out_{size}")
         rows.append({"size": size, "how": "streamed", **result})
         print(rows[-1], flush=True)
-        if reference and size == sizes[0]:
+        if reference == size:
             rows.append(
                 {"size": size, "how": "in memory", **run("memory", scene, checkpoint, folder)}
             )
@@ -163,7 +163,10 @@ def report(rows: list[dict]) -> str:
     for row in rows:
         pixels = row["size"] ** 2
         added = pixels - first["size"] ** 2
-        growth = "" if added == 0 else f"{(row['peak'] - first['peak']) / added:.3f}"
+        streamed = row["how"] == "streamed"
+        growth = (
+            "" if added == 0 or not streamed else f"{(row['peak'] - first['peak']) / added:.3f}"
+        )
         lines.append(
             f"| {row['size']:,}^2 | {row['how']} | {row['peak'] / MIB:,.0f} | {growth} | "
             f"{row['seconds']:.0f} | {pixels / 1e6 / row['seconds']:.2f} |"

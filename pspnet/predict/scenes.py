@@ -23,7 +23,7 @@ from pspnet.inference.settings import InferenceOverrides
 from pspnet.inference.streaming import check_streamable
 from pspnet.predict.settings import PredictSettings
 from pspnet.rasters.outputs import NODATA, SceneOutputs
-from pspnet.rasters.scene import Scene
+from pspnet.rasters.scene import Scene, gdal_env
 from pspnet.rasters.segment import segment_scene
 
 Progress = Callable[[int, int], None]
@@ -100,6 +100,20 @@ def predict_scene(
         DatasetError: the scene cannot be read, or a resize was asked for a scene beyond the
             memory budget (``pixel_limit``).
     """
+    with gdal_env():  # memory follows a row of windows, GDAL's cache included
+        return _predict_scene(
+            segmenter,
+            path,
+            out_dir,
+            name,
+            settings,
+            pixel_limit=pixel_limit,
+            process=process,
+            progress=progress,
+        )
+
+
+def _predict_scene(segmenter, path, out_dir, name, settings, *, pixel_limit, process, progress):
     expected = scene_paths(out_dir, name, settings)
     if not settings.redo and all(p.is_file() for p in expected):
         return SceneResult(path, expected, done_before=True)

@@ -18,6 +18,9 @@ from pspnet.errors import ConfigError, DatasetError
 
 # What may be a raster scene rather than a picture (folders are searched for these).
 RASTER_EXTENSIONS = (".tif", ".tiff", *SCENE_EXTENSIONS)
+# GDAL's block cache (MiB): its default, 5% of the machine's memory, grows with the scene read
+# and written until it is full; the windows are read once each, so a small cache loses nothing.
+GDAL_CACHE_MB = 64
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "uint32", "int32", "float32", "float64")
 
 
@@ -30,6 +33,11 @@ def rasterio_module():
             "rasters need the geo extra (rasterio, GDAL): pip install 'pspnet[geo]'"
         ) from err
     return rasterio
+
+
+def gdal_env():
+    """GDAL's settings for streaming a scene (a block cache bounded by :data:`GDAL_CACHE_MB`)."""
+    return rasterio_module().Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
 
 
 def parse_bands(text: str) -> tuple[int, ...]:
