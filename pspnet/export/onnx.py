@@ -162,7 +162,7 @@ def export_onnx(
     Returns:
         ``path`` as a Path.
     """
-    onnx = _import("onnx")
+    onnx = optional_import("onnx")
     if len(example_size) != 2 or min(example_size) < 1:
         raise ValueError(f"example_size must be two positive sizes, got {example_size}")
     path = Path(path)
@@ -218,7 +218,7 @@ class OnnxRuntimeModel(nn.Module):
 
     def __init__(self, path: str | Path, threads: int | None = None):
         super().__init__()
-        ort = _import("onnxruntime")
+        ort = optional_import("onnxruntime")
         self.path = Path(path)
         if not self.path.is_file():
             raise CheckpointError(f"{self.path}: no such file; write one with export_onnx")
@@ -272,10 +272,15 @@ class OnnxRuntimeModel(nn.Module):
         return f"path={str(self.path)!r}"
 
 
-def _import(name: str) -> ModuleType:
+EXTRA_NAMES = {"onnx": "ONNX", "openvino": "OpenVINO"}
+
+
+def optional_import(name: str, extra: str = "onnx") -> ModuleType:
+    """Module ``name`` of an optional extra, or an ImportError saying how to install it."""
     try:
         return importlib.import_module(name)
     except ImportError as err:
         raise ImportError(
-            f"ONNX export and inference need the {name} package: pip install 'pspnet[onnx]'"
+            f"{EXTRA_NAMES[extra]} export and inference need the {name} package: "
+            f"pip install 'pspnet[{extra}]'"
         ) from err

@@ -17,7 +17,6 @@ It needs the ``openvino`` extra (``pip install 'pspnet[openvino]'``); int8 (NNCF
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import tempfile
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from pspnet.errors import CheckpointError
-from pspnet.export.onnx import CONFIG_KEY, DEFAULT_OPSET, export_onnx
+from pspnet.export.onnx import CONFIG_KEY, DEFAULT_OPSET, export_onnx, optional_import
 from pspnet.files import make_folder
 from pspnet.models.pspnet import ModelConfig, PSPNet
 
@@ -48,8 +47,8 @@ def openvino_model(onnx_path: str | Path) -> Any:
     Args:
         onnx_path: the ONNX file.
     """
-    ov = _import("openvino")
-    onnx = _import("onnx")
+    ov = optional_import("openvino", "openvino")
+    onnx = optional_import("onnx", "openvino")
     path = Path(onnx_path)
     try:
         model = ov.Core().read_model(str(path))
@@ -84,7 +83,7 @@ def export_openvino(
     Returns:
         ``path`` as a Path.
     """
-    ov = _import("openvino")
+    ov = optional_import("openvino", "openvino")
     path = Path(path)
     if path.suffix != ".xml":
         raise ValueError(f"{path}: an OpenVINO IR is an .xml file (its weights go beside it)")
@@ -132,7 +131,7 @@ class OpenVinoModel(nn.Module):
         self, source: Any, precision: OpenVinoPrecision = "fp32", threads: int | None = None
     ):
         super().__init__()
-        ov = _import("openvino")
+        ov = optional_import("openvino", "openvino")
         if precision not in HINTS:
             raise ValueError(f"precision must be one of {list(HINTS)}, got {precision!r}")
         self.path = Path(source) if isinstance(source, (str, Path)) else None
@@ -208,12 +207,3 @@ class OpenVinoModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"source={self._name()!r}, precision={self.precision}"
-
-
-def _import(name: str) -> ModuleType:
-    try:
-        return importlib.import_module(name)
-    except ImportError as err:
-        raise ImportError(
-            f"OpenVINO export and inference need the {name} package: pip install 'pspnet[openvino]'"
-        ) from err

@@ -18,11 +18,12 @@ measured the fallback rule: the exact rewrites, eager, which never lose to the p
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import tempfile
 import typing
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -341,29 +342,40 @@ def optimize(
     return OptimizedModel(inner, model.config, precision, backend, True)
 
 
+@contextlib.contextmanager
+def _exact_onnx(
+    model: PSPNet,
+    precision: str,
+    calibration: Iterable[torch.Tensor] | None,
+    work_dir: str | Path | None,
+) -> Iterator[tuple[Path, Path]]:
+    """(folder, the exact ONNX graph in it): ``work_dir``, else a temporary folder removed
+    after (the runtimes read the file into memory)."""
+    if precision == "int8" and calibration is None:
+        raise ConfigError("int8 needs calibration images (a few hundred training crops)")
+    from pspnet.export.onnx import export_onnx
+
+    with contextlib.ExitStack() as stack:
+        folder = Path(
+            work_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="pspnet-"))
+        )
+        exported = exact_rewrite(model, exportable=True)
+        yield folder, export_onnx(exported, folder / "model.onnx", stride_logits=True)
+
+
 def _onnx_runner(
     model: PSPNet,
     precision: str,
     calibration: Iterable[torch.Tensor] | None,
     work_dir: str | Path | None,
 ) -> nn.Module:
-    from pspnet.export.onnx import OnnxRuntimeModel, export_onnx
+    from pspnet.export.onnx import OnnxRuntimeModel
     from pspnet.inference.optimized.int8 import quantize_int8
 
-    if precision == "int8" and calibration is None:
-        raise ConfigError("int8 needs calibration images (a few hundred training crops)")
-    temporary = None if work_dir else tempfile.TemporaryDirectory(prefix="pspnet-onnx-")
-    folder = Path(work_dir or temporary.name)
-    try:
-        path = export_onnx(
-            exact_rewrite(model, exportable=True), folder / "model.onnx", stride_logits=True
-        )
+    with _exact_onnx(model, precision, calibration, work_dir) as (folder, path):
         if precision == "int8":
             path = quantize_int8(path, folder / "model.int8.onnx", calibration)
         return OnnxRuntimeModel(path)  # the session holds the file's contents
-    finally:
-        if temporary is not None:
-            temporary.cleanup()
 
 
 def _openvino_runner(
@@ -373,22 +385,11 @@ def _openvino_runner(
     work_dir: str | Path | None,
 ) -> nn.Module:
     """The exact ONNX graph compiled by OpenVINO: f32 or bf16, or int8 by NNCF."""
-    from pspnet.export.onnx import export_onnx
     from pspnet.export.openvino import OpenVinoModel, openvino_model
     from pspnet.inference.optimized.int8 import quantize_openvino
 
-    if precision == "int8" and calibration is None:
-        raise ConfigError("int8 needs calibration images (a few hundred training crops)")
-    temporary = None if work_dir else tempfile.TemporaryDirectory(prefix="pspnet-openvino-")
-    folder = Path(work_dir or temporary.name)
-    try:
-        path = export_onnx(
-            exact_rewrite(model, exportable=True), folder / "model.onnx", stride_logits=True
-        )
+    with _exact_onnx(model, precision, calibration, work_dir) as (_, path):
         graph = openvino_model(path)  # read into memory: the file may go
         if precision == "int8":
             graph = quantize_openvino(graph, calibration)
         return OpenVinoModel(graph, "bf16" if precision == "bf16" else "fp32")
-    finally:
-        if temporary is not None:
-            temporary.cleanup()
