@@ -15,9 +15,12 @@ from pspnet.inference import Segmenter
 from pspnet.inference.optimized.measured import ModelShape, find_record, records_file
 from pspnet.inference.settings import InferenceOverrides
 from pspnet.models import PSPNet
+from pspnet.models.pspnet import ModelConfig
 
 SIZE = 40
-COLUMNS = 9  # path, median, speed-up, warm-up, memory, rel err, agreement, mIoU, auto
+# path, median, speed-up, vs semseg, goal, GFLOP/s, warm-up, memory, rel err, agreement, mIoU, auto
+COLUMNS = 12
+MEDIAN, SPEEDUP, VERSUS, GOAL, RATE, WARMUP, MEMORY, ERROR, AGREEMENT, MIOU, AUTO = range(1, 12)
 
 
 @pytest.fixture
@@ -51,15 +54,22 @@ def test_every_path_is_listed_with_its_columns_or_why_it_was_skipped(checkpoint,
     assert list(rows)[:3] == ["none eager", "fp32 eager", "fp32 onnx"]  # measured ones first
     for name in ("none eager", "fp32 eager", "fp32 onnx"):
         cells = rows[name]
-        assert len(cells) == COLUMNS and all(cells[1:7]), cells
-        assert float(cells[1]) > 0 and cells[2].endswith("x") and float(cells[4]) >= 0
-    assert rows["none eager"][2] == "1.00x" and rows["none eager"][8] == "reference"
-    assert float(rows["fp32 onnx"][5]) <= 1e-5 and rows["fp32 onnx"][8] == "yes"
+        assert len(cells) == COLUMNS and cells[VERSUS] == cells[GOAL] == "", cells
+        assert all(cells[i] for i in (MEDIAN, SPEEDUP, RATE, WARMUP, MEMORY, ERROR, AGREEMENT))
+        assert float(cells[MEDIAN]) > 0 and cells[SPEEDUP].endswith("x")
+        assert float(cells[RATE]) > 0 and float(cells[MEMORY]) >= 0
+    assert rows["none eager"][SPEEDUP] == "1.00x" and rows["none eager"][AUTO] == "reference"
+    assert float(rows["fp32 onnx"][ERROR]) <= 1e-5 and rows["fp32 onnx"][AUTO] == "yes"
     assert rows["fp32 compile"][1] == "skipped: not in --paths"
     assert rows["int8 onnx"][1].startswith("skipped: needs calibration images")
+    assert rows["none semseg"][1] == "skipped: semseg builds ResNet-50/101/152 only, not resnet18"
     if not torch.cuda.is_available():
         assert rows["fp16 eager"][1] == "skipped: CUDA only (none here)"
     assert "4 synthetic images" in printed
+    assert "Goals not judged: semseg's network was not measured (semseg builds" in printed
+    assert re.search(
+        r"fp32 probes \(GFLOP/s\): matmul 2048\^3 \d+, conv 3x3 256->256 d2 @5x5", printed
+    )
     assert find_record(ModelShape("resnet18", 8, 8, 11, 3, (SIZE, SIZE))) is None  # no --save
 
 
@@ -120,7 +130,8 @@ def test_skip_reasons_name_what_is_missing(monkeypatch):
 
     def reason(precision, backend, **options):
         options = {"asked": (), "calibrated": True, **options}
-        return paths.skip_reason(paths.Candidate(precision, backend), cpu, **options)
+        config = ModelConfig(11)
+        return paths.skip_reason(paths.Candidate(precision, backend), cpu, config, **options)
 
     assert reason("fp32", "openvino") == "openvino not installed (pip install 'pspnet[openvino]')"
     assert reason("int8", "openvino") == (
@@ -130,4 +141,35 @@ def test_skip_reasons_name_what_is_missing(monkeypatch):
     assert reason("int8", "onnx", calibrated=False).startswith("needs calibration images")
     assert reason("fp32", "eager") is None
     assert reason("fp32", "eager", asked=("fp32:onnx",)) == "not in --paths"
-    assert reason("none", "eager", asked=("fp32:onnx",)) is None  # the reference always runs
+    assert reason("none", "eager", asked=("fp32:onnx",)) is None  # the references always run
+    assert reason("none", "semseg", asked=("fp32:onnx",)) is None
+
+
+def test_semseg_network_is_the_reference_of_the_goals(tmp_path, trained, monkeypatch, capsys):
+    """A model of semseg's geometry (ResNet-50, narrow) gets semseg's network measured beside
+    the plain model, equal to it, and each goal judged against it with the chip's limit."""
+    monkeypatch.setenv("PSPNET_HOME", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    path = tmp_path / "r50.safetensors"
+    save_model(trained(PSPNet(19, backbone="resnet50", base_width=8)), path)
+    out = tmp_path / "table.md"
+    args = ["benchmark", "--checkpoint", str(path), "--size", str(SIZE), "--runs", "2"]
+    assert main([*args, "--paths", "fp32:eager", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = table_rows(out.read_text())
+    assert list(rows)[:3] == ["none eager", "none semseg", "fp32 eager"]
+    semseg = rows["none semseg"]
+    assert semseg[AUTO] == "reference" and semseg[VERSUS] == "1.00x" and semseg[GOAL] == ""
+    assert float(semseg[ERROR]) <= 1e-5 and semseg[AGREEMENT] == "100.00"
+    exact = rows["fp32 eager"]
+    versus = float(exact[VERSUS].removesuffix("x"))
+    assert versus == pytest.approx(float(semseg[MEDIAN]) / float(exact[MEDIAN]), abs=0.02)
+    if versus != 1.5:  # rounded either way
+        assert exact[GOAL] == (">= 1.5x: met" if versus > 1.5 else ">= 1.5x: not met")
+    fp32 = next(line for line in printed.splitlines() if line.startswith("- fp32 >= 1.5x semseg"))
+    verdict = r"(met|not met, short by \d\.\d\dx)"
+    assert re.search(
+        verdict + r" \(fp32 eager \d+\.\d\dx(, beyond its agreement threshold)?\)", fp32
+    )
+    assert re.search(r"this chip allows an exact path at most \d+\.\d\dx semseg's", fp32)
+    assert "- bf16 >= 3x semseg: " in printed

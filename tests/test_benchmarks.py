@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import harness, report
-from benchmarks.cpu import inference_memory, latency, onnx_sizes
+from benchmarks.cpu import backends, inference_memory, latency, onnx_sizes
 from benchmarks.probes import winograd
 from pspnet.models import PSPNet
 
@@ -228,3 +228,15 @@ def test_own_data_report_counts_only_what_lies_beyond_the_seed_spread(tmp_path, 
         "weights-seed1",
     ]
     assert copied == runs
+
+
+def test_backends_writes_one_benchmark_table_per_shape(monkeypatch, capsys):
+    tiny = backends.Shape("resnet50", 5, 40, "ade20k", base_width=8)
+    monkeypatch.setattr(backends, "SHAPES", {"tiny": tiny})
+    run(backends, ["--runs", "1", "--paths", "fp32:eager"], monkeypatch)
+    printed = capsys.readouterr().out
+    assert "PSPNet-resnet50, 5 classes, 40x40, random weights: measuring" in printed
+    rows = {row[0].strip(): row for row in table_rows(printed, "| ")}
+    assert {"none eager", "none semseg", "fp32 eager"} <= set(rows)
+    assert float(rows["none semseg"][8]) <= 1e-5  # max rel err: semseg's network is the model
+    assert "- fp32 >= 1.5x semseg: " in printed

@@ -1,13 +1,16 @@
 """``pspnet benchmark``: every inference path measured on the machine it runs on.
 
 One process builds every path this machine can run (:mod:`pspnet.benchmark.paths`: the plain
-model, the exact rewrites in eager PyTorch, ``torch.compile``, ONNX Runtime and OpenVINO, in
-fp32, bf16 where it is native, fp16 and CUDA graphs on CUDA, int8 calibrated on the data's train
-split), times them in alternating runs (:mod:`pspnet.benchmark.measure`) on an image of the
-model's crop, and compares each with the plain model: the largest relative error of its
-probabilities, the share of labels it keeps and, given a dataset, its mIoU through the one
-evaluation routine (:func:`pspnet.engine.evaluate.evaluate`). The result is a
-:class:`~pspnet.inference.optimized.measured.Record`; saved, it is what ``--precision auto``
+model, semseg's own network as the reference of the speed goals, the exact rewrites in eager
+PyTorch, ``torch.compile``, ONNX Runtime and OpenVINO, in fp32, bf16 where it is native, fp16
+and CUDA graphs on CUDA, int8 calibrated on the data's train split), times them in alternating
+runs (:mod:`pspnet.benchmark.measure`) on an image of the model's crop, each run giving the
+window's logits at the image's size, and compares each with the plain model: the largest
+relative error of its probabilities, the share of labels it keeps and, given a dataset, its
+mIoU through the one evaluation routine (:func:`pspnet.engine.evaluate.evaluate`). Probes of
+the chip's fp32 rate (:mod:`pspnet.benchmark.probes`) put each path's GFLOP/s beside what the
+chip reaches, so a goal missed reads as the code's shortfall or the chip's limit. The result is
+a :class:`~pspnet.inference.optimized.measured.Record`; saved, it is what ``--precision auto``
 and ``--backend auto`` run on this machine
 (:func:`~pspnet.inference.optimized.optimize.resolve_path`).
 """
@@ -31,8 +34,17 @@ from pspnet.benchmark.measure import (
     agreement,
     alternating_medians,
     label_agreement,
+    window_logits,
 )
-from pspnet.benchmark.paths import CANDIDATES, Candidate, build, path_spelling, skip_reason
+from pspnet.benchmark.paths import (
+    CANDIDATES,
+    SEMSEG,
+    Candidate,
+    build,
+    path_spelling,
+    skip_reason,
+)
+from pspnet.benchmark.probes import Probes, measure_probes
 from pspnet.checkpoints import LoadedCheckpoint, load_checkpoint
 from pspnet.data.presets import ClassOptions
 from pspnet.devices import resolve_device
@@ -54,6 +66,8 @@ from pspnet.weights import cache_dir
 
 Events = Callable[[dict], None]
 SYNTHETIC_IMAGES = 4  # scenes the probabilities are compared on (the first is timed)
+# The speed goals, over semseg's eager forward on the same machine: an exact path 1.5x, bf16 3x.
+GOALS = {"fp32": 1.5, "bf16": 3.0}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,9 +85,9 @@ class BenchmarkSettings:
         limit: score the first N images of the split (0: all).
         size: time an image of S x S pixels (the shape measured, and recorded).
         runs: timed runs of each path, taken in turn; the median is reported.
-        paths: only these paths besides the plain model, as PRECISION:BACKEND (fp32:eager,
-            fp32:compile, fp32:onnx, fp32:openvino, bf16:eager, int8:onnx, int8:openvino
-            ...); every path when none is given.
+        paths: only these paths besides the plain model and semseg's, as PRECISION:BACKEND
+            (fp32:eager, fp32:compile, fp32:onnx, fp32:openvino, bf16:eager, int8:onnx,
+            int8:openvino ...); every path when none is given.
         calibration_count: int8 calibration images from the train split, spread evenly.
         device: cpu, cuda or cuda:N: where the paths run.
         save: record the results in the cache folder, so that --precision auto and
@@ -124,49 +138,103 @@ class BenchmarkReport:
         skipped: (path, reason) of each path not measured.
         checkpoint: the checkpoint measured, as given.
         runs: timed runs of each path.
+        probes: the chip's fp32 rates and the model's FLOPs.
     """
 
     record: Record
     skipped: tuple[tuple[str, str], ...]
     checkpoint: str
     runs: int
+    probes: Probes
 
     def fastest(self, *, amortized: bool) -> MeasuredPath | None:
         """What ``auto`` runs once this is saved (int8 only where calibration is given)."""
         return self.record.fastest(amortized=amortized)
 
     def to_markdown(self) -> str:
-        """The table, with what it was measured on."""
+        """The table, with what it was measured on and how each goal stands."""
         record = self.record
         plain = record.paths[0]
+        semseg = self.semseg()
         lines = [
             f"# pspnet benchmark: {self.checkpoint}",
             "",
             f"- measured: {record.measured}",
             f"- machine: {record.machine.text()}",
             f"- model: {record.shape.text()}",
-            f"- latency: median of {self.runs} runs, all paths in turn; speed-up over the "
-            "plain model (precision none)",
+            f"- latency: median of {self.runs} runs, all paths in turn, each run giving the "
+            "window's logits at the image's size; speed-up over the plain model (precision "
+            "none) and over semseg's network (none semseg: the same weights as semseg builds "
+            "and runs them)",
             f"- against the plain model: argmax agreement on {record.agreement_on}, relative "
             f"error of the probabilities on {SYNTHETIC_IMAGES} synthetic images; auto: kept "
             f"its threshold (exact: rel err <= {EXACT_TOLERANCE:g}, reduced precision: "
             f"agreement >= {100 * MIN_AGREEMENT:g}%)",
+            f"- the chip: {self.probes.text()}; GFLOP/s below is the path's own FLOPs (fp32 "
+            "equivalent) over its latency",
             "",
-            "| path | median ms | speed-up | warm-up s | memory MiB | max rel err | "
-            "agreement % | mIoU | auto |",
-            "|:---|---:|---:|---:|---:|---:|---:|---:|:---|",
+            "| path | median ms | speed-up | vs semseg | goal | GFLOP/s | warm-up s | "
+            "memory MiB | max rel err | agreement % | mIoU | auto |",
+            "|:---|---:|---:|---:|:---|---:|---:|---:|---:|---:|---:|:---|",
         ]
         for path in record.paths:
             miou = "" if path.miou is None else f"{100 * path.miou:.2f}"
-            auto = "reference" if path is plain else "yes" if path.qualifies else "no"
+            auto = "reference" if path.precision == "none" else "yes" if path.qualifies else "no"
+            versus = "" if semseg is None else f"{semseg.median_ms / path.median_ms:.2f}x"
+            rate = self.probes.gflop(path.precision) / (path.median_ms / 1000)
+            rate_text = f"{rate:.0f}" if rate >= 10 else f"{rate:.2g}"  # tiny test models
             lines.append(
                 f"| {path.name} | {path.median_ms:.1f} | {plain.median_ms / path.median_ms:.2f}x"
-                f" | {path.warmup_s:.1f} | {path.memory_mb:.0f} | {path.relative_error:.1e} | "
+                f" | {versus} | {self._goal(path)} | {rate_text} | {path.warmup_s:.1f} | "
+                f"{path.memory_mb:.0f} | {path.relative_error:.1e} | "
                 f"{100 * path.agreement:.2f} | {miou} | {auto} |"
             )
         for name, reason in self.skipped:
-            lines.append(f"| {name} | skipped: {reason} | | | | | | | |")
-        return "\n".join(lines) + "\n"
+            lines.append(f"| {name} | skipped: {reason} | | | | | | | | | | |")
+        return "\n".join([*lines, "", *self.goal_lines()]) + "\n"
+
+    def semseg(self) -> MeasuredPath | None:
+        """semseg's network's row, when it was measured."""
+        return next((p for p in self.record.paths if p.name == SEMSEG.name), None)
+
+    def _goal(self, path: MeasuredPath) -> str:
+        semseg, goal = self.semseg(), GOALS.get(path.precision)
+        if semseg is None or goal is None:
+            return ""
+        if semseg.median_ms / path.median_ms >= goal:
+            return f">= {goal:g}x: met"
+        return f">= {goal:g}x: not met"
+
+    def goal_lines(self) -> list[str]:
+        """Each goal: its best path over semseg's network, and the most the chip allows."""
+        semseg = self.semseg()
+        if semseg is None:
+            reason = dict(self.skipped).get(SEMSEG.name, "not measured")
+            return [f"Goals not judged: semseg's network was not measured ({reason})."]
+        lines = []
+        floor = self.probes.floor_ms(self.probes.rewritten_gflop)
+        for precision, goal in GOALS.items():
+            paths = [p for p in self.record.paths if p.precision == precision]
+            best = min(paths, key=lambda p: p.median_ms, default=None)
+            if best is None:
+                why = dict(self.skipped).get(f"{precision} eager", "no path")
+                lines.append(f"- {precision} >= {goal:g}x semseg: not measured ({why}).")
+                continue
+            speedup = semseg.median_ms / best.median_ms
+            verdict = "met" if speedup >= goal else f"not met, short by {goal - speedup:.2f}x"
+            kept = "" if best.qualifies else ", beyond its agreement threshold"
+            line = (
+                f"- {precision} >= {goal:g}x semseg: {verdict} ({best.name} {speedup:.2f}x{kept})."
+            )
+            if precision == "fp32":
+                line += (
+                    f" At the best fp32 probe rate ({self.probes.best:.0f} GFLOP/s) the "
+                    f"rewritten model takes at least {floor:.4g} ms: this chip allows an exact "
+                    f"path at most {semseg.median_ms / floor:.2f}x semseg's "
+                    f"{semseg.median_ms:.4g} ms."
+                )
+            lines.append(line)
+        return lines
 
     def write(self, path: str | Path) -> Path:
         """The markdown table written to ``path`` (atomically); returns it."""
@@ -223,12 +291,18 @@ def run_benchmark(settings: BenchmarkSettings, on_event: Events | None = None) -
             calibration_count=settings.calibration_count,
         )
     images = synthetic_images(checkpoint, crop, SYNTHETIC_IMAGES, device)
+    tell({"kind": "probe"})
+    probes = measure_probes(checkpoint.config, crop, device)
     skipped = []
     with tempfile.TemporaryDirectory(prefix="pspnet-benchmark-") as work:
         measured = []
         for candidate in CANDIDATES:
             reason = skip_reason(
-                candidate, device, asked=settings.paths, calibrated=data is not None
+                candidate,
+                device,
+                checkpoint.config,
+                asked=settings.paths,
+                calibrated=data is not None,
             )
             if reason is not None:
                 skipped.append((candidate.name, reason))
@@ -238,7 +312,10 @@ def run_benchmark(settings: BenchmarkSettings, on_event: Events | None = None) -
             measured.append(_build(candidate, checkpoint, calibration, images, Path(work)))
             del calibration  # the runner keeps what it needs
         tell({"kind": "time", "runs": settings.runs})
-        calls = [lambda m=m: m.network.forward(images[0]) for m in measured]
+        calls = [
+            lambda m=m: window_logits(m.network, m.network.forward(images[0]), crop)
+            for m in measured
+        ]
         medians = alternating_medians(calls, settings.runs, device)
         if data is not None:
             for path in measured:
@@ -250,12 +327,12 @@ def run_benchmark(settings: BenchmarkSettings, on_event: Events | None = None) -
                 path.miou, path.labels = data.score(
                     path.network, inference, settings.limit, progress
                 )
-    rows = _rows(measured, medians, data)
+    rows = _rows(measured, medians, data, crop)
     on = data.description if data is not None else f"{SYNTHETIC_IMAGES} synthetic images"
     stamp = datetime.datetime.now().isoformat(timespec="seconds")
     shape = ModelShape.of(checkpoint.config, crop)
     record = Record(Machine.here(device), shape, stamp, on, tuple(rows))
-    return BenchmarkReport(record, tuple(skipped), settings.checkpoint, settings.runs)
+    return BenchmarkReport(record, tuple(skipped), settings.checkpoint, settings.runs, probes)
 
 
 def _build(
@@ -270,7 +347,11 @@ def _build(
     meter = MemoryMeter(checkpoint.device)
     began = time.perf_counter()
     runner = build(candidate, checkpoint.model, calibration, work)
-    network = Network.of(runner, checkpoint.device)
+    if candidate == SEMSEG:  # its forward gives logits at the image's size
+        config = checkpoint.config
+        network = Network(runner, config.num_classes, True, checkpoint.device, config)
+    else:
+        network = Network.of(runner, checkpoint.device)
     with torch.inference_mode():
         logits = [network.forward(images[0]).cpu()]  # .cpu() waits for CUDA's result
         warmup = time.perf_counter() - began
@@ -281,12 +362,18 @@ def _build(
 
 
 def _rows(
-    measured: list[_Measured], medians: list[float], data: BenchmarkData | None
+    measured: list[_Measured],
+    medians: list[float],
+    data: BenchmarkData | None,
+    crop: tuple[int, int],
 ) -> list[MeasuredPath]:
     plain = measured[0]
     rows = []
     for path, median in zip(measured, medians, strict=True):
-        compared = [agreement(a, b) for a, b in zip(plain.logits, path.logits, strict=True)]
+        compared = [
+            agreement(window_logits(plain.network, a, crop), window_logits(path.network, b, crop))
+            for a, b in zip(plain.logits, path.logits, strict=True)
+        ]
         error = max(c.relative_error for c in compared)
         if data is not None:
             share = label_agreement(plain.labels, path.labels)

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+
+from pspnet.inference.protocol import Network
 
 Call = Callable[[], object]
 MIB = 2**20
@@ -153,6 +156,14 @@ def _libc() -> ctypes.CDLL | None:
 
 _LIBC = _libc()
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def window_logits(network: Network, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``logits`` of a window of ``size`` (H, W) upsampled to it as the inference routine does
+    (semseg's network gives them at that size already): (N, C, H, W)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size, mode="bilinear", align_corners=network.align_corners)
 
 
 def agreement(reference: torch.Tensor, logits: torch.Tensor) -> Agreement:

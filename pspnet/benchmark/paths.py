@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pspnet.benchmark.semseg import SemsegPSPNet, semseg_difference
 from pspnet.inference.optimized.optimize import cpu_capability, native_bf16, optimize
-from pspnet.models.pspnet import PSPNet
+from pspnet.models.pspnet import ModelConfig, PSPNet
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,15 @@ class Candidate:
         return f"{self.precision}:{self.backend}"
 
 
-# The plain model first: every other path is measured against it.
+# The plain model first: every other path is measured against it. semseg's network (the same
+# weights under semseg's modules, :mod:`pspnet.benchmark.semseg`) is the reference of the speed
+# goals. Both run whatever --paths says.
 PLAIN = Candidate("none", "eager")
+SEMSEG = Candidate("none", "semseg")
+REFERENCES = (PLAIN, SEMSEG)
 CANDIDATES = (
     PLAIN,
+    SEMSEG,
     Candidate("fp32", "eager"),
     Candidate("fp32", "compile"),
     Candidate("fp32", "cudagraphs"),
@@ -62,25 +68,33 @@ PACKAGES = {
 
 def path_spelling(text: str) -> str:
     """A ``--paths`` value (``fp32:openvino``) checked against the paths there are."""
-    spellings = [candidate.spelling for candidate in CANDIDATES]
+    spellings = [candidate.spelling for candidate in CANDIDATES if candidate not in REFERENCES]
     if text not in spellings:
         raise ValueError(f"{text!r} is not a path; paths: {', '.join(spellings)}")
     return text
 
 
 def skip_reason(
-    candidate: Candidate, device: torch.device, *, asked: Sequence[str], calibrated: bool
+    candidate: Candidate,
+    device: torch.device,
+    config: ModelConfig,
+    *,
+    asked: Sequence[str],
+    calibrated: bool,
 ) -> str | None:
     """Why ``candidate`` is not measured here, or None when it is.
 
     Args:
         candidate: the path.
         device: where the benchmark runs.
-        asked: the ``--paths`` given (every path when empty; the plain model always runs).
+        config: the model's.
+        asked: the ``--paths`` given (every path when empty; the references always run).
         calibrated: int8 calibration images are at hand.
     """
+    if candidate == SEMSEG:
+        return semseg_difference(config)
     reason = _unavailable(candidate, device, calibrated)
-    if reason is None and asked and candidate != PLAIN and candidate.spelling not in asked:
+    if reason is None and asked and candidate not in REFERENCES and candidate.spelling not in asked:
         return "not in --paths"
     return reason
 
@@ -125,6 +139,8 @@ def build(
     others and its memory counted the same way)."""
     if candidate == PLAIN:
         return copy.deepcopy(model).eval()
+    if candidate == SEMSEG:
+        return SemsegPSPNet.of(model)
     with warnings.catch_warnings():
         # The ONNX exporter's notes on its own constant folding (pyproject's pytest filter too).
         warnings.filterwarnings("ignore", "Constant folding", UserWarning)
