@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pspnet.data.images import IMAGE_EXTENSIONS, read_bands, read_image
+from pspnet.data.images import IMAGE_EXTENSIONS, SCENE_EXTENSIONS, read_bands, read_image
 from pspnet.data.labels import read_label
 from pspnet.data.presets import DatasetPreset
 from pspnet.data.transforms import EvalTransform, PairTransform
@@ -170,7 +170,7 @@ def pair_folders(root: Path, preset: DatasetPreset, split: str) -> list[Pair]:
         if stem is not None and image.is_file():
             pairs.append((image, label_dir / (stem + layout.label_suffix)))
     if not pairs:
-        suffix = layout.image_suffix or " or ".join(IMAGE_EXTENSIONS)
+        suffix = layout.image_suffix or " or ".join(IMAGE_EXTENSIONS + SCENE_EXTENSIONS)
         raise DatasetError(f"{image_dir}: no images ending in {suffix}")
     return pairs
 
@@ -180,7 +180,7 @@ def image_stem(relative: Path, suffix: str) -> str | None:
     name = relative.as_posix()
     if suffix:
         return name[: -len(suffix)] if name.endswith(suffix) else None
-    if relative.suffix.lower() not in IMAGE_EXTENSIONS:
+    if relative.suffix.lower() not in IMAGE_EXTENSIONS + SCENE_EXTENSIONS:
         return None
     return str(PurePosixPath(name).with_suffix(""))
 

@@ -152,9 +152,10 @@ def decode_image(data: bytes, source: str, limit: int | None = None) -> np.ndarr
 def read_bands(path: str | Path, limit: int | None = None) -> np.ndarray:
     """An image file's bands as (H, W, N), in the file's data type.
 
-    TIFFs of other than one or three 8-bit bands (multispectral, 16-bit, float) are read with
-    rasterio (GDAL), every band in the file's order; every other image as :func:`read_image`
-    reads it, 8-bit RGB, as before.
+    GDAL's rasters (:data:`SCENE_EXTENSIONS`: JPEG 2000, VRT, Erdas Imagine) and TIFFs of other
+    than one or three 8-bit bands (multispectral, 16-bit, float) are read with rasterio (GDAL),
+    every band in the file's order; every other image as :func:`read_image` reads it, 8-bit
+    RGB, as before.
 
     Args:
         path: the image file.
@@ -164,7 +165,10 @@ def read_bands(path: str | Path, limit: int | None = None) -> np.ndarray:
         DatasetError: a missing or unreadable file, or rasterio missing for such a TIFF.
     """
     path = Path(path)
-    if path.suffix.lower() in TIFF_EXTENSIONS and path.is_file() and not _is_8bit_rgb(path):
+    suffix = path.suffix.lower()
+    if suffix in SCENE_EXTENSIONS or (
+        suffix in TIFF_EXTENSIONS and path.is_file() and not _is_8bit_rgb(path)
+    ):
         return read_raster(path, limit)
     return read_image(path, limit=limit)
 

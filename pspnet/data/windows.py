@@ -3,8 +3,9 @@
 Aerial datasets come as large tiles (ISPRS Potsdam's are 6,000 x 6,000 pixels) from which
 training takes crops a few hundred pixels wide. With ``data.sample_window: S`` each training
 sample is a random S x S window of its tile, drawn from the sample's seed (so a resumed run
-draws the same windows): TIFF images and labels are read window by window with rasterio
-(GDAL reads only the tiles the window covers), other formats are decoded whole and cut, as
+draws the same windows): TIFF, JPEG 2000 and VRT images and labels are read window by window
+with rasterio (GDAL reads only the tiles the window covers), other formats are decoded whole
+and cut, as
 torchgeo's random samplers do for raster datasets.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pspnet.data.images import TIFF_EXTENSIONS, read_bands
+from pspnet.data.images import SCENE_EXTENSIONS, TIFF_EXTENSIONS, read_bands
 from pspnet.data.labels import read_label, stored_to_ids
 from pspnet.data.presets import DatasetPreset
 from pspnet.errors import DatasetError
@@ -41,12 +42,14 @@ def read_window_pair(
     return image, label
 
 
-def _is_tiff(path: Path) -> bool:
-    return path.suffix.lower() in TIFF_EXTENSIONS
+def _windowed(path: Path) -> bool:
+    """Whether GDAL reads the file's windows (TIFF, JPEG 2000, VRT ...) rather than decoding
+    it whole."""
+    return path.suffix.lower() in TIFF_EXTENSIONS + SCENE_EXTENSIONS
 
 
 def _size(path: Path) -> tuple[int, int]:
-    if _is_tiff(path):
+    if _windowed(path):
         with _opened(path) as raster:
             return raster.height, raster.width
     return read_bands(path).shape[:2]
@@ -54,7 +57,7 @@ def _size(path: Path) -> tuple[int, int]:
 
 def _image_window(path: Path, window) -> np.ndarray:
     top, left, rows, columns = window
-    if not _is_tiff(path):
+    if not _windowed(path):
         return read_bands(path)[top : top + rows, left : left + columns]
     from rasterio.windows import Window
 
@@ -65,7 +68,7 @@ def _image_window(path: Path, window) -> np.ndarray:
 
 def _label_window(path: Path, preset: DatasetPreset, window) -> np.ndarray:
     top, left, rows, columns = window
-    if not _is_tiff(path):
+    if not _windowed(path):
         return read_label(path, preset)[top : top + rows, left : left + columns]
     from rasterio.windows import Window
 
@@ -86,7 +89,7 @@ def _opened(path: Path):
         from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
     except ImportError as err:
         raise DatasetError(
-            f"{path}: windows of TIFF tiles are read with rasterio: pip install 'pspnet[geo]'"
+            f"{path}: windows of raster tiles are read with rasterio: pip install 'pspnet[geo]'"
         ) from err
     try:
         with warnings.catch_warnings():
