@@ -13,6 +13,7 @@ import torch
 from pspnet.checkpoints import LoadedCheckpoint
 from pspnet.config import InferenceConfig
 from pspnet.data.datasets import SegmentationDataset, find_pairs
+from pspnet.data.normalization import Normalization
 from pspnet.data.presets import PRESETS, ClassOptions
 from pspnet.data.synthetic import make_scene
 from pspnet.data.transforms import AugmentConfig, EvalTransform
@@ -65,6 +66,7 @@ class BenchmarkData:
     dataset: SegmentationDataset
     calibration_files: list[Path]
     inference: InferenceConfig
+    normalization: Normalization
     description: str
 
     @classmethod
@@ -98,12 +100,13 @@ class BenchmarkData:
         train = [str(image) for image, _ in find_pairs(root, preset, "train")]
         files = calibration_images(train, calibration_count)
         count = len(scored) if limit <= 0 else min(limit, len(scored))
-        return cls(scored, files, inference, f"{preset.name} {split}, {count} images")
+        description = f"{preset.name} {split}, {count} images"
+        return cls(scored, files, inference, checkpoint.normalization, description)
 
     def calibration(self) -> list[torch.Tensor]:
         """The calibration images, normalised (1, B, h, w) batches, read afresh (so that they
         are not held while the other paths are measured)."""
-        return calibration_batches(self.calibration_files, self.inference)
+        return calibration_batches(self.calibration_files, self.inference, self.normalization)
 
     def score(
         self,

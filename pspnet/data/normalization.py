@@ -19,12 +19,13 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 
-from pspnet.data.images import to_rgb
+from pspnet.data.images import ImageInput, as_bands, read_bands, to_rgb
 from pspnet.errors import CheckpointError, ConfigError, DatasetError
 
 __all__ = [
@@ -187,6 +188,30 @@ class Normalization:
         mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
         normalised = (image.astype(np.float32) - mean) / std  # (H, W, N)
         return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))  # (N, H, W)
+
+    def of_image(self, image: ImageInput, limit: int | None = None) -> torch.Tensor:
+        """Any image as the model takes it, normalised as training did: (N, H, W) float32.
+
+        A model of the 8-bit RGB default takes what :func:`~pspnet.data.images.to_rgb` takes
+        (grey, RGBA, 16-bit and [0, 1] float images converted), as always. Any other model
+        takes (H, W, N) arrays of its N bands, of any real type (uint8, uint16, int16,
+        float32 ...) in the training files' units; a path is read with every band
+        (:func:`~pspnet.data.images.read_bands`) and the training's ``bands`` are taken.
+
+        Args:
+            image: a path, an array or a PIL image.
+            limit: refuse an image of more pixels; the decoders' limit when None.
+
+        Raises:
+            DatasetError: an image of another band count ("the model takes 4 bands; image
+                array has 3"), unreadable, oversized or not finite.
+        """
+        if self.eight_bit_rgb:
+            return normalize(to_rgb(image, limit))  # (3, H, W)
+        if isinstance(image, (str, Path)):
+            name = str(image)
+            return self(self.pick(read_bands(image, limit), name), name)
+        return self(as_bands(image, limit), "image array")  # (N, H, W)
 
     def to_dict(self) -> dict:
         return {"bands": list(self.bands), "mean": list(self.mean), "std": list(self.std)}

@@ -16,13 +16,10 @@ from pspnet.checkpoints import LoadedCheckpoint, load_checkpoint
 from pspnet.config import InferenceConfig
 from pspnet.data.images import (
     ImageInput,
-    as_bands,
     expand_inputs,
     max_pixels,
-    read_bands,
-    to_rgb,
 )
-from pspnet.data.normalization import Normalization, normalize
+from pspnet.data.normalization import Normalization
 from pspnet.devices import resolve_device
 from pspnet.errors import ConfigError, InferenceError, PSPNetError
 from pspnet.inference.memory import fit_window_batch, pixels_within
@@ -81,29 +78,14 @@ class Segmenter:
         return self.checkpoint.normalization
 
     def normalize(self, image: ImageInput, limit: int | None = None) -> torch.Tensor:
-        """An image as the network takes it, normalised as training did: (N, H, W) float32.
-
-        A model of the 8-bit RGB default takes what :func:`~pspnet.data.images.to_rgb` takes
-        (grey, RGBA, 16-bit and [0, 1] float images converted), as always. Any other model
-        takes (H, W, N) arrays of its N bands, of any real type (uint8, uint16, int16,
-        float32 ...) in the training files' units; a path is read with every band
-        (:func:`~pspnet.data.images.read_bands`) and the training's ``bands`` are taken.
-
-        Args:
-            image: a path, an array or a PIL image.
-            limit: refuse an image of more pixels; the decoders' limit when None.
+        """An image as the network takes it, normalised as training did: (N, H, W) float32
+        (:meth:`~pspnet.data.normalization.Normalization.of_image`).
 
         Raises:
             DatasetError: an image of another band count ("the model takes 4 bands; image
                 array has 3"), unreadable, oversized or not finite.
         """
-        normalization = self.normalization
-        if normalization.eight_bit_rgb:
-            return normalize(to_rgb(image, limit))  # (3, H, W)
-        if isinstance(image, (str, Path)):
-            name = str(image)
-            return normalization(normalization.pick(read_bands(image, limit), name), name)
-        return normalization(as_bands(image, limit), "image array")  # (N, H, W)
+        return self.normalization.of_image(image, limit)
 
     @classmethod
     def from_checkpoint(
@@ -145,7 +127,7 @@ class Segmenter:
         batches = None
         if runtime.calibration:
             images = calibration_images(runtime.calibration, runtime.calibration_count)
-            batches = calibration_batches(images, config)
+            batches = calibration_batches(images, config, checkpoint.normalization)
         shape = ModelShape.of(checkpoint.config, config.crop_size)  # finds what was measured
         path = resolve_path(
             runtime.precision,

@@ -117,13 +117,48 @@ def test_calibration_batches_are_scale_one_views_within_the_crop(tmp_path):
     wide = np.zeros((50, 100, 3), np.uint8)
     Image.fromarray(np.full((30, 20, 3), 200, np.uint8)).save(tmp_path / "small.png")
     slide = InferenceConfig(mode="slide", crop_size=(40, 60), base_size=80)
-    batches = calibration_batches([wide, tmp_path / "small.png"], slide)
+    rgb = Normalization()
+    batches = calibration_batches([wide, tmp_path / "small.png"], slide, rgb)
     assert [tuple(b.shape) for b in batches] == [(1, 3, 40, 60), (1, 3, 40, 53)]
     assert batches[1].mean() > batches[0].mean()  # normalised, not raw pixels
-    kept = calibration_batches([wide], InferenceConfig(crop_size=(473, 473)))
+    kept = calibration_batches([wide], InferenceConfig(crop_size=(473, 473)), rgb)
     assert tuple(kept[0].shape) == (1, 3, 50, 100)
+    assert torch.equal(kept[0][0], normalize(wide))
     with pytest.raises(DatasetError, match="missing.png"):
-        calibration_batches([tmp_path / "missing.png"], slide)
+        calibration_batches([tmp_path / "missing.png"], slide, rgb)
+
+
+def test_a_multiband_model_calibrates_int8_on_its_bands_normalised_as_trained(tmp_path):
+    """int8 of a 4-band model: its calibration tiles are read with every band, the trained
+    bands picked, each normalised by its own mean and std (not as 8-bit RGB)."""
+    pytest.importorskip("rasterio")
+    pytest.importorskip("onnxruntime")
+    from helpers import write_raster
+
+    rng = np.random.default_rng(0)
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    for index in range(3):  # 5-band uint16 tiles; the model takes bands 5, 3, 2, 1
+        write_raster(tiles / f"t{index}.tif", rng.integers(0, 10000, (5, 40, 48), dtype=np.uint16))
+    trained = Normalization(mean=(5000.0,) * 4, std=(2900.0,) * 4, bands=(5, 3, 2, 1))
+    batches = calibration_batches(
+        sorted(tiles.iterdir()), InferenceConfig(crop_size=(32, 32)), trained
+    )
+    from pspnet.data.images import read_bands
+
+    first = read_bands(tiles / "t0.tif")[4:36, 8:40][..., [4, 2, 1, 0]]
+    expected = (first.astype(np.float32) - 5000) / 2900
+    assert tuple(batches[0].shape) == (1, 4, 32, 32)
+    torch.testing.assert_close(batches[0][0], torch.from_numpy(expected.transpose(2, 0, 1)))
+
+    torch.manual_seed(0)
+    model = PSPNet(3, backbone="resnet18", base_width=8, in_channels=4).eval()
+    path = tmp_path / "four.safetensors"
+    save_model(model, path, {"normalization": trained.to_json()})
+    runtime = RuntimeSettings(precision="int8", backend="onnx", calibration=(str(tiles),))
+    segmenter = Segmenter.from_checkpoint(path, runtime, InferenceOverrides(crop_size=(32, 32)))
+    labels = segmenter.segment(tiles / "t1.tif").labels  # a path: the trained bands picked
+    assert labels.shape == (40, 48)
 
 
 def test_the_default_is_the_exact_rewrite_and_none_the_plain_model(checkpoint):

@@ -14,23 +14,24 @@ import torch
 import torch.nn.functional as F
 
 from pspnet.config import InferenceConfig
-from pspnet.data.images import ImageInput, to_rgb
-from pspnet.data.transforms import normalize
+from pspnet.data.images import ImageInput
+from pspnet.data.normalization import Normalization
 from pspnet.errors import ConfigError
 from pspnet.inference.protocol import scaled_size
 
 
 def calibration_batches(
-    images: Sequence[ImageInput], inference: InferenceConfig
+    images: Sequence[ImageInput], inference: InferenceConfig, normalization: Normalization
 ) -> list[torch.Tensor]:
-    """Images as the network sees them at scale 1.0, one (1, 3, h, w) batch each, for int8.
+    """Images as the network sees them at scale 1.0, one (1, N, h, w) batch each, for int8.
 
-    Each is resized so its long side is ``inference.base_size`` (when set) and centre-cropped
-    to at most ``inference.crop_size``, which also bounds calibration memory.
+    Each is read and normalised as the model's training did (its bands, mean and std:
+    ``normalization``), resized so its long side is ``inference.base_size`` (when set) and
+    centre-cropped to at most ``inference.crop_size``, which also bounds calibration memory.
     """
     batches = []
     for image in images:
-        tensor = normalize(to_rgb(image))[None]  # (1, 3, H, W)
+        tensor = normalization.of_image(image)[None]  # (1, N, H, W)
         height, width = tensor.shape[-2:]
         if inference.base_size:
             height, width = scaled_size(height, width, inference.base_size)
