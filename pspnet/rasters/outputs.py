@@ -90,7 +90,7 @@ class SceneOutputs:
         from rasterio.windows import Window
 
         window = Window(0, first, labels.shape[1], labels.shape[0])
-        self._files[self.label].write(labels.astype(np.uint8)[None], window=window)
+        self._files[self.label].write(np.asarray(labels, np.uint8)[None], window=window)
         if self.confidence is not None and confidence is not None:
             scaled = np.round(np.clip(confidence, 0, 1) * 255).astype(np.uint8)
             self._files[self.confidence].write(scaled[None], window=window)
@@ -134,6 +134,7 @@ class SceneOutputs:
                 COMPRESS="DEFLATE",
                 RESAMPLING=resampling,
                 BLOCKSIZE=TILE,
+                NUM_THREADS="ALL_CPUS",  # the network is done: every core compresses
                 BIGTIFF="IF_SAFER",
             )
             os.replace(staged, final)

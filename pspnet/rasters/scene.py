@@ -101,6 +101,12 @@ class Scene:
     def georeferenced(self) -> bool:
         return self.crs is not None
 
+    @property
+    def may_lack_data(self) -> bool:
+        """Whether some pixels may hold no data: a nodata value, a mask or alpha band, or
+        float bands (NaN and infinite values)."""
+        return self._masked or self.dtype.kind == "f"
+
     def _pick(self, bands: Sequence[int] | None, channels: int) -> tuple[int, ...]:
         if bands is None:
             if channels > self.count:
@@ -149,8 +155,8 @@ class Scene:
 
     def valid(self, top: int, left: int, height: int, width: int) -> np.ndarray:
         """Which pixels of a window hold data, (height, width) bool; reads only the mask
-        unless nodata is a value given here."""
-        if self.nodata is not None:
+        unless nodata is a value given here or the bands are float (NaN holds no data)."""
+        if self.nodata is not None or self.dtype.kind == "f":
             return self.read(top, left, height, width)[1]
         if not self._masked:
             return np.ones((height, width), dtype=bool)

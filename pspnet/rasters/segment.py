@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from pspnet.config import InferenceConfig
@@ -56,9 +55,11 @@ def segment_scene(
         progress=progress,
     )
     for band in bands:
-        labels = band.labels.cpu().numpy().astype(np.uint8)  # (rows, W)
-        confidence = band.confidence.cpu().numpy()
-        valid = scene.valid(band.first, 0, labels.shape[0], scene.width)
-        labels[~valid] = NODATA
-        confidence[~valid] = 0
+        labels = band.labels.to(torch.uint8).cpu().numpy()  # (rows, W); 255: unknown
+        confidence = band.confidence.cpu().numpy() if outputs.confidence else None
+        if scene.may_lack_data:
+            invalid = ~scene.valid(band.first, 0, labels.shape[0], scene.width)
+            labels[invalid] = NODATA
+            if confidence is not None:
+                confidence[invalid] = 0
         outputs.write(band.first, labels, confidence)

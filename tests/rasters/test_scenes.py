@@ -241,3 +241,33 @@ def test_a_folder_of_tiles_is_shared_tile_by_tile_under_torchrun(model, tmp_path
             rasterio.open(tmp_path / "two" / name) as two,
         ):
             assert np.array_equal(one.read(), two.read())
+
+
+def test_nan_in_a_float_scene_without_nodata_is_written_as_nodata(tmp_path):
+    """Float bands mark missing pixels with NaN even where the file declares no nodata: they
+    are nodata in the label and confidence, and a window of nothing but NaN is not run."""
+    from pspnet.data.normalization import Normalization
+
+    torch.manual_seed(0)
+    normalization = Normalization(bands=(1, 2, 3), mean=(0.1,) * 3, std=(0.05,) * 3)
+    model = tmp_path / "float.safetensors"
+    net = PSPNet(5, backbone="resnet18", base_width=4).eval()
+    metadata = {
+        "normalization": normalization.to_json(),
+        "inference": json.dumps({"crop_size": [48, 48]}),
+    }
+    save_model(net, model, metadata)
+    rng = np.random.default_rng(0)
+    pixels = rng.uniform(0, 0.2, (3, 100, 130)).astype("float32")
+    pixels[:, :, :60] = np.nan  # the left 60 columns: more than a window of nothing
+    profile = dict(driver="GTiff", height=100, width=130, count=3, dtype="float32", crs=CRS)
+    with rasterio.open(tmp_path / "scene.tif", "w", transform=TRANSFORM, **profile) as file:
+        file.write(pixels)
+    out = tmp_path / "out"
+    assert predict(model, tmp_path / "scene.tif", "--out", out, "--confidence") == 0
+    with rasterio.open(out / "scene_label.tif") as file:
+        labels = file.read(1)
+    with rasterio.open(out / "scene_confidence.tif") as file:
+        confidence = file.read(1)
+    assert (labels[:, :60] == 255).all() and (confidence[:, :60] == 0).all()
+    assert (labels[:, 60:] < 5).all() and (confidence[:, 60:] > 0).all()
