@@ -162,6 +162,7 @@ def test_semseg_network_is_the_reference_of_the_goals(tmp_path, trained, monkeyp
     assert semseg[AUTO] == "reference" and semseg[VERSUS] == "1.00x" and semseg[GOAL] == ""
     assert float(semseg[ERROR]) <= 1e-5 and semseg[AGREEMENT] == "100.00"
     exact = rows["fp32 eager"]
+    assert float(exact[ERROR]) <= 1e-5 and exact[AUTO] == "yes"  # logits: scale-free
     versus = float(exact[VERSUS].removesuffix("x"))
     assert versus == pytest.approx(float(semseg[MEDIAN]) / float(exact[MEDIAN]), abs=0.02)
     if versus != 1.5:  # rounded either way

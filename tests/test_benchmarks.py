@@ -1,6 +1,7 @@
 """Smoke runs of the benchmark scripts at tiny sizes, so they keep up with the library."""
 
 import copy
+import re
 import sys
 
 import helpers
@@ -240,3 +241,19 @@ def test_backends_writes_one_benchmark_table_per_shape(monkeypatch, capsys):
     assert {"none eager", "none semseg", "fp32 eager"} <= set(rows)
     assert float(rows["none semseg"][8]) <= 1e-5  # max rel err: semseg's network is the model
     assert "- fp32 >= 1.5x semseg: " in printed
+
+
+def test_scene_memory_compares_the_routines_in_turn(monkeypatch, capsys, tmp_path):
+    pytest.importorskip("rasterio")
+    from benchmarks.cpu import scene_memory
+
+    argv = ["--sizes", "200", "300", "--reference", "200", "--rounds", "1", "--work", tmp_path]
+    run(scene_memory, [str(arg) for arg in argv], monkeypatch)
+    printed = capsys.readouterr().out
+    commands = table_rows(printed, "| 300^2")
+    assert len(commands) == 1 and commands[0][2].strip()  # growth over the 200^2 scene
+    assert [row[0].strip() for row in table_rows(printed, "| streamed")] == [
+        "streamed (windows read from disk)"
+    ]
+    assert len(table_rows(printed, "| in memory")) == 1
+    assert re.search(r"Streamed throughput: \d+% of the in-memory routine's", printed)

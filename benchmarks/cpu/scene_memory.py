@@ -6,9 +6,13 @@ GeoTIFFs (64-pixel blocks of colour, so they compress like real imagery rather t
 the model a PSPNet-ResNet18 of width 8 with 11 classes and random weights (memory does not
 depend on them), sliding 473 windows without flip, so the larger scenes finish in minutes on
 two cores. The growth column is the peak's growth over the smallest scene per pixel added.
-``--reference SIZE`` also runs the in-memory routine (``Segmenter.segment`` on the decoded
-pixels) on the scene of that size, for the throughput the streamed routine keeps. Writes the
-"Memory of raster scenes" section of docs/benchmarks.md unless ``--no-write``.
+
+``--reference SIZE`` compares the two routines on the scene of that size, each in its own
+process, in turn (``--rounds`` of each): the streamed one (windows read from the GeoTIFF as
+they are run, finished rows handed on and dropped: what ``predict`` runs, without writing the
+outputs) and the in-memory one (``Segmenter.segment`` on the scene decoded whole, its pixels
+read included). Writes the "Memory of raster scenes" section of docs/benchmarks.md unless
+``--no-write``.
 
     python -m benchmarks.cpu.scene_memory --sizes 5000 10000 20000 40000 --reference 10000
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +47,26 @@ def child(how: str, scene: str, checkpoint: str, out: str) -> None:
 
         status = main(["predict", scene, "--checkpoint", checkpoint, "--out", out, *FLAGS])
         assert status == 0, status
+    elif how == "streamed":  # the streamed routine alone: what predict runs, nothing written
+        import torch
+
+        from pspnet.inference import Segmenter
+        from pspnet.inference.settings import InferenceOverrides
+        from pspnet.inference.streaming import stream_segments
+        from pspnet.rasters.scene import Scene, gdal_env
+
+        overrides = InferenceOverrides(mode="slide", crop_size=(473, 473), flip=False)
+        segmenter = Segmenter.from_checkpoint(checkpoint, inference=overrides)
+
+        with gdal_env(), Scene(scene) as opened:
+
+            def read(top: int, left: int, height: int, width: int):
+                pixels, valid = opened.read(top, left, height, width)
+                return segmenter.normalize(pixels), torch.from_numpy(valid)
+
+            size = (opened.height, opened.width)
+            for _ in stream_segments(segmenter.network, read, size, segmenter.inference):
+                pass
     else:  # the in-memory routine on the decoded pixels
         import rasterio
 
@@ -106,7 +131,8 @@ def write_scene(path: Path, size: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000, 20000, 40000])
-    parser.add_argument("--reference", type=int, help="also the in-memory routine at this size")
+    parser.add_argument("--reference", type=int, help="compare the routines at this size")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each routine, in turn")
     parser.add_argument("--work", type=Path, help="folder for scenes and outputs (a temp one)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--child", nargs=4, metavar=("HOW", "SCENE", "CKPT", "OUT"))
@@ -115,14 +141,14 @@ def main() -> None:
         child(*args.child)
         return
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        rows = measure(Path(tmp), sorted(args.sizes), args.reference)
+        rows = measure(Path(tmp), sorted(args.sizes), args.reference, args.rounds)
     body = report(rows)
     print(body)
     if not args.no_write:
         write_section(TITLE, body)
 
 
-def measure(folder: Path, sizes: list[int], reference: int | None) -> list[dict]:
+def measure(folder: Path, sizes: list[int], reference: int | None, rounds: int) -> list[dict]:
     import torch
 
     from pspnet.checkpoints import save_model
@@ -136,13 +162,14 @@ def measure(folder: Path, sizes: list[int], reference: int | None) -> list[dict]
         scene = folder / f"scene_{size}.tif"
         write_scene(scene, size)
         result = run("predict", scene, checkpoint, folder / f"out_{size}")
-        rows.append({"size": size, "how": "streamed", **result})
+        rows.append({"size": size, "how": "predict", **result})
         print(rows[-1], flush=True)
         if reference == size:
-            rows.append(
-                {"size": size, "how": "in memory", **run("memory", scene, checkpoint, folder)}
-            )
-            print(rows[-1], flush=True)
+            for _ in range(rounds):
+                for how in ("streamed", "memory"):
+                    result = run(how, scene, checkpoint, folder)
+                    rows.append({"size": size, "how": how, **result})
+                    print(rows[-1], flush=True)
         scene.unlink()
         for output in (folder / f"out_{size}").glob("*"):
             output.unlink()
@@ -150,29 +177,57 @@ def measure(folder: Path, sizes: list[int], reference: int | None) -> list[dict]
 
 
 def report(rows: list[dict]) -> str:
-    first = rows[0]
+    commands = [row for row in rows if row["how"] == "predict"]
+    first = commands[0]
     lines = [
         "Peak RSS of one `pspnet predict SCENE.tif` process per row (process, torch and model "
         "included) on synthetic tiled GeoTIFFs, PSPNet-ResNet18 width 8, 11 classes, sliding "
         "473 windows without flip; growth: the peak's growth over the first row per pixel "
-        f"added; throughput: megapixels per second of the whole command. CPU: {cpu_model()}.",
+        "added; throughput: megapixels per second of the whole command (segmenting, writing "
+        f"the label GeoTIFF, its Cloud-Optimised copy with overviews). CPU: {cpu_model()}.",
         "",
-        "| scene | routine | peak RSS (MiB) | growth (bytes/pixel) | seconds | Mpixel/s |",
-        "|---|---|---|---|---|---|",
+        "| scene | peak RSS (MiB) | growth (bytes/pixel) | seconds | Mpixel/s |",
+        "|---|---|---|---|---|",
     ]
-    for row in rows:
+    for row in commands:
         pixels = row["size"] ** 2
         added = pixels - first["size"] ** 2
-        streamed = row["how"] == "streamed"
-        growth = (
-            "" if added == 0 or not streamed else f"{(row['peak'] - first['peak']) / added:.3f}"
-        )
+        growth = "" if added == 0 else f"{(row['peak'] - first['peak']) / added:.3f}"
         lines.append(
-            f"| {row['size']:,}^2 | {row['how']} | {row['peak'] / MIB:,.0f} | {growth} | "
-            f"{row['seconds']:.0f} | {pixels / 1e6 / row['seconds']:.2f} |"
+            f"| {row['size']:,}^2 | {row['peak'] / MIB:,.0f} | {growth} | {row['seconds']:.0f} "
+            f"| {pixels / 1e6 / row['seconds']:.2f} |"
         )
+    routines = [row for row in rows if row["how"] != "predict"]
+    if routines:
+        lines += ["", *_routines(routines)]
     lines += ["", f"Command: `{command_line()}`"]
     return "\n".join(lines)
+
+
+def _routines(rows: list[dict]) -> list[str]:
+    """The streamed routine against the in-memory one on the same scene, run in turn."""
+    size = rows[0]["size"]
+    pixels = size**2 / 1e6
+    lines = [
+        f"The two routines on the {size:,}^2 scene, each process in turn (seconds and peak "
+        "of the whole process: loading the model and reading the pixels included, nothing "
+        "written):",
+        "",
+        "| routine | run | seconds | Mpixel/s | peak RSS (MiB) |",
+        "|---|---|---|---|---|",
+    ]
+    medians = {}
+    for how, name in (("streamed", "streamed (windows read from disk)"), ("memory", "in memory")):
+        runs = [row for row in rows if row["how"] == how]
+        for index, row in enumerate(runs, start=1):
+            lines.append(
+                f"| {name} | {index} | {row['seconds']:.1f} | {pixels / row['seconds']:.2f} | "
+                f"{row['peak'] / MIB:,.0f} |"
+            )
+        medians[how] = statistics.median(row["seconds"] for row in runs)
+    share = medians["memory"] / medians["streamed"]
+    lines += ["", f"Streamed throughput: {100 * share:.0f}% of the in-memory routine's (medians)."]
+    return lines
 
 
 if __name__ == "__main__":

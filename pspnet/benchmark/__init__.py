@@ -6,7 +6,7 @@ PyTorch, ``torch.compile``, ONNX Runtime and OpenVINO, in fp32, bf16 where it is
 and CUDA graphs on CUDA, int8 calibrated on the data's train split), times them in alternating
 runs (:mod:`pspnet.benchmark.measure`) on an image of the model's crop, each run giving the
 window's logits at the image's size, and compares each with the plain model: the largest
-relative error of its probabilities, the share of labels it keeps and, given a dataset, its
+relative error of its logits, the share of labels it keeps and, given a dataset, its
 mIoU through the one evaluation routine (:func:`pspnet.engine.evaluate.evaluate`). Probes of
 the chip's fp32 rate (:mod:`pspnet.benchmark.probes`) put each path's GFLOP/s beside what the
 chip reaches, so a goal missed reads as the code's shortfall or the chip's limit. The result is
@@ -65,7 +65,7 @@ from pspnet.settings import check_settings, setting
 from pspnet.weights import cache_dir
 
 Events = Callable[[dict], None]
-SYNTHETIC_IMAGES = 4  # scenes the probabilities are compared on (the first is timed)
+SYNTHETIC_IMAGES = 4  # scenes the logits are compared on (the first is timed)
 # The speed goals, over semseg's eager forward on the same machine: an exact path 1.5x, bf16 3x.
 GOALS = {"fp32": 1.5, "bf16": 3.0}
 
@@ -167,7 +167,7 @@ class BenchmarkReport:
             "none) and over semseg's network (none semseg: the same weights as semseg builds "
             "and runs them)",
             f"- against the plain model: argmax agreement on {record.agreement_on}, relative "
-            f"error of the probabilities on {SYNTHETIC_IMAGES} synthetic images; auto: kept "
+            f"error of the logits on {SYNTHETIC_IMAGES} synthetic images; auto: kept "
             f"its threshold (exact: rel err <= {EXACT_TOLERANCE:g}, reduced precision: "
             f"agreement >= {100 * MIN_AGREEMENT:g}%)",
             f"- the chip: {self.probes.text()}; GFLOP/s below is the path's own FLOPs (fp32 "

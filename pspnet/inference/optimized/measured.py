@@ -9,7 +9,7 @@ input bands, crop). A machine or a model that differs in any of them has no reco
 falls back to :data:`~pspnet.inference.optimized.optimize.MEASURED_FASTEST`.
 
 A path qualifies for ``auto`` when it kept the agreement thresholds: an exact path (fp32)
-within :data:`EXACT_TOLERANCE` of the plain model's probabilities, a reduced precision (bf16,
+within :data:`EXACT_TOLERANCE` of the plain model's logits, a reduced precision (bf16,
 fp16, int8) with at least :data:`MIN_AGREEMENT` of its pixels' labels unchanged.
 """
 
@@ -32,7 +32,9 @@ from pspnet.weights.download import cache_dir
 
 RECORDS_FILE = "measured-paths.json"
 RECORDS_VERSION = 1
-# An exact path's largest relative difference from the plain model's probabilities.
+# An exact path's largest difference from the plain model's logits over their largest magnitude
+# (float32 reassociation gives about 1e-6; a relative measure, so a model's logit scale does not
+# move it, where a difference of probabilities grows with it).
 EXACT_TOLERANCE = 1e-5
 # A reduced precision's least share of pixels labelled as the plain model labels them.
 MIN_AGREEMENT = 0.999
@@ -146,7 +148,7 @@ class MeasuredPath:
         warmup_s: seconds from building the path to its first result (compile, calibration).
         memory_mb: MiB the path added to the process: its weights and runtime, plus the peak
             of one call.
-        relative_error: largest difference from the plain model's probabilities over their
+        relative_error: largest difference from the plain model's logits over their
             largest value.
         agreement: share of pixels labelled as the plain model labels them.
         miou: mean IoU on the benchmark's data, when it had some.
