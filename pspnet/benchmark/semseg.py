@@ -22,10 +22,11 @@ from torch import nn
 from pspnet.checkpoints.native import rename_strict
 from pspnet.checkpoints.semseg import PSPNET_RULES
 from pspnet.models.pspnet import ModelConfig, PSPNet
+from pspnet.models.resnet import Bottleneck  # torchvision's block, under torchvision's names
 
 # Blocks per stage of the depths semseg builds (all bottlenecks).
 DEPTHS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3), "resnet152": (3, 8, 36, 3)}
-EXPANSION = 4
+EXPANSION = Bottleneck.expansion
 
 
 def semseg_difference(config: ModelConfig) -> str | None:
@@ -55,32 +56,6 @@ def semseg_difference(config: ModelConfig) -> str | None:
     if differing:
         return f"not semseg's network ({', '.join(differing)})"
     return None
-
-
-class SemsegBottleneck(nn.Module):
-    """torchvision's bottleneck as semseg patches it: the stride and dilation on conv2."""
-
-    def __init__(self, inplanes: int, planes: int, stride: int, dilation: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, dilation, dilation, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * EXPANSION, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * EXPANSION)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or inplanes != planes * EXPANSION:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes * EXPANSION, 1, stride, bias=False),
-                nn.BatchNorm2d(planes * EXPANSION),
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        return self.relu(self.bn3(self.conv3(out)) + identity)
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> list:
@@ -113,9 +88,9 @@ class SemsegPSPNet(nn.Module):
             zip(DEPTHS[config.backbone], geometry, strict=True)
         ):
             planes = width * 2**index
-            layer = [SemsegBottleneck(inplanes, planes, stride, dilation)]
+            layer = [Bottleneck(inplanes, planes, stride, dilation)]
             inplanes = planes * EXPANSION
-            layer += [SemsegBottleneck(inplanes, planes, 1, dilation) for _ in range(blocks - 1)]
+            layer += [Bottleneck(inplanes, planes, 1, dilation) for _ in range(blocks - 1)]
             setattr(self, f"layer{index + 1}", nn.Sequential(*layer))
         features = inplanes  # 2048 at full width
         if config.use_ppm:
