@@ -60,7 +60,8 @@ def report_text(settings: BenchmarkSettings, label: str) -> str:
     """One model's table, its heading demoted under the section."""
     print(f"{label}: measuring every path", flush=True)
     report = run_benchmark(settings, _progress)
-    text = report.to_markdown().replace(f"# pspnet benchmark: {settings.checkpoint}", "")
+    heading = f"# pspnet benchmark: {settings.checkpoint}\n"
+    text = report.to_markdown().replace(heading, "")
     print(text, flush=True)
     return f"**{label}**\n{text}"
 

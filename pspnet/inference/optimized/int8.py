@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,18 @@ def calibration_batches(
     return batches
 
 
+@contextlib.contextmanager
+def _root_logger_quiet() -> Iterator[None]:
+    """The root logger at ERROR for the duration (ONNX Runtime's quantiser warns there)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def quantize_int8(source: Path, destination: Path, calibration: Iterable[torch.Tensor]) -> Path:
     """ONNX Runtime static int8 quantisation (QDQ, per-channel weights) from calibration images.
 
@@ -59,16 +72,17 @@ def quantize_int8(source: Path, destination: Path, calibration: Iterable[torch.T
     batches = list(calibration)
     if not batches:
         raise ConfigError("int8 calibration needs at least one image")
-    quantize_static(
-        str(source),
-        str(destination),
-        _Calibration(batches),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        reduce_range=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
+    with _root_logger_quiet():  # its advice to run its pre-processing, logged on every call
+        quantize_static(
+            str(source),
+            str(destination),
+            _Calibration(batches),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
     # Keep the model config and class names that OnnxRuntimeModel reads from the metadata.
     import onnx
 
