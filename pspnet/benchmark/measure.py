@@ -14,8 +14,6 @@ On CUDA it is the growth of the allocator's peak instead.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import statistics
 import threading
@@ -27,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pspnet.inference.memory import release_free_heap
 from pspnet.inference.protocol import Network
 
 Call = Callable[[], object]
@@ -104,7 +103,7 @@ class MemoryMeter:
     def _now(self) -> float:
         if self.cuda:
             return float(torch.cuda.memory_allocated(self.device))
-        _trim()
+        release_free_heap()
         return float(rss_bytes())
 
 
@@ -139,22 +138,6 @@ def rss_bytes() -> int:
     return resident_pages * _PAGE_SIZE
 
 
-def _trim() -> None:
-    """Hand free heap pages back to the system (glibc's ``malloc_trim``; nothing elsewhere)."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
-
-
-_LIBC = _libc()
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 

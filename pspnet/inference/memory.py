@@ -2,11 +2,16 @@
 
 :func:`image_memory` estimates an image's bytes beyond the weights (a service's and a
 command's pixel limits come from it, through :func:`pixels_within`); :func:`fit_window_batch`
-sizes a CUDA network's window batch to its free memory from one measured window.
+sizes a CUDA network's window batch to its free memory from one measured window;
+:func:`release_free_heap` hands freed heap pages back to the system between long stretches of
+work.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import math
 
 import torch
@@ -15,6 +20,29 @@ from pspnet.config import InferenceConfig
 from pspnet.inference.protocol import Network, logits_of
 from pspnet.models.pspnet import ModelConfig
 from pspnet.models.resnet import DEPTHS
+
+
+def release_free_heap() -> None:
+    """Hand free heap pages back to the system (glibc's ``malloc_trim``; nothing elsewhere).
+
+    glibc keeps what large temporaries freed in its heaps, at an address it may not reuse for
+    the next ones (the band buffers of a streamed scene come in many shapes, and torch's and
+    GDAL's threads each take an arena), so a long run's resident memory creeps up with its
+    length; trimming between rows of windows bounds it by what is live.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
 
 
 def windows_that_fit(

@@ -21,6 +21,7 @@ import torch
 
 from pspnet.config import InferenceConfig
 from pspnet.inference.bands import band_rows
+from pspnet.inference.memory import release_free_heap
 from pspnet.inference.protocol import (
     Network,
     Progress,
@@ -130,6 +131,7 @@ def stream_segments(
             done = finished
         while kept and kept[0][0] + crop[0] <= done:
             kept.popleft()  # no unfinished row lies in these windows any more
+        release_free_heap()  # what this row's temporaries freed: memory stays flat
 
 
 def _row_views(
