@@ -62,7 +62,8 @@ print(json.dumps({
     "features": len(features),
     "names": sorted({str(f["class_name"]) for f in features}),
 }))
-app.exitQgis()
+sys.stdout.flush()
+os._exit(0)  # exitQgis() may crash a headless QGIS on the way out; everything is printed
 """
 
 

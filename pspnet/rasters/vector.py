@@ -38,7 +38,7 @@ def write_polygons(
     from rasterio.features import shapes
     from rasterio.windows import Window
 
-    staged = out.with_name(f".{out.name}.part")
+    staged = out.with_name(f".{out.stem}.part{out.suffix}")  # GDAL wants the .gpkg suffix
     staged.unlink(missing_ok=True)
     count = 0
     with rasterio.open(label) as source:

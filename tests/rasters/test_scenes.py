@@ -271,3 +271,14 @@ def test_nan_in_a_float_scene_without_nodata_is_written_as_nodata(tmp_path):
         confidence = file.read(1)
     assert (labels[:, :60] == 255).all() and (confidence[:, :60] == 0).all()
     assert (labels[:, 60:] < 5).all() and (confidence[:, 60:] > 0).all()
+
+
+def test_polygons_are_written_without_gdal_warnings(model, tmp_path, capsys):
+    """The GeoPackage is staged under a .gpkg name (GDAL warns about any other suffix)."""
+    write_scene(tmp_path / "scene.tif", 120, 160)
+    assert predict(model, tmp_path / "scene.tif", "--out", tmp_path / "out", "--vector") == 0
+    captured = capsys.readouterr()
+    assert "warning" not in (captured.out + captured.err).lower()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.suffix == ".gpkg") == [
+        "scene_label.gpkg"
+    ]
