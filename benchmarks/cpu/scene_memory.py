@@ -78,8 +78,20 @@ def child(how: str, scene: str, checkpoint: str, out: str) -> None:
         with rasterio.open(scene) as file:
             pixels = np.moveaxis(file.read(), 0, -1)
         segmenter.segment(pixels)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak = peak_rss()
     print(json.dumps({"peak": peak, "seconds": time.perf_counter() - start}))
+
+
+def peak_rss() -> int:
+    """This process's own peak RSS in bytes: ``VmHWM``, the high-water mark of its memory map.
+
+    Not ``ru_maxrss``: Linux folds the RSS a process had before ``exec`` into it, so a child
+    would report at least its parent's RSS at the fork (the scene writer's, here).
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # no /proc: KiB
 
 
 def run(how: str, scene: Path, checkpoint: Path, out: Path) -> dict:
