@@ -54,11 +54,12 @@ def alternating_medians(calls: Sequence[Call], runs: int, device: torch.device) 
     with torch.inference_mode():
         for round_ in range(runs):
             for index in order if round_ % 2 == 0 else reversed(order):
-                times[index].append(_timed(calls[index], device))
+                times[index].append(timed(calls[index], device))
     return [statistics.median(series) for series in times]
 
 
-def _timed(call: Call, device: torch.device) -> float:
+def timed(call: Call, device: torch.device) -> float:
+    """Seconds of one ``call`` (CUDA's queued work awaited on both sides)."""
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)

@@ -9,7 +9,6 @@ limit. FLOPs count a multiply-add as two, at test time (no auxiliary head).
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from pspnet.benchmark.measure import timed
 from pspnet.engine.summary import summarize
 from pspnet.inference.optimized.optimize import exact_rewrite
 from pspnet.models.pspnet import ModelConfig, PSPNet
@@ -90,17 +90,8 @@ def measure_probes(config: ModelConfig, crop: tuple[int, int], device: torch.dev
 
 def _rate(flop: float, call: Callable[[], object], device: torch.device) -> float:
     """GFLOP/s of ``call``: the median of :data:`PROBE_RUNS` after one warm-up."""
-    times = []
     with torch.inference_mode():
-        for run in range(PROBE_RUNS + 1):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            call()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if run:
-                times.append(time.perf_counter() - start)
+        times = [timed(call, device) for _ in range(PROBE_RUNS + 1)][1:]  # the first warms up
     return flop / statistics.median(times) / 1e9
 
 
