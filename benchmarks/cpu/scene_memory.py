@@ -145,7 +145,11 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000, 20000, 40000])
     parser.add_argument("--reference", type=int, help="compare the routines at this size")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each routine, in turn")
-    parser.add_argument("--work", type=Path, help="folder for scenes and outputs, made if missing (default: a temp one)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="folder for scenes and outputs, made if missing (default: a temp one)",
+    )
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--child", nargs=4, metavar=("HOW", "SCENE", "CKPT", "OUT"))
     args = parser.parse_args()
