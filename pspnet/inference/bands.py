@@ -19,6 +19,8 @@ import torch.nn.functional as F
 
 # Floats of one (C, rows, W) band buffer: bounds each temporary to 32 MiB.
 BAND_ELEMENTS = 1 << 23
+# Rows of a block when a whole-width band would be shorter (see band_blocks).
+BLOCK_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -54,10 +56,15 @@ def bilinear_taps(out_size: int, in_size: int, align_corners: bool, device: torc
 
 
 def resize_band(
-    x: torch.Tensor, rows: Taps, width: int, align_corners: bool, first_row: int
+    x: torch.Tensor,
+    rows: Taps,
+    width: int,
+    align_corners: bool,
+    first_row: int,
+    columns: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Rows ``rows`` (a slice of an axis's taps) of the bilinear resize of ``x`` (C, k, w) to
-    ``width`` columns.
+    ``width`` columns, or only its columns [``columns``) of them.
 
     ``x`` holds the input rows from ``first_row`` on, at least those the taps read. Columns
     are resized first, by ``F.interpolate`` itself (the rows kept as they are), then rows, as
@@ -65,12 +72,14 @@ def resize_band(
     row), far faster than gathering them.
 
     Returns:
-        (C, len(rows), width) float32.
+        (C, len(rows), width or the columns') float32.
     """
     if x.shape[-1] != width:
         x = F.interpolate(
             x[None], (x.shape[1], width), mode="bilinear", align_corners=align_corners
         )[0]  # (C, k, width)
+    if columns is not None and columns != (0, width):
+        x = x[..., columns[0] : columns[1]].contiguous()
     count = len(rows.weight)
     weights = torch.zeros(count, x.shape[1], device=x.device)  # (rows, k)
     index = torch.arange(count, device=x.device)
@@ -91,3 +100,14 @@ def rows_read(taps: Taps) -> tuple[int, int]:
 def band_rows(num_classes: int, width: int) -> int:
     """Output rows per band: a (C, rows, W) buffer within ``BAND_ELEMENTS``, at least one row."""
     return max(1, BAND_ELEMENTS // max(1, num_classes * width))
+
+
+def band_blocks(num_classes: int, width: int) -> tuple[int, int]:
+    """(rows, columns) of the blocks a band is built in: the whole width while a band of it
+    is at least ``BLOCK_ROWS`` tall, else ``BLOCK_ROWS`` rows in as many columns as the
+    buffer allows, so every window is not cut into one-row slices on a wide scene with many
+    classes (one row a band at 150 classes and 40,000 columns)."""
+    rows = band_rows(num_classes, width)
+    if rows >= BLOCK_ROWS:
+        return rows, width
+    return BLOCK_ROWS, max(1, BAND_ELEMENTS // (num_classes * BLOCK_ROWS))

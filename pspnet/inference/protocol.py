@@ -290,34 +290,51 @@ def _output_rows(
     return resize_band(_scale_rows(views, low, high, network), rows, width, False, low)
 
 
-def _scale_rows(views: ScaleViews, first: int, last: int, network: Network) -> torch.Tensor:
-    """Rows [first, last) of a scale's probabilities (C, rows, w): windows averaged."""
+def _scale_rows(
+    views: ScaleViews,
+    first: int,
+    last: int,
+    network: Network,
+    columns: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Rows [first, last) of a scale's probabilities (C, rows, w), windows averaged; only its
+    columns [``columns``) when given (a block of a wide band)."""
     top, left = views.padding
     window_h, window_w = views.window
     start, stop = first + top, last + top  # in the padded image
-    padded_w = views.column_cover.numel()
-    acc = torch.zeros(network.num_classes, stop - start, padded_w, device=network.device)
+    begin, end = columns or (0, views.size[1])
+    begin, end = begin + left, end + left
+    acc = torch.zeros(network.num_classes, stop - start, end - begin, device=network.device)
     for y, x, logits, mirrored in views.views:
         low, high = max(start, y), min(stop, y + window_h)
-        if low >= high:
+        a, b = max(begin, x), min(end, x + window_w)
+        if low >= high or a >= b:
             continue
-        window = _window_probs(views, logits, low - y, high - y)  # (C, rows, window_w)
+        part = (a - x, b - x)
+        window = _window_probs(views, logits, low - y, high - y, part)  # (C, rows, b - a)
         if mirrored is not None:
             # semseg averages after the softmax, so a confident view outweighs an unsure one.
-            window = (window + _window_probs(views, mirrored, low - y, high - y).flip(-1)) / 2
-        acc[:, low - start : high - start, x : x + window_w] += window
-    acc /= views.row_cover[start:stop, None] * views.column_cover[None, :]
-    return acc[:, :, left : left + views.size[1]]
+            flipped = (window_w - part[1], window_w - part[0])
+            window = (
+                window + _window_probs(views, mirrored, low - y, high - y, flipped).flip(-1)
+            ) / 2
+        acc[:, low - start : high - start, a - begin : b - begin] += window
+    acc /= views.row_cover[start:stop, None] * views.column_cover[None, begin:end]
+    return acc
 
 
-def _window_probs(views: ScaleViews, logits: torch.Tensor, first: int, last: int) -> torch.Tensor:
-    """Rows [first, last) of a window's softmax (C, rows, window width), upsampled first."""
+def _window_probs(
+    views: ScaleViews, logits: torch.Tensor, first: int, last: int, columns: tuple[int, int]
+) -> torch.Tensor:
+    """Rows [first, last) and columns [``columns``) of a window's softmax (C, rows, columns),
+    upsampled first."""
     if views.rows is not None:
         rows = slice_taps(views.rows, first, last)
         low, high = rows_read(rows)
-        logits = resize_band(logits[:, low:high], rows, views.window[1], views.align_corners, low)
+        width, align = views.window[1], views.align_corners
+        logits = resize_band(logits[:, low:high], rows, width, align, low, columns)
     else:
-        logits = logits[:, first:last]
+        logits = logits[:, first:last, columns[0] : columns[1]]
     return logits.float().softmax(dim=0)
 
 

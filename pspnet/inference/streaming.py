@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from pspnet.config import InferenceConfig
-from pspnet.inference.bands import band_rows
+from pspnet.inference.bands import band_blocks
 from pspnet.inference.memory import release_free_heap
 from pspnet.inference.protocol import (
     Network,
@@ -184,9 +184,10 @@ def _read_padded(read, y, x, padding, size, crop) -> torch.Tensor | None:
 
 def _bands(network, windows, span, size, cover, config) -> Iterator[Band]:
     """Rows ``span`` = [first, last) of the scene from the windows covering them, in bands
-    that bound the (C, rows, W) buffer."""
+    built block by block (:func:`~pspnet.inference.bands.band_blocks`), each block's
+    (C, rows, columns) buffer bounded."""
     (first, last), (height, width) = span, size
-    step = band_rows(network.num_classes, cover[1].numel())
+    step, columns = band_blocks(network.num_classes, cover[1].numel())
     padded = (cover[0].numel(), cover[1].numel())
     padding = ((padded[0] - height) // 2, (padded[1] - width) // 2)
     views = None
@@ -198,7 +199,11 @@ def _bands(network, windows, span, size, cover, config) -> Iterator[Band]:
             labels = torch.full((stop - start, width), UNKNOWN, dtype=torch.int64)
             yield Band(start, labels, torch.zeros(stop - start, width))
             continue
-        with torch.no_grad():
-            probs = _scale_rows(views, start, stop, network)  # (C, rows, W)
-        confidence, labels = probs.max(dim=0)
+        labels = torch.empty((stop - start, width), dtype=torch.int64)
+        confidence = torch.empty((stop - start, width))
+        for begin in range(0, width, columns):
+            end = min(width, begin + columns)
+            with torch.no_grad():
+                probs = _scale_rows(views, start, stop, network, (begin, end))
+            confidence[:, begin:end], labels[:, begin:end] = probs.max(dim=0)
         yield Band(start, labels, confidence)

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from pspnet.config import InferenceConfig
+from pspnet.inference import bands, streaming
 from pspnet.inference.protocol import Network, segment_tensor
+from pspnet.inference.protocol import _scale_rows as scale_rows
 from pspnet.inference.streaming import check_streamable, stream_segments
 from pspnet.models import PSPNet
 
@@ -50,6 +52,37 @@ def test_streamed_labels_equal_the_in_memory_routine(network, size, crop, stride
     assert torch.equal(labels, reference.labels)
     torch.testing.assert_close(confidence, reference.confidence, rtol=0, atol=1e-6)
     assert max(rows for rows, _ in reads) <= crop[0]  # one window at a time, never the scene
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_bands_built_in_narrow_blocks_equal_the_in_memory_routine(network, flip, monkeypatch):
+    # A wide scene with many classes: bands are built in blocks of BLOCK_ROWS rows and as many
+    # columns as the buffer allows; blocks cut windows (and their mirrors) anywhere.
+    monkeypatch.setattr(bands, "BLOCK_ROWS", 8)
+    monkeypatch.setattr(bands, "BAND_ELEMENTS", 5 * 8 * 37)  # 8 x 37 blocks of 5 classes
+    blocks = []
+
+    def recording(views, first, last, network, columns=None):
+        blocks.append((last - first, columns))
+        return scale_rows(views, first, last, network, columns)
+
+    monkeypatch.setattr(streaming, "_scale_rows", recording)
+    torch.manual_seed(2)
+    image = torch.randn(3, 70, 150)
+    config = InferenceConfig(crop_size=(32, 48), flip=flip)
+    reference = segment_tensor(network, image, config)
+    labels, confidence, _ = streamed(network, image, config)
+    assert torch.equal(labels, reference.labels)
+    torch.testing.assert_close(confidence, reference.confidence, rtol=0, atol=1e-6)
+    assert {rows for rows, _ in blocks} <= set(range(1, 9)) and max(r for r, _ in blocks) == 8
+    assert {end - begin for _, (begin, end) in blocks} == {37, 150 - 4 * 37}
+
+
+def test_band_blocks_keep_whole_width_bands_where_they_are_tall_enough():
+    assert bands.band_blocks(19, 2000) == (bands.band_rows(19, 2000), 2000)  # 220 rows
+    rows, columns = bands.band_blocks(150, 40000)  # a band of 1 row otherwise
+    assert rows == bands.BLOCK_ROWS and columns * 150 * rows <= bands.BAND_ELEMENTS
+    assert columns == bands.BAND_ELEMENTS // (150 * rows)
 
 
 def test_strips_of_rows_put_together_equal_the_whole(network):
