@@ -1,6 +1,7 @@
 """Per-band normalisation, multi-band TIFFs, N-band augmentation and per-band statistics."""
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -90,6 +91,10 @@ def test_normalize_is_numpys_float32_arithmetic_bit_for_bit_and_leaves_the_input
         assert tensor.dtype == torch.float32 and tensor.is_contiguous()
         assert np.array_equal(tensor.numpy(), expected)
     assert np.array_equal(image, kept)  # a float32 image is not normalised in place
+    image.flags.writeable = False  # PIL's arrays and memmaps: read without a torch warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(normalize(image, mean, std), normalize(kept, mean, std))
 
 
 def test_bands_are_picked_by_their_1_based_numbers_and_missing_ones_refused():
