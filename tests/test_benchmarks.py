@@ -257,3 +257,22 @@ def test_scene_memory_compares_the_routines_in_turn(monkeypatch, capsys, tmp_pat
     ]
     assert len(table_rows(printed, "| in memory")) == 1
     assert re.search(r"Streamed throughput: \d+% of the in-memory routine's", printed)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sizes", "-5"], "'-5' is not a whole number above 0"),
+        (["--rounds", "0"], "'0' is not a whole number above 0"),
+        (["--work", "FILE"], "not a folder"),
+    ],
+)
+def test_scene_memory_refuses_bad_values_in_one_line(argv, message, monkeypatch, capsys, tmp_path):
+    from benchmarks.cpu import scene_memory
+
+    (tmp_path / "FILE").write_text("")
+    argv = [str(tmp_path / arg) if arg == "FILE" else arg for arg in argv]
+    with pytest.raises(SystemExit) as exit_:
+        run(scene_memory, argv, monkeypatch)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err

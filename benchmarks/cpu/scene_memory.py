@@ -140,11 +140,18 @@ def write_scene(path: Path, size: int) -> None:
             file.write(np.moveaxis(block, -1, 0), window=Window(0, top, size, rows))
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number above 0."""
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number above 0")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 10000, 20000, 40000])
-    parser.add_argument("--reference", type=int, help="compare the routines at this size")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each routine, in turn")
+    parser.add_argument("--sizes", type=positive, nargs="+", default=[5000, 10000, 20000, 40000])
+    parser.add_argument("--reference", type=positive, help="compare the routines at this size")
+    parser.add_argument("--rounds", type=positive, default=2, help="runs of each routine, in turn")
     parser.add_argument(
         "--work",
         type=Path,
@@ -156,6 +163,8 @@ def main() -> None:
     if args.child:
         child(*args.child)
         return
+    if args.work and args.work.exists() and not args.work.is_dir():
+        parser.error(f"--work {args.work}: not a folder")
     if args.work:
         args.work.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:

@@ -302,8 +302,7 @@ def _scale_rows(
     top, left = views.padding
     window_h, window_w = views.window
     start, stop = first + top, last + top  # in the padded image
-    begin, end = columns or (0, views.size[1])
-    begin, end = begin + left, end + left
+    begin, end = (left + c for c in columns or (0, views.size[1]))  # in the padded image
     acc = torch.zeros(network.num_classes, stop - start, end - begin, device=network.device)
     for y, x, logits, mirrored in views.views:
         low, high = max(start, y), min(stop, y + window_h)
